@@ -1,0 +1,104 @@
+//! What the core asks its driver to do.
+
+use crate::app::AppOutcome;
+use crate::block::Block;
+use crate::certificate::QuorumCertificate;
+use crate::event::Event;
+use crate::message::Message;
+use crate::state::{BlockRecord, SafetyState};
+use crate::types::{BlockHash, Height, PublicKey, View};
+use alloc::vec::Vec;
+use core::time::Duration;
+
+/// A committed block, handed to the driver to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its hash.
+    pub hash: BlockHash,
+    /// A QC certifying it (taken from its child), for block-sync servers.
+    pub certificate: QuorumCertificate,
+    /// The app state and validator-set updates it makes.
+    pub outcome: AppOutcome,
+}
+
+/// An obligation for the driver. Drain them with [`Replica::poll_action`](crate::Replica::poll_action)
+/// after every input, and perform them in the order given.
+#[must_use = "every action is an obligation for the driver"]
+// Boxing the large variants would cost an allocation per message for no gain: each value is
+// moved once, from the producer to the consumer.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// MUST durably write `safety` (when present) and `blocks` (fsync, and fsync the directory
+    /// after a rename), then answer with [`Input::Persisted`](crate::Input::Persisted) carrying
+    /// `seq` (or any higher seq already written). Writes must become durable in `seq` order.
+    /// Votes, timeout votes and proposals signed under this state are held back until then.
+    Persist {
+        /// Strictly increasing sequence number.
+        seq: u64,
+        /// The new safety state, if it changed.
+        safety: Option<SafetyState>,
+        /// Blocks to store (new blocks, or blocks whose outcome is now known).
+        blocks: Vec<BlockRecord>,
+    },
+    /// MUST send `message` to the replica `to` (best effort; no reply is expected).
+    Send {
+        /// The receiver.
+        to: PublicKey,
+        /// The message.
+        message: Message,
+    },
+    /// MUST send `message` to every other validator and listener (best effort).
+    Broadcast {
+        /// The message.
+        message: Message,
+    },
+    /// MUST answer with [`Input::TimerFired`](crate::Input::TimerFired) `{ view }` once `after`
+    /// has passed, unless the replica has since asked for a timer for a later view (a timer for
+    /// an old view is ignored anyway, so a driver may keep just the latest).
+    SetTimer {
+        /// The view the timer belongs to.
+        view: View,
+        /// How long from now.
+        after: Duration,
+    },
+    /// MUST ask the app for a block payload extending `parent` (reading the speculative state
+    /// of `parent`, see [`Replica::pending_updates`](crate::Replica::pending_updates)) and
+    /// answer with [`Input::BlockProduced`](crate::Input::BlockProduced).
+    ProduceBlock {
+        /// The view to propose in.
+        view: View,
+        /// The parent block.
+        parent: BlockHash,
+        /// The new block's height.
+        height: Height,
+    },
+    /// MUST ask the app to validate `block` against the speculative state of its parent and
+    /// answer with [`Input::BlockValidated`](crate::Input::BlockValidated).
+    ValidateBlock {
+        /// The block's hash.
+        hash: BlockHash,
+        /// The block.
+        block: Block,
+    },
+    /// MUST apply these blocks' outcomes, oldest first, to the committed app state and store.
+    /// No reply. Applying them again after a restart is harmless if the store records the
+    /// committed tip with them atomically.
+    Commit {
+        /// The newly committed blocks, oldest first.
+        blocks: Vec<CommittedBlock>,
+    },
+    /// MAY pass this notification to handlers and logs.
+    Event(Event),
+}
+
+/// Convenience for matching: the view a timer is for.
+impl Action {
+    /// True for actions that carry a signed consensus message.
+    #[must_use]
+    pub fn is_send(&self) -> bool {
+        matches!(self, Action::Send { .. } | Action::Broadcast { .. })
+    }
+}

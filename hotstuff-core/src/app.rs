@@ -1,0 +1,48 @@
+//! What the app tells the core about a block: its effect on app state and on the validator set.
+
+use crate::validators::ValidatorSetUpdates;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use borsh::{BorshDeserialize, BorshSerialize};
+
+/// Changes a block makes to the app's key-value state: key -> `Some(value)` to set, `None` to
+/// delete. The core keeps these per uncommitted block, so a driver can present the app a
+/// speculative view (committed state overlaid with the updates of a block's uncommitted
+/// ancestors, newest first; see [`Replica::pending_updates`](crate::Replica::pending_updates)),
+/// and hands them over in [`Action::Commit`](crate::Action::Commit) to apply.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct AppStateUpdates(pub BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+
+impl AppStateUpdates {
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.insert(key, Some(value));
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.0.insert(key, None);
+    }
+
+    /// What this update says about `key`: `Some(Some(v))` set, `Some(None)` deleted, `None`
+    /// untouched.
+    #[must_use]
+    pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.0.get(key).map(|v| v.as_deref())
+    }
+
+    /// True if nothing changes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The app's verdict on a valid block: what it changes when it commits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct AppOutcome {
+    /// Changes to the app state.
+    pub app_updates: AppStateUpdates,
+    /// Changes to the validator set (taking effect on commit; see the crate docs).
+    pub validator_updates: ValidatorSetUpdates,
+}

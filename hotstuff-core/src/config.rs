@@ -1,0 +1,50 @@
+//! Replica settings.
+
+use crate::error::ConfigError;
+use crate::message::Limits;
+use crate::types::ChainId;
+
+/// Settings of one replica. All replicas of a chain must agree on `chain` and `limits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The chain this replica runs.
+    pub chain: ChainId,
+    /// Wire size limits (default: 8 MiB frames, 4 MiB payloads, 1024 signers).
+    pub limits: Limits,
+    /// How many views ahead of the current one votes, timeout votes and proposals are accepted
+    /// (default 1,000). Beyond it they are refused as too far ahead.
+    pub view_window: u64,
+    /// Most uncommitted blocks kept (default 10,000). Beyond it proposals are refused.
+    pub max_uncommitted_blocks: usize,
+}
+
+impl Config {
+    /// Defaults for `chain`.
+    #[must_use]
+    pub fn new(chain: ChainId) -> Self {
+        Config { chain, limits: Limits::default(), view_window: 1_000, max_uncommitted_blocks: 10_000 }
+    }
+
+    /// Checks every setting, naming the first one out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.view_window == 0 {
+            return Err(ConfigError::Setting { name: "view_window", reason: "must be at least 1" });
+        }
+        if self.max_uncommitted_blocks < 4 {
+            return Err(ConfigError::Setting {
+                name: "max_uncommitted_blocks",
+                reason: "must be at least 4",
+            });
+        }
+        if self.limits.max_payload >= self.limits.max_frame {
+            return Err(ConfigError::Setting {
+                name: "limits.max_payload",
+                reason: "must be smaller than limits.max_frame",
+            });
+        }
+        if self.limits.max_signers == 0 {
+            return Err(ConfigError::Setting { name: "limits.max_signers", reason: "must be at least 1" });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! Notifications of everything significant, for user handlers and logs.
+
+use crate::types::{BlockHash, Height, PublicKey, View};
+
+/// Why the replica entered a view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewChange {
+    /// Start or restart.
+    Start,
+    /// A QC for the previous view (progress; resets the back-off).
+    Qc,
+    /// A TC for the previous view (failure; increases the back-off).
+    Tc,
+}
+
+/// Something significant happened. Events are informational: a driver may ignore them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This replica proposed a block.
+    Proposed {
+        /// Its view.
+        view: View,
+        /// Its hash.
+        hash: BlockHash,
+        /// Its height.
+        height: Height,
+    },
+    /// A valid proposal was received and added to the block tree.
+    ReceivedProposal {
+        /// Its view.
+        view: View,
+        /// Its hash.
+        hash: BlockHash,
+        /// The leader.
+        proposer: PublicKey,
+    },
+    /// This replica voted.
+    Voted {
+        /// The view.
+        view: View,
+        /// The block.
+        hash: BlockHash,
+    },
+    /// This replica assembled a QC from votes.
+    QcFormed {
+        /// The view.
+        view: View,
+        /// The certified block.
+        hash: BlockHash,
+    },
+    /// This replica assembled a TC from timeout votes.
+    TcFormed {
+        /// The view that timed out.
+        view: View,
+    },
+    /// The replica entered a view.
+    ViewEntered {
+        /// The new view.
+        view: View,
+        /// Its leader.
+        leader: PublicKey,
+        /// Why.
+        reason: ViewChange,
+    },
+    /// The view's timer fired before the view made progress.
+    ViewTimedOut {
+        /// The view.
+        view: View,
+    },
+    /// A block was committed.
+    Committed {
+        /// Its view.
+        view: View,
+        /// Its height.
+        height: Height,
+        /// Its hash.
+        hash: BlockHash,
+    },
+    /// The app rejected a proposed block.
+    BlockRejected {
+        /// The block.
+        hash: BlockHash,
+    },
+}

@@ -1,0 +1,147 @@
+//! # hotstuff-core
+//!
+//! HotStuff Byzantine fault tolerant state machine replication as a pure, deterministic state
+//! machine: pipelined chained HotStuff with the two-chain commit rule of Jolteon / DiemBFT v4.
+//!
+//! ## What the core never does
+//! No I/O (sockets, files), no clock, no threads, no entropy. It is `no_std` + `alloc`. Time
+//! enters as [`Input::TimerFired`], randomness never (keys are given to it), durability as
+//! [`Input::Persisted`]. The same inputs in the same order always give the same actions, which is
+//! what lets the deterministic simulator, the fuzzers and every driver run exactly this code.
+//!
+//! ## Run loop (what a driver does)
+//! 1. Build the replica with [`Replica::new`] from a [`Recovered`] state
+//!    ([`Recovered::genesis`] the first time, the store's contents after a restart).
+//! 2. Drain [`Replica::poll_action`] until `None` and perform each [`Action`] in order; each
+//!    variant's doc says what the driver must do and which [`Input`] answers it.
+//! 3. Feed each event from the outside world to [`Replica::handle`] (or raw frames to
+//!    [`Replica::handle_frame`]) and go to 2. An `Err` means the input was bad and changed
+//!    nothing; log it and carry on.
+//!
+//! ## Persist before send
+//! Votes, timeout votes and proposals depend on the [`SafetyState`]. The core changes that state
+//! in memory, emits [`Action::Persist`] with a strictly increasing `seq`, and holds every signed
+//! message created under it until the driver answers [`Input::Persisted`] with a `seq` at or above
+//! it. A driver must make the write durable (fsync) before answering. After a crash it rebuilds the
+//! replica from the last durable state, so it never signs a second, different vote, timeout vote
+//! or proposal for a view it already signed in.
+//!
+//! ## The safety rules
+//! Views are the "rounds" of the papers. `DiemBFT v4` is "DiemBFT v4: State Machine Replication
+//! in the Diem Blockchain" (2021); `Jolteon` is Gelashvili et al., "Jolteon and Ditto", FC 2022,
+//! Figure 2. Each rule's code cites its source.
+//! - **Voting rule** ([`safe_to_vote`]): vote for a block of view `r` whose QC has view `q` only if
+//!   `r > highest_voted_view`, `r > q`, and either `r == q + 1`, or `r == tc.view + 1` for the TC of
+//!   the previous view and `q >= ` the largest high-QC view in that TC (DiemBFT v4 `safe_to_vote`
+//!   / `safe_to_extend`; Jolteon "vote rule"). A replica votes at most once per view.
+//! - **Locking rule**: voting for a block raises the lock (`locked_qc`, DiemBFT v4
+//!   `highest_qc_round`) to the block's QC. Timeout votes never report a QC below the lock, so any
+//!   TC's largest high-QC view is at least the lock of every honest signer of a later QC.
+//! - **Commit rule**: when a QC certifies a block `b1` whose parent `b0` was proposed in the
+//!   directly preceding view (`b1.view == b0.view + 1`), `b0` and its ancestors commit
+//!   (two-chain; Jolteon "commit rule", DiemBFT v4 §4).
+//! - **Timeout rule** ([`safe_to_timeout`]): sign a timeout vote for view `r` reporting high QC `q`
+//!   only if `q >= lock`, `r > max(highest_voted_view - 1, q)`, and `r == q + 1` or
+//!   `r == tc.view + 1`; signing it raises `highest_voted_view` to `r` (DiemBFT v4
+//!   `safe_to_timeout` / `make_timeout`).
+//! - **Pacemaker**: a QC or TC for view `v >= current` moves the replica to `v + 1`. The leader of a
+//!   view entered by a TC extends its highest QC, which is at least the TC's largest high QC, and
+//!   attaches the TC. 2f+1 (by power) timeout votes form a TC. Leader choice and view timeouts are
+//!   the [`Pacemaker`] trait's; the default is weighted round-robin with exponential back-off that
+//!   resets on progress.
+//!
+//! Safety holds while the Byzantine validators hold less than a third of the voting power.
+//!
+//! ## Certificates and signatures
+//! Every signed byte string is domain separated (chain id, kind, view, subject; see [`crypto`]).
+//! QCs and TCs are checked with ed25519 batch verification, and a certificate already verified is
+//! remembered (by digest) and not verified again. Single signatures use strict verification, so
+//! anything accepted singly also passes in a batch.
+//!
+//! ## Example
+//! ```
+//! use hotstuff_core::*;
+//!
+//! let key = Keypair::from_secret(&[7; 32]);
+//! let validators = ValidatorSet::new([(key.public(), 1)]).unwrap();
+//! let chain = ChainId(1);
+//! let mut replica = Replica::new(
+//!     Config::new(chain),
+//!     key,
+//!     DefaultPacemaker::default(),
+//!     Recovered::genesis(chain, validators),
+//! )
+//! .unwrap();
+//! // A single validator leads every view, so each block certifies the previous one at once.
+//! let mut committed = 0;
+//! let mut inputs = Vec::new();
+//! for _ in 0..10 {
+//!     while let Some(action) = replica.poll_action() {
+//!         match action {
+//!             Action::ProduceBlock { view, parent, .. } => inputs.push(Input::BlockProduced {
+//!                 view,
+//!                 parent,
+//!                 payload: b"tx".to_vec(),
+//!                 outcome: AppOutcome::default(),
+//!             }),
+//!             Action::Persist { seq, .. } => inputs.push(Input::Persisted { seq }), // after fsync
+//!             Action::Commit { blocks } => committed += blocks.len(),
+//!             _ => {} // sends, timers, events
+//!         }
+//!     }
+//!     for input in inputs.drain(..) {
+//!         replica.handle(input).unwrap();
+//!     }
+//! }
+//! while let Some(action) = replica.poll_action() {
+//!     if let Action::Commit { blocks } = action {
+//!         committed += blocks.len();
+//!     }
+//! }
+//! assert!(committed > 0);
+//! assert_eq!(replica.committed_height().0 as usize, committed);
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+extern crate alloc;
+
+pub mod action;
+pub mod app;
+pub mod block;
+pub mod block_tree;
+pub mod certificate;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod event;
+pub mod input;
+pub mod message;
+pub mod pacemaker;
+mod replica;
+pub mod state;
+pub mod types;
+pub mod validators;
+
+pub use action::{Action, CommittedBlock};
+pub use app::{AppOutcome, AppStateUpdates};
+pub use block::{genesis_hash, Block};
+pub use block_tree::{BlockTree, Validity};
+pub use certificate::{CertificateError, QuorumCertificate, TimeoutCertificate};
+pub use config::Config;
+pub use crypto::Keypair;
+pub use error::{ConfigError, InputError};
+pub use event::{Event, ViewChange};
+pub use input::Input;
+pub use message::{DecodeError, Envelope, Limits, Message, Proposal, TimeoutVote, Vote, PROTOCOL_VERSION};
+pub use pacemaker::{DefaultPacemaker, Pacemaker};
+pub use replica::progress::{safe_to_timeout, safe_to_vote};
+pub use replica::Replica;
+pub use state::{BlockRecord, CommittedTip, Recovered, SafetyState};
+pub use types::{BlockHash, ChainId, Height, Power, PublicKey, Signature, View};
+pub use validators::{ValidatorSet, ValidatorSetError, ValidatorSetUpdates};

@@ -1,0 +1,219 @@
+//! Wire messages and their bounded, canonical decoding.
+
+use crate::block::Block;
+use crate::certificate::{QuorumCertificate, TimeoutCertificate};
+use crate::types::{BlockHash, ChainId, PublicKey, Signature, View};
+use crate::validators::MAX_VALIDATORS;
+use alloc::vec::Vec;
+use borsh::{BorshDeserialize, BorshSerialize};
+
+/// The wire protocol version carried in every [`Envelope`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A leader's signed proposal of a block for its view.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Proposal {
+    /// The proposed block; `block.proposer` signed this proposal.
+    pub block: Block,
+    /// The TC of the previous view, when the leader entered its view by a timeout
+    /// (`block.justify.view + 1 != block.view`).
+    pub tc: Option<TimeoutCertificate>,
+    /// Proposer's signature over `(chain, Proposal, block.view, block hash)`.
+    pub signature: Signature,
+}
+
+/// A vote for a block, sent to the leader of the next view.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Vote {
+    /// The view of the block voted for.
+    pub view: View,
+    /// The block voted for.
+    pub block: BlockHash,
+    /// The voter.
+    pub voter: PublicKey,
+    /// Signature over `(chain, Vote, view, block)`.
+    pub signature: Signature,
+}
+
+/// A timeout vote: the sender gives up on `view` and reports its highest QC.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct TimeoutVote {
+    /// The view that timed out.
+    pub view: View,
+    /// The sender's highest QC.
+    pub high_qc: QuorumCertificate,
+    /// The sender.
+    pub voter: PublicKey,
+    /// Signature over `(chain, Timeout, view, high_qc.view)`.
+    pub signature: Signature,
+}
+
+/// Every consensus message.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Message {
+    /// A leader's block proposal, broadcast to all replicas.
+    Proposal(Proposal),
+    /// A vote, sent to the next view's leader.
+    Vote(Vote),
+    /// A timeout vote, broadcast to all replicas.
+    Timeout(TimeoutVote),
+}
+
+impl Message {
+    /// The view the message is about.
+    #[must_use]
+    pub fn view(&self) -> View {
+        match self {
+            Message::Proposal(p) => p.block.view,
+            Message::Vote(v) => v.view,
+            Message::Timeout(t) => t.view,
+        }
+    }
+}
+
+/// What travels in one frame: version, chain and message.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Envelope {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// Must be the receiver's chain.
+    pub chain: ChainId,
+    /// The message.
+    pub message: Message,
+}
+
+/// Size limits that follow from the meaning of each field. Decoding refuses anything beyond them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame, checked before decoding allocates anything.
+    pub max_frame: usize,
+    /// Largest block payload.
+    pub max_payload: usize,
+    /// Largest number of signatures in one certificate (the largest validator set).
+    pub max_signers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_frame: 8 << 20, max_payload: 4 << 20, max_signers: MAX_VALIDATORS }
+    }
+}
+
+/// Why bytes did not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Longer than `Limits::max_frame`; nothing was allocated.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Frame length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a valid borsh encoding of the type, or trailing bytes.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// Wrong protocol version.
+    #[error("protocol version {0} is not supported (expected {PROTOCOL_VERSION})")]
+    Version(u16),
+    /// A field beyond its limit.
+    #[error("{field} has {len} entries, limit {max}")]
+    FieldTooLarge {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A signer list that is not strictly ascending.
+    #[error("{0} not in canonical order")]
+    NotCanonical(&'static str),
+}
+
+impl Envelope {
+    /// Wraps `message` for `chain` at the current protocol version.
+    #[must_use]
+    pub fn new(chain: ChainId, message: Message) -> Self {
+        Envelope { version: PROTOCOL_VERSION, chain, message }
+    }
+
+    /// The canonical encoding.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        borsh::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes one frame: refuses it before decoding if it is over `limits.max_frame`, rejects
+    /// trailing bytes, unknown versions, and any field over its limit or not in canonical order.
+    /// Whatever decodes re-encodes to exactly the same bytes.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        if bytes.len() > limits.max_frame {
+            return Err(DecodeError::TooLarge { len: bytes.len(), max: limits.max_frame });
+        }
+        let env: Envelope = borsh::from_slice(bytes).map_err(|_| DecodeError::Malformed("envelope"))?;
+        if env.version != PROTOCOL_VERSION {
+            return Err(DecodeError::Version(env.version));
+        }
+        env.message.check(limits)?;
+        Ok(env)
+    }
+}
+
+fn cap(field: &'static str, len: usize, max: usize) -> Result<(), DecodeError> {
+    if len > max {
+        Err(DecodeError::FieldTooLarge { field, len, max })
+    } else {
+        Ok(())
+    }
+}
+
+fn ascending<K: Ord>(field: &'static str, keys: impl Iterator<Item = K>) -> Result<(), DecodeError> {
+    let mut prev: Option<K> = None;
+    for k in keys {
+        if prev.as_ref().is_some_and(|p| *p >= k) {
+            return Err(DecodeError::NotCanonical(field));
+        }
+        prev = Some(k);
+    }
+    Ok(())
+}
+
+impl QuorumCertificate {
+    /// Checks the signature list against `limits` and canonical order.
+    pub fn check(&self, limits: &Limits) -> Result<(), DecodeError> {
+        cap("qc.signatures", self.signatures.len(), limits.max_signers)?;
+        ascending("qc.signatures", self.signatures.iter().map(|(k, _)| k))
+    }
+}
+
+impl TimeoutCertificate {
+    /// Checks both signature lists against `limits` and canonical order.
+    pub fn check(&self, limits: &Limits) -> Result<(), DecodeError> {
+        cap("tc.signatures", self.signatures.len(), limits.max_signers)?;
+        ascending("tc.signatures", self.signatures.iter().map(|(k, _, _)| k))?;
+        self.high_qc.check(limits)
+    }
+}
+
+impl Block {
+    /// Checks the payload size and the justify QC.
+    pub fn check(&self, limits: &Limits) -> Result<(), DecodeError> {
+        cap("block.payload", self.payload.len(), limits.max_payload)?;
+        self.justify.check(limits)
+    }
+}
+
+impl Message {
+    /// Checks every field of the message against `limits` and canonical order.
+    pub fn check(&self, limits: &Limits) -> Result<(), DecodeError> {
+        match self {
+            Message::Proposal(p) => {
+                p.block.check(limits)?;
+                p.tc.as_ref().map_or(Ok(()), |tc| tc.check(limits))
+            }
+            Message::Vote(_) => Ok(()),
+            Message::Timeout(t) => t.high_qc.check(limits),
+        }
+    }
+}

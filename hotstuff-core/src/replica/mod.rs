@@ -1,0 +1,407 @@
+//! The replica: one state machine per validator or listener.
+
+mod app;
+mod persisted;
+pub(crate) mod progress;
+mod proposal;
+mod timeout;
+mod timer;
+mod vote;
+
+use crate::action::Action;
+use crate::app::AppStateUpdates;
+use crate::block::Block;
+use crate::block_tree::{BlockTree, Validity};
+use crate::certificate::{self, QuorumCertificate, TimeoutCertificate};
+use crate::config::Config;
+use crate::crypto::Keypair;
+use crate::error::{ConfigError, InputError};
+use crate::input::Input;
+use crate::message::{Envelope, Message};
+use crate::pacemaker::{DefaultPacemaker, Pacemaker};
+use crate::state::{BlockRecord, CommittedTip, Recovered, SafetyState};
+use crate::types::{BlockHash, Height, PublicKey, Signature, View};
+use crate::validators::ValidatorSet;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
+
+/// Votes received for one view (kept only by the leader of the next view).
+#[derive(Clone, Debug, Default)]
+struct VoteCollector {
+    /// Which block each voter voted for.
+    by_voter: BTreeMap<PublicKey, BlockHash>,
+    /// Per block: accumulated power and signatures.
+    by_block: BTreeMap<BlockHash, (u64, BTreeMap<PublicKey, Signature>)>,
+    /// A QC was formed for this view.
+    formed: bool,
+}
+
+/// Timeout votes received for one view.
+#[derive(Clone, Debug, Default)]
+struct TimeoutCollector {
+    power: u64,
+    /// Per voter: its high-QC view and signature.
+    votes: BTreeMap<PublicKey, (View, Signature)>,
+    /// The highest QC among the votes.
+    high_qc: Option<QuorumCertificate>,
+    formed: bool,
+}
+
+/// Outputs produced while handling one input, flushed when it succeeds.
+#[derive(Clone, Debug, Default)]
+struct Staged {
+    safety_dirty: bool,
+    blocks: Vec<BlockRecord>,
+    /// Signed messages that must wait for the persist of this input.
+    gated: Vec<Action>,
+}
+
+/// A HotStuff replica (validator or listener) as a pure state machine.
+///
+/// Methods by role:
+/// - **inputs** `handle*`: feed one [`Input`] (or a raw frame); on `Err` nothing changed;
+/// - **outputs** `poll_action`: drain after every input until `None` and perform each
+///   [`Action`] in order;
+/// - **state** `&self` getters: view, certificates, committed tip, validator set, block tree,
+///   speculative app-state updates.
+pub struct Replica<P: Pacemaker = DefaultPacemaker> {
+    config: Config,
+    key: Keypair,
+    pacemaker: P,
+    validators: ValidatorSet,
+    genesis: BlockHash,
+    safety: SafetyState,
+    tree: BlockTree,
+    /// The first proposal seen per view (equivocation detection), views above the root.
+    proposals_seen: BTreeMap<View, BlockHash>,
+    votes: BTreeMap<View, VoteCollector>,
+    timeouts: BTreeMap<View, TimeoutCollector>,
+    /// Digests of certificates already verified, by view (pruned below the root).
+    verified: BTreeMap<View, BTreeSet<BlockHash>>,
+    /// Views failed in a row (entered by TC) before the current one.
+    consecutive_failures: u32,
+    /// The view for which `ProduceBlock` is outstanding.
+    producing: Option<View>,
+    /// The highest block known to be committed (by the two-chain rule) and the QC certifying
+    /// it; blocks up to it are handed over as soon as their outcomes are known.
+    commit_target: Option<(BlockHash, QuorumCertificate)>,
+    ready: VecDeque<Action>,
+    gated: VecDeque<(u64, Action)>,
+    staged: Staged,
+    persist_seq: u64,
+    acked_seq: u64,
+}
+
+impl<P: Pacemaker> core::fmt::Debug for Replica<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Replica")
+            .field("me", &self.key.public())
+            .field("view", &self.safety.view)
+            .field("high_qc", &self.safety.high_qc.view)
+            .field("committed", &self.tree.root())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many certificate digests are remembered per view.
+const VERIFIED_PER_VIEW: usize = 8;
+
+impl<P: Pacemaker> Replica<P> {
+    /// Builds a replica from a fresh genesis or from what the driver recovered from its store.
+    /// The first actions (the view timer, and a `ProduceBlock` if it leads the view) are ready
+    /// at once.
+    pub fn new(
+        config: Config,
+        key: Keypair,
+        pacemaker: P,
+        recovered: Recovered,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let Recovered { genesis, safety, committed, validators, blocks } = recovered;
+        if safety.high_qc.view < safety.locked_qc.view {
+            return Err(ConfigError::Inconsistent("high QC below locked QC"));
+        }
+        if safety.view <= safety.high_qc.view {
+            return Err(ConfigError::Inconsistent("view not above the high QC"));
+        }
+        if safety.view.0 == 0 || committed.view > safety.high_qc.view {
+            return Err(ConfigError::Inconsistent("view or committed tip out of order"));
+        }
+        let mut tree = BlockTree::new(committed);
+        let mut blocks = blocks;
+        blocks.sort_by_key(|r| r.block.height);
+        let mut to_validate = Vec::new();
+        for BlockRecord { block, outcome } in blocks {
+            let hash = block.hash();
+            let Some((pview, pheight)) = tree.position(&block.parent()) else { continue };
+            if block.height.0 != pheight.0 + 1 || block.view <= pview || tree.contains(&hash) {
+                continue;
+            }
+            let validity = match outcome {
+                Some(o) => Validity::Valid(o),
+                None => {
+                    to_validate.push(hash);
+                    Validity::Waiting
+                }
+            };
+            tree.insert(hash, block, validity);
+        }
+        let mut r = Replica {
+            config,
+            key,
+            pacemaker,
+            validators,
+            genesis,
+            safety,
+            tree,
+            proposals_seen: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            timeouts: BTreeMap::new(),
+            verified: BTreeMap::new(),
+            consecutive_failures: 0,
+            producing: None,
+            commit_target: None,
+            ready: VecDeque::new(),
+            gated: VecDeque::new(),
+            staged: Staged::default(),
+            persist_seq: 0,
+            acked_seq: 0,
+        };
+        let proposals: Vec<(View, BlockHash)> = r.tree.iter().map(|(h, e)| (e.block.view, *h)).collect();
+        r.proposals_seen.extend(proposals);
+        for h in to_validate {
+            r.request_validation(h);
+        }
+        r.start_view(progress::Entry::Start);
+        // What was durable before the crash may be re-sent as is.
+        let view = r.safety.view;
+        if let Some(vote) = r.safety.last_vote.clone().filter(|v| v.view.next() == view) {
+            r.send_vote(vote);
+        }
+        if let Some(t) = r.safety.last_timeout.clone().filter(|t| t.view == view) {
+            r.staged.gated.push(Action::Broadcast { message: Message::Timeout(t) });
+        }
+        r.flush();
+        Ok(r)
+    }
+
+    /// Feeds one input. On `Err` the replica is exactly as it was (no state change, no new
+    /// actions); the error says what was wrong with the input.
+    pub fn handle(&mut self, input: Input) -> Result<(), InputError> {
+        debug_assert!(self.staged.gated.is_empty() && self.staged.blocks.is_empty());
+        let result = match input {
+            Input::Message { from, message } => self.handle_message(from, message),
+            Input::TimerFired { view } => self.handle_timer(view),
+            Input::BlockProduced { view, parent, payload, outcome } => {
+                self.handle_block_produced(view, parent, payload, outcome)
+            }
+            Input::BlockValidated { hash, outcome } => self.handle_block_validated(hash, outcome),
+            Input::Persisted { seq } => self.handle_persisted(seq),
+        };
+        debug_assert!(
+            result.is_ok()
+                || (self.staged.gated.is_empty()
+                    && self.staged.blocks.is_empty()
+                    && !self.staged.safety_dirty),
+            "a failed input must not change state"
+        );
+        self.flush();
+        result
+    }
+
+    /// Decodes a frame from `from` (bounded, canonical, this chain and protocol version only)
+    /// and handles the message in it.
+    pub fn handle_frame(&mut self, from: PublicKey, bytes: &[u8]) -> Result<(), InputError> {
+        let env = Envelope::decode(bytes, &self.config.limits)?;
+        if env.chain != self.config.chain {
+            return Err(InputError::WrongChain { expected: self.config.chain, got: env.chain });
+        }
+        self.handle(Input::Message { from, message: env.message })
+    }
+
+    fn handle_message(&mut self, from: PublicKey, message: Message) -> Result<(), InputError> {
+        message.check(&self.config.limits)?;
+        match message {
+            Message::Proposal(p) => self.handle_proposal(from, p),
+            Message::Vote(v) => self.handle_vote(v),
+            Message::Timeout(t) => self.handle_timeout(t),
+        }
+    }
+
+    /// The next action for the driver, or `None` when there is nothing to do until the next
+    /// input. Call it until `None` after every input.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.ready.pop_front()
+    }
+
+    /// Turns what one successful input staged into actions: one `Persist` if anything durable
+    /// changed, and the signed messages gated behind it.
+    fn flush(&mut self) {
+        let staged = core::mem::take(&mut self.staged);
+        if staged.safety_dirty || !staged.blocks.is_empty() {
+            self.persist_seq += 1;
+            self.ready.push_back(Action::Persist {
+                seq: self.persist_seq,
+                safety: staged.safety_dirty.then(|| self.safety.clone()),
+                blocks: staged.blocks,
+            });
+        }
+        for action in staged.gated {
+            // Persist before send: a signed message leaves only once the state it was signed
+            // under (everything up to the latest Persist) is durable.
+            if self.persist_seq <= self.acked_seq {
+                self.ready.push_back(action);
+            } else {
+                self.gated.push_back((self.persist_seq, action));
+            }
+        }
+    }
+
+    // ----- getters -----
+
+    /// This replica's identity.
+    #[must_use]
+    pub fn id(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// The current view.
+    #[must_use]
+    pub fn view(&self) -> View {
+        self.safety.view
+    }
+
+    /// The highest QC known.
+    #[must_use]
+    pub fn high_qc(&self) -> &QuorumCertificate {
+        &self.safety.high_qc
+    }
+
+    /// The locked QC (DiemBFT v4 `highest_qc_round`).
+    #[must_use]
+    pub fn locked_qc(&self) -> &QuorumCertificate {
+        &self.safety.locked_qc
+    }
+
+    /// The highest TC known.
+    #[must_use]
+    pub fn last_tc(&self) -> Option<&TimeoutCertificate> {
+        self.safety.last_tc.as_ref()
+    }
+
+    /// The last committed block.
+    #[must_use]
+    pub fn committed(&self) -> &CommittedTip {
+        self.tree.root()
+    }
+
+    /// The height of the last committed block.
+    #[must_use]
+    pub fn committed_height(&self) -> Height {
+        self.tree.root().height
+    }
+
+    /// The validator set in force.
+    #[must_use]
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// Whether this replica votes (is in the validator set) or only listens.
+    #[must_use]
+    pub fn is_validator(&self) -> bool {
+        self.validators.contains(&self.key.public())
+    }
+
+    /// The leader of `view`.
+    #[must_use]
+    pub fn leader(&self, view: View) -> PublicKey {
+        self.pacemaker.leader(view, &self.validators)
+    }
+
+    /// The safety state (as last staged; the durable one is the last acknowledged `Persist`).
+    #[must_use]
+    pub fn safety(&self) -> &SafetyState {
+        &self.safety
+    }
+
+    /// The uncommitted block tree.
+    #[must_use]
+    pub fn block_tree(&self) -> &BlockTree {
+        &self.tree
+    }
+
+    /// A block in the tree.
+    #[must_use]
+    pub fn block(&self, hash: &BlockHash) -> Option<&Block> {
+        self.tree.get(hash).map(|e| &e.block)
+    }
+
+    /// The app-state updates of `hash` and its uncommitted ancestors, newest first: the
+    /// speculative view of the state after `hash` is these (first hit wins) over the committed
+    /// state. Use the parent's hash when validating or producing a block.
+    #[must_use]
+    pub fn pending_updates(&self, hash: &BlockHash) -> Vec<&AppStateUpdates> {
+        self.tree.pending_updates(hash)
+    }
+
+    /// The highest sequence number emitted in a `Persist`, and the highest acknowledged.
+    #[must_use]
+    pub fn persist_progress(&self) -> (u64, u64) {
+        (self.persist_seq, self.acked_seq)
+    }
+
+    /// The chain's genesis hash.
+    #[must_use]
+    pub fn genesis(&self) -> BlockHash {
+        self.genesis
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- helpers shared by the handlers -----
+
+    fn emit(&mut self, action: Action) {
+        self.ready.push_back(action);
+    }
+
+    fn is_verified(&self, view: View, digest: &BlockHash) -> bool {
+        self.verified.get(&view).is_some_and(|s| s.contains(digest))
+    }
+
+    fn remember_verified(&mut self, view: View, digest: BlockHash) {
+        if view <= self.tree.root().view && view != View(0) {
+            return;
+        }
+        let set = self.verified.entry(view).or_default();
+        if set.len() < VERIFIED_PER_VIEW {
+            set.insert(digest);
+        }
+    }
+
+    /// Verifies a QC unless an identical one was verified before. Returns its digest, to be
+    /// remembered once the input is accepted.
+    fn check_qc(&self, qc: &QuorumCertificate) -> Result<BlockHash, InputError> {
+        let digest = qc.digest();
+        if !self.is_verified(qc.view, &digest) {
+            certificate::verify_qc(qc, self.config.chain, &self.validators, &self.genesis)?;
+        }
+        Ok(digest)
+    }
+
+    /// Verifies a TC (and its high QC) unless identical ones were verified before.
+    fn check_tc(&self, tc: &TimeoutCertificate) -> Result<(BlockHash, BlockHash), InputError> {
+        let digest = tc.digest();
+        let qc_digest = tc.high_qc.digest();
+        if !self.is_verified(tc.view, &digest) {
+            let qc_known = self.is_verified(tc.high_qc.view, &qc_digest);
+            certificate::verify_tc(tc, self.config.chain, &self.validators, &self.genesis, qc_known)?;
+        }
+        Ok((digest, qc_digest))
+    }
+}

@@ -1,0 +1,97 @@
+//! Input: a proposal from a peer.
+
+use super::Replica;
+use crate::action::Action;
+use crate::block_tree::Validity;
+use crate::crypto::{self, SignKind};
+use crate::error::InputError;
+use crate::event::Event;
+use crate::message::Proposal;
+use crate::pacemaker::Pacemaker;
+use crate::types::{PublicKey, View};
+
+impl<P: Pacemaker> Replica<P> {
+    /// Checks a proposal completely (structure, leader, signature, certificates, parent) before
+    /// changing anything; then takes in its certificates (which may advance the view and commit),
+    /// adds the block to the tree and asks the app to validate it. The vote comes when the app
+    /// accepts the block (`handle_block_validated`).
+    pub(super) fn handle_proposal(&mut self, _from: PublicKey, p: Proposal) -> Result<(), InputError> {
+        let block = &p.block;
+        let view = block.view;
+        let root = *self.tree.root();
+        if view <= root.view || view == View(0) {
+            return Err(InputError::Stale { view, current: self.safety.view });
+        }
+        if view.0 > self.safety.view.0.saturating_add(self.config.view_window) {
+            return Err(InputError::TooFarAhead { view, current: self.safety.view });
+        }
+        if block.justify.view >= view {
+            return Err(InputError::MalformedBlock("justify QC not below the block's view"));
+        }
+        // Jolteon Fig. 2 "propose": a block not extending the previous view's QC must carry the
+        // TC of the previous view.
+        let tc_ok = p.tc.as_ref().is_some_and(|tc| tc.view.next() == view);
+        if block.justify.view.next() != view && !tc_ok {
+            return Err(InputError::MissingTc { view });
+        }
+        if p.tc.is_some() && !tc_ok {
+            return Err(InputError::MalformedBlock("TC is not for the previous view"));
+        }
+        let hash = block.hash();
+        if self.tree.contains(&hash) {
+            return Err(InputError::Duplicate);
+        }
+        let expected = self.leader(view);
+        if block.proposer != expected {
+            return Err(InputError::WrongLeader { view, expected, got: block.proposer });
+        }
+        if self.proposals_seen.get(&view).is_some_and(|h| *h != hash) {
+            return Err(InputError::Equivocation { signer: block.proposer, view });
+        }
+        let vk = self
+            .validators
+            .verifying_key(&block.proposer)
+            .ok_or(InputError::NotAValidator(block.proposer))?;
+        crypto::verify_one(
+            vk,
+            self.config.chain,
+            SignKind::Proposal,
+            view,
+            &crypto::block_subject(&hash),
+            &p.signature,
+        )
+        .map_err(|source| InputError::BadSignature { signer: block.proposer, source })?;
+        let qc_digest = self.check_qc(&block.justify)?;
+        let tc_digests = match &p.tc {
+            Some(tc) => Some(self.check_tc(tc)?),
+            None => None,
+        };
+        let (parent_view, parent_height) =
+            self.tree.position(&block.parent()).ok_or(InputError::UnknownParent(block.parent()))?;
+        if parent_view != block.justify.view {
+            return Err(InputError::MalformedBlock("justify QC view differs from the parent's view"));
+        }
+        if block.height.0 != parent_height.0.saturating_add(1) {
+            return Err(InputError::BadHeight {
+                expected: crate::types::Height(parent_height.0 + 1),
+                got: block.height,
+            });
+        }
+        if self.tree.len() >= self.config.max_uncommitted_blocks {
+            return Err(InputError::TreeFull);
+        }
+
+        // Accepted: from here on the input changes state.
+        let Proposal { block, tc, .. } = p;
+        let proposer = block.proposer;
+        self.proposals_seen.insert(view, hash);
+        self.tree.insert(hash, block.clone(), Validity::Waiting);
+        self.emit(Action::Event(Event::ReceivedProposal { view, hash, proposer }));
+        self.observe_qc(&block.justify, qc_digest);
+        if let (Some(tc), Some(d)) = (tc, tc_digests) {
+            self.observe_tc(&tc, d);
+        }
+        self.request_validation(hash);
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! Input: a timeout vote from a peer.
+
+use super::{Replica, TimeoutCollector};
+use crate::action::Action;
+use crate::certificate::TimeoutCertificate;
+use crate::crypto::{self, SignKind};
+use crate::error::InputError;
+use crate::event::Event;
+use crate::message::TimeoutVote;
+use crate::pacemaker::Pacemaker;
+
+impl<P: Pacemaker> Replica<P> {
+    /// Checks a timeout vote (live view, validator, no duplicate or conflicting vote, high QC
+    /// below the view, signature, high QC) before taking in its high QC and counting it.
+    pub(super) fn handle_timeout(&mut self, t: TimeoutVote) -> Result<(), InputError> {
+        let view = t.view;
+        let current = self.safety.view;
+        if view < current {
+            return Err(InputError::Stale { view, current });
+        }
+        if view.0 > current.0.saturating_add(self.config.view_window) {
+            return Err(InputError::TooFarAhead { view, current });
+        }
+        if t.high_qc.view >= view {
+            return Err(InputError::BadTimeout);
+        }
+        let vk = self.validators.verifying_key(&t.voter).ok_or(InputError::NotAValidator(t.voter))?;
+        if let Some((prev_qc_view, _)) = self.timeouts.get(&view).and_then(|c| c.votes.get(&t.voter)) {
+            return Err(if *prev_qc_view == t.high_qc.view {
+                InputError::Duplicate
+            } else {
+                InputError::Equivocation { signer: t.voter, view }
+            });
+        }
+        crypto::verify_one(
+            vk,
+            self.config.chain,
+            SignKind::Timeout,
+            view,
+            &crypto::timeout_subject(t.high_qc.view),
+            &t.signature,
+        )
+        .map_err(|source| InputError::BadSignature { signer: t.voter, source })?;
+        let digest = self.check_qc(&t.high_qc)?;
+        // Jolteon Fig. 2: a timeout vote's QC is taken in like any other certificate.
+        self.observe_qc(&t.high_qc, digest);
+        self.collect_timeout(t);
+        Ok(())
+    }
+
+    /// Counts a checked timeout vote; at a quorum forms the TC (Jolteon Fig. 2 "upon receiving
+    /// 2f+1 timeouts", DiemBFT v4 `process_timeout_msg`) and takes it in, which advances to the
+    /// next view.
+    pub(super) fn collect_timeout(&mut self, t: TimeoutVote) {
+        let Some(power) = self.validators.power(&t.voter) else { return };
+        let quorum = self.validators.quorum();
+        let collector: &mut TimeoutCollector = self.timeouts.entry(t.view).or_default();
+        if collector.votes.contains_key(&t.voter) {
+            return;
+        }
+        collector.votes.insert(t.voter, (t.high_qc.view, t.signature));
+        collector.power = collector.power.saturating_add(power);
+        if collector.high_qc.as_ref().is_none_or(|q| q.view < t.high_qc.view) {
+            collector.high_qc = Some(t.high_qc);
+        }
+        if collector.power < quorum || collector.formed {
+            return;
+        }
+        let Some(high_qc) = collector.high_qc.clone() else { return };
+        collector.formed = true;
+        let tc = TimeoutCertificate {
+            view: t.view,
+            high_qc,
+            signatures: collector.votes.iter().map(|(k, (v, s))| (*k, *v, *s)).collect(),
+        };
+        self.emit(Action::Event(Event::TcFormed { view: tc.view }));
+        let digests = (tc.digest(), tc.high_qc.digest());
+        self.observe_tc(&tc, digests);
+    }
+}

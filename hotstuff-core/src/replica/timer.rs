@@ -1,0 +1,52 @@
+//! Input: the view timer fired.
+
+use super::Replica;
+use crate::action::Action;
+use crate::crypto::{self, SignKind};
+use crate::error::InputError;
+use crate::event::Event;
+use crate::message::{Message, TimeoutVote};
+use crate::pacemaker::Pacemaker;
+use crate::types::View;
+
+impl<P: Pacemaker> Replica<P> {
+    /// A timer for an old view is ignored. For the current view: sign a timeout vote if the
+    /// timeout rule allows (or re-send the one already signed), and re-arm the timer so the
+    /// vote is re-sent while the view lasts.
+    pub(super) fn handle_timer(&mut self, view: View) -> Result<(), InputError> {
+        if view != self.safety.view {
+            return Ok(());
+        }
+        self.emit(Action::Event(Event::ViewTimedOut { view }));
+        let after = self.pacemaker.view_timeout(view, self.consecutive_failures);
+        self.emit(Action::SetTimer { view, after });
+        if !self.is_validator() {
+            return Ok(());
+        }
+        if let Some(t) = self.safety.last_timeout.clone().filter(|t| t.view == view) {
+            self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t) });
+            return Ok(());
+        }
+        let high_qc = self.safety.high_qc.clone();
+        // Timeout rule: DiemBFT v4 `safe_to_timeout` (see `progress::safe_to_timeout`).
+        if !super::progress::safe_to_timeout(
+            view,
+            high_qc.view,
+            self.safety.locked_qc.view,
+            self.safety.highest_voted_view,
+            self.safety.last_tc.as_ref(),
+        ) {
+            return Ok(());
+        }
+        // DiemBFT v4 `make_timeout`: never vote in this view after timing out of it.
+        self.safety.highest_voted_view = self.safety.highest_voted_view.max(view);
+        let signature =
+            self.key.sign(self.config.chain, SignKind::Timeout, view, &crypto::timeout_subject(high_qc.view));
+        let t = TimeoutVote { view, high_qc, voter: self.key.public(), signature };
+        self.safety.last_timeout = Some(t.clone());
+        self.staged.safety_dirty = true;
+        self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });
+        self.collect_timeout(t);
+        Ok(())
+    }
+}

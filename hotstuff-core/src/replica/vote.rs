@@ -1,0 +1,73 @@
+//! Input: a vote from a peer (this replica leads the next view).
+
+use super::{Replica, VoteCollector};
+use crate::action::Action;
+use crate::certificate::QuorumCertificate;
+use crate::crypto::{self, SignKind};
+use crate::error::InputError;
+use crate::event::Event;
+use crate::message::Vote;
+use crate::pacemaker::Pacemaker;
+
+impl<P: Pacemaker> Replica<P> {
+    /// Checks a vote (addressed to the next view's leader, for a live view, from a validator,
+    /// not a duplicate or a second vote, signature) before counting it.
+    pub(super) fn handle_vote(&mut self, vote: Vote) -> Result<(), InputError> {
+        let view = vote.view;
+        let current = self.safety.view;
+        if view.next() < current || view <= self.tree.root().view {
+            return Err(InputError::Stale { view, current });
+        }
+        if view.0 > current.0.saturating_add(self.config.view_window) {
+            return Err(InputError::TooFarAhead { view, current });
+        }
+        if self.leader(view.next()) != self.key.public() {
+            return Err(InputError::NotNextLeader { view });
+        }
+        let vk = self.validators.verifying_key(&vote.voter).ok_or(InputError::NotAValidator(vote.voter))?;
+        if let Some(prev) = self.votes.get(&view).and_then(|c| c.by_voter.get(&vote.voter)) {
+            return Err(if *prev == vote.block {
+                InputError::Duplicate
+            } else {
+                InputError::Equivocation { signer: vote.voter, view }
+            });
+        }
+        crypto::verify_one(
+            vk,
+            self.config.chain,
+            SignKind::Vote,
+            view,
+            &crypto::block_subject(&vote.block),
+            &vote.signature,
+        )
+        .map_err(|source| InputError::BadSignature { signer: vote.voter, source })?;
+        self.collect_vote(vote);
+        Ok(())
+    }
+
+    /// Counts a checked vote; at a quorum (by power) forms the QC (Jolteon Fig. 2 "upon
+    /// receiving 2f+1 votes") and takes it in, which advances to the next view.
+    pub(super) fn collect_vote(&mut self, vote: Vote) {
+        let Some(power) = self.validators.power(&vote.voter) else { return };
+        let quorum = self.validators.quorum();
+        let collector: &mut VoteCollector = self.votes.entry(vote.view).or_default();
+        if collector.by_voter.insert(vote.voter, vote.block).is_some() {
+            return;
+        }
+        let (sum, sigs) = collector.by_block.entry(vote.block).or_default();
+        sigs.insert(vote.voter, vote.signature);
+        *sum = sum.saturating_add(power);
+        if *sum < quorum || collector.formed {
+            return;
+        }
+        collector.formed = true;
+        let qc = QuorumCertificate {
+            view: vote.view,
+            block: vote.block,
+            signatures: sigs.iter().map(|(k, s)| (*k, *s)).collect(),
+        };
+        self.emit(Action::Event(Event::QcFormed { view: qc.view, hash: qc.block }));
+        let digest = qc.digest();
+        self.observe_qc(&qc, digest);
+    }
+}

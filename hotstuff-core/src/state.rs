@@ -1,0 +1,105 @@
+//! What a replica persists, and what it is rebuilt from after a restart.
+
+use crate::app::AppOutcome;
+use crate::block::{genesis_hash, Block};
+use crate::certificate::{QuorumCertificate, TimeoutCertificate};
+use crate::message::{TimeoutVote, Vote};
+use crate::types::{BlockHash, ChainId, Height, View};
+use crate::validators::ValidatorSet;
+use alloc::vec::Vec;
+use borsh::{BorshDeserialize, BorshSerialize};
+
+/// The state every signed message depends on. The core emits it in
+/// [`Action::Persist`](crate::Action::Persist) whenever it changes and holds back every vote,
+/// timeout vote and proposal signed under it until the driver acknowledges it as durable.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SafetyState {
+    /// The current view.
+    pub view: View,
+    /// The highest view this replica voted or sent a timeout vote in
+    /// (`highest_vote_round` of DiemBFT v4). It never moves backwards.
+    pub highest_voted_view: View,
+    /// The highest view this replica proposed in; it never proposes twice in one view.
+    pub last_proposed_view: View,
+    /// The QC of the parent of the highest block this replica voted for (`highest_qc_round`
+    /// of DiemBFT v4, the two-chain lock). Timeout votes never report a QC below it.
+    pub locked_qc: QuorumCertificate,
+    /// The highest QC known.
+    pub high_qc: QuorumCertificate,
+    /// The highest TC known.
+    pub last_tc: Option<TimeoutCertificate>,
+    /// The last vote signed (re-sent as is, never re-signed differently).
+    pub last_vote: Option<Vote>,
+    /// The last timeout vote signed (re-sent as is while its view lasts).
+    pub last_timeout: Option<TimeoutVote>,
+}
+
+impl SafetyState {
+    /// The state of a replica that has never run: view 1, everything at genesis.
+    #[must_use]
+    pub fn genesis(genesis: BlockHash) -> Self {
+        let qc = QuorumCertificate::genesis(genesis);
+        SafetyState {
+            view: View(1),
+            highest_voted_view: View(0),
+            last_proposed_view: View(0),
+            locked_qc: qc.clone(),
+            high_qc: qc,
+            last_tc: None,
+            last_vote: None,
+            last_timeout: None,
+        }
+    }
+}
+
+/// A block with the app's verdict on it (`None` until the app has validated it).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BlockRecord {
+    /// The block.
+    pub block: Block,
+    /// Its app outcome, once validated.
+    pub outcome: Option<AppOutcome>,
+}
+
+/// The last committed block: the root of the block tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CommittedTip {
+    /// Its hash.
+    pub hash: BlockHash,
+    /// Its view.
+    pub view: View,
+    /// Its height.
+    pub height: Height,
+}
+
+/// Everything a replica is rebuilt from: a fresh start ([`Recovered::genesis`]) or what the
+/// driver's store held after a crash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The hash of the chain's genesis block (never changes).
+    pub genesis: BlockHash,
+    /// The durable safety state (the last one acknowledged with `Persisted`).
+    pub safety: SafetyState,
+    /// The last committed block.
+    pub committed: CommittedTip,
+    /// The validator set in force after the last committed block.
+    pub validators: ValidatorSet,
+    /// Uncommitted blocks that were persisted (any order); those that do not descend from
+    /// `committed` are dropped.
+    pub blocks: Vec<BlockRecord>,
+}
+
+impl Recovered {
+    /// The starting state of a new chain with the given initial validator set.
+    #[must_use]
+    pub fn genesis(chain: ChainId, validators: ValidatorSet) -> Self {
+        let genesis = genesis_hash(chain, &validators);
+        Recovered {
+            genesis,
+            safety: SafetyState::genesis(genesis),
+            committed: CommittedTip { hash: genesis, view: View(0), height: Height(0) },
+            validators,
+            blocks: Vec::new(),
+        }
+    }
+}

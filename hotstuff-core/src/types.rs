@@ -1,0 +1,99 @@
+//! Small value types shared by every part of the protocol.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use core::fmt;
+
+/// A view (the "round" of the Jolteon and DiemBFT papers). View 0 belongs to the genesis block;
+/// the protocol starts in view 1.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+)]
+pub struct View(pub u64);
+
+impl View {
+    /// The view after this one, saturating at `u64::MAX` (which no honest chain reaches).
+    #[must_use]
+    pub fn next(self) -> View {
+        View(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// The height of a block in the chain. Genesis is height 0; a block is one above its parent.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+)]
+pub struct Height(pub u64);
+
+impl fmt::Display for Height {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "h{}", self.0)
+    }
+}
+
+/// Identifies one chain. It is part of every signed byte string and every wire message, so
+/// signatures and messages of one chain are worthless on another.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+)]
+pub struct ChainId(pub u64);
+
+/// A blake3 digest.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
+pub struct BlockHash(pub [u8; 32]);
+
+impl fmt::Debug for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex_prefix(f, &self.0)
+    }
+}
+
+impl fmt::Display for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex_prefix(f, &self.0)
+    }
+}
+
+/// An ed25519 public key in its 32-byte compressed form: the identity of a replica.
+///
+/// Whether the bytes are a valid, non-weak curve point is checked where it matters: when a
+/// [`ValidatorSet`](crate::ValidatorSet) is built, and when a signature is verified.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex_prefix(f, &self.0)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex_prefix(f, &self.0)
+    }
+}
+
+/// An ed25519 signature (64 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex_prefix(f, &self.0)
+    }
+}
+
+/// Voting power of one validator.
+pub type Power = u64;
+
+fn write_hex_prefix(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for b in bytes.iter().take(6) {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
