@@ -46,6 +46,10 @@ pub struct TimeoutVote {
     pub voter: PublicKey,
     /// Signature over `(chain, Timeout, view, high_qc.view)`.
     pub signature: Signature,
+    /// The TC by which the sender entered `view`, if it did (DiemBFT v4 `TimeoutMsg`'s
+    /// `last_round_tc`): lets replicas still in the previous view follow. Not signed; it is a
+    /// certificate in its own right.
+    pub last_tc: Option<TimeoutCertificate>,
 }
 
 /// Every consensus message.
@@ -213,7 +217,10 @@ impl Message {
                 p.tc.as_ref().map_or(Ok(()), |tc| tc.check(limits))
             }
             Message::Vote(_) => Ok(()),
-            Message::Timeout(t) => t.high_qc.check(limits),
+            Message::Timeout(t) => {
+                t.high_qc.check(limits)?;
+                t.last_tc.as_ref().map_or(Ok(()), |tc| tc.check(limits))
+            }
         }
     }
 }

@@ -1,1 +1,8 @@
-//! Test harness for hotstuff-core.
+//! Test harness for `hotstuff-core`: a deterministic simulator with faults, Byzantine replicas
+//! and safety/liveness oracles. See [`sim`].
+
+pub mod app;
+pub mod scenario;
+pub mod sim;
+
+pub use sim::{Behavior, NetFaults, Params, Report, Sim};

@@ -21,7 +21,7 @@ impl<P: Pacemaker> Replica<P> {
         if view.0 > current.0.saturating_add(self.config.view_window) {
             return Err(InputError::TooFarAhead { view, current });
         }
-        if t.high_qc.view >= view {
+        if t.high_qc.view >= view || t.last_tc.as_ref().is_some_and(|tc| tc.view.next() != view) {
             return Err(InputError::BadTimeout);
         }
         let vk = self.validators.verifying_key(&t.voter).ok_or(InputError::NotAValidator(t.voter))?;
@@ -42,8 +42,16 @@ impl<P: Pacemaker> Replica<P> {
         )
         .map_err(|source| InputError::BadSignature { signer: t.voter, source })?;
         let digest = self.check_qc(&t.high_qc)?;
-        // Jolteon Fig. 2: a timeout vote's QC is taken in like any other certificate.
+        let tc_digests = match &t.last_tc {
+            Some(tc) => Some(self.check_tc(tc)?),
+            None => None,
+        };
+        // Jolteon Fig. 2 / DiemBFT v4 `process_timeout_msg`: a timeout vote's certificates are
+        // taken in like any other (`process_certificates`, `advance_round_tc`).
         self.observe_qc(&t.high_qc, digest);
+        if let (Some(tc), Some(d)) = (&t.last_tc, tc_digests) {
+            self.observe_tc(tc, d);
+        }
         self.collect_timeout(t);
         Ok(())
     }

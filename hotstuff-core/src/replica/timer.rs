@@ -42,7 +42,8 @@ impl<P: Pacemaker> Replica<P> {
         self.safety.highest_voted_view = self.safety.highest_voted_view.max(view);
         let signature =
             self.key.sign(self.config.chain, SignKind::Timeout, view, &crypto::timeout_subject(high_qc.view));
-        let t = TimeoutVote { view, high_qc, voter: self.key.public(), signature };
+        let last_tc = self.safety.last_tc.clone().filter(|tc| tc.view.next() == view);
+        let t = TimeoutVote { view, high_qc, voter: self.key.public(), signature, last_tc };
         self.safety.last_timeout = Some(t.clone());
         self.staged.safety_dirty = true;
         self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });

@@ -1,0 +1,74 @@
+//! Seeded scenarios: what the `simulate` runner and the CI batches run for one seed.
+
+use crate::sim::{Behavior, NetFaults, Params};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Which misbehaviour the Byzantine replicas of a batch show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Twins: honest-code pairs sharing a key, on opposite sides of partitions.
+    Twins,
+    /// Equivocating leaders.
+    Equivocate,
+    /// Silent replicas.
+    Silent,
+    /// Vote-withholding replicas.
+    Withhold,
+    /// Replicas that replay old messages.
+    Replay,
+    /// A kind drawn per seed among the others.
+    Mixed,
+    /// No Byzantine replicas.
+    None,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "twins" => Kind::Twins,
+            "equivocate" => Kind::Equivocate,
+            "silent" => Kind::Silent,
+            "withhold" => Kind::Withhold,
+            "replay" => Kind::Replay,
+            "mixed" => Kind::Mixed,
+            "none" => Kind::None,
+            other => {
+                return Err(format!(
+                    "unknown kind `{other}` (expected twins, equivocate, silent, withhold, replay, mixed or none)"
+                ))
+            }
+        })
+    }
+}
+
+/// The set-up of seed `seed` for `n` validators, `byzantine` of them misbehaving as `kind`:
+/// faults, heal time and Byzantine placement are all drawn from the seed.
+#[must_use]
+pub fn params(seed: u64, n: usize, byzantine: usize, kind: Kind) -> Params {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ce7_a210);
+    let mut p = Params::new(seed, n);
+    p.faults = NetFaults::random(&mut rng);
+    p.heal_at_ms = rng.gen_range(2_000..15_000);
+    let mut keys: Vec<usize> = (0..n).collect();
+    for i in (1..keys.len()).rev() {
+        keys.swap(i, rng.gen_range(0..=i));
+    }
+    for &k in keys.iter().take(byzantine) {
+        let kind = if kind == Kind::Mixed {
+            [Kind::Twins, Kind::Equivocate, Kind::Silent, Kind::Withhold, Kind::Replay][rng.gen_range(0..5)]
+        } else {
+            kind
+        };
+        match kind {
+            Kind::Twins => p.twins.push(k),
+            Kind::Equivocate => p.byzantine.push((k, Behavior::Equivocate)),
+            Kind::Silent => p.byzantine.push((k, Behavior::Silent)),
+            Kind::Withhold => p.byzantine.push((k, Behavior::Withhold)),
+            Kind::Replay => p.byzantine.push((k, Behavior::Replay)),
+            Kind::Mixed | Kind::None => {}
+        }
+    }
+    p
+}

@@ -1,0 +1,778 @@
+//! The deterministic simulator: real `hotstuff-core` replicas, a virtual clock, a seeded network
+//! with faults, crash-restart with lost writes, Byzantine replicas, and the oracles.
+//!
+//! One `u64` seed decides everything. There are no threads and no wall clock: a priority queue
+//! of `(virtual time, sequence number)` orders every event, so the same seed always gives the
+//! same trace (and the same trace hash).
+
+use crate::app;
+use hotstuff_core::{
+    Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope, Input,
+    Keypair, Message, Proposal, PublicKey, Recovered, Replica, SafetyState, ValidatorSet, View,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How a replica misbehaves. Byzantine replicas run the honest core and distort what it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// Follows the protocol.
+    Honest,
+    /// Sends nothing at all.
+    Silent,
+    /// Sends everything but its votes.
+    Withhold,
+    /// As leader, sends two different proposals for its view to two halves of the replicas.
+    Equivocate,
+    /// Also re-sends old messages it has seen to random replicas.
+    Replay,
+}
+
+/// Network faults, active until the heal time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetFaults {
+    /// Message delay range in ms (delays reorder messages).
+    pub delay_ms: (u64, u64),
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Whether partitions (symmetric and one-way) open and heal.
+    pub partitions: bool,
+    /// Whether honest replicas crash and restart (losing unacknowledged writes).
+    pub crashes: bool,
+}
+
+impl NetFaults {
+    /// No faults: delays of 1-10 ms, nothing lost.
+    #[must_use]
+    pub fn none() -> Self {
+        NetFaults { delay_ms: (1, 10), loss: 0.0, duplicate: 0.0, partitions: false, crashes: false }
+    }
+
+    /// Faults drawn from the seed within the ranges of the simulator's brief: delay 0-200 ms,
+    /// loss 0-30%, duplication 0-50%, partitions and crashes each on or off.
+    #[must_use]
+    pub fn random(rng: &mut impl Rng) -> Self {
+        let max_delay = rng.gen_range(5..=200);
+        NetFaults {
+            delay_ms: (0, max_delay),
+            loss: rng.gen_range(0.0..0.30),
+            duplicate: rng.gen_range(0.0..0.50),
+            partitions: rng.gen_bool(0.5),
+            crashes: rng.gen_bool(0.5),
+        }
+    }
+}
+
+/// One simulation's set-up.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// The seed.
+    pub seed: u64,
+    /// Number of validator keys (each with power 1 unless `powers` is set).
+    pub validators: usize,
+    /// Voting power per key (defaults to 1 each).
+    pub powers: Option<Vec<u64>>,
+    /// Misbehaviour per key index (others are honest).
+    pub byzantine: Vec<(usize, Behavior)>,
+    /// Key indices that run as twins: two honest-code nodes sharing one key.
+    pub twins: Vec<usize>,
+    /// Network and crash faults (until `heal_at_ms`).
+    pub faults: NetFaults,
+    /// When the network heals and crashed replicas restart.
+    pub heal_at_ms: u64,
+    /// Commits each honest replica must make after the heal.
+    pub commits_after_heal: u64,
+    /// Base view timeout.
+    pub base_timeout_ms: u64,
+    /// Largest view timeout.
+    pub max_timeout_ms: u64,
+    /// Record a human-readable trace.
+    pub trace: bool,
+    /// Explicit partition schedule (Twins scenarios): `(from_ms, to_ms, side per node)`.
+    pub partition_schedule: Vec<(u64, u64, Vec<u8>)>,
+}
+
+impl Params {
+    /// A fault-free run of `n` validators.
+    #[must_use]
+    pub fn new(seed: u64, n: usize) -> Self {
+        Params {
+            seed,
+            validators: n,
+            powers: None,
+            byzantine: Vec::new(),
+            twins: Vec::new(),
+            faults: NetFaults::none(),
+            heal_at_ms: 0,
+            commits_after_heal: 10,
+            base_timeout_ms: 1_000,
+            max_timeout_ms: 8_000,
+            trace: false,
+            partition_schedule: Vec::new(),
+        }
+    }
+
+    /// The longest a run may take after the heal before liveness has failed: every honest
+    /// replica must commit `commits_after_heal` blocks. Each view after the heal lasts at most
+    /// one max timeout (the back-off is capped), at most `f + 1` views in a row can have a
+    /// faulty leader, and a commit needs two consecutive good views; the bound allows each of
+    /// the required commits `2 * (f + 2)` views, plus time to recover pending state.
+    #[must_use]
+    pub fn liveness_bound_ms(&self) -> u64 {
+        let f = (self.validators as u64).saturating_sub(1) / 3;
+        let views = (self.commits_after_heal + 2) * 2 * (f + 2);
+        views * self.max_timeout_ms
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Two honest replicas committed different blocks at one height.
+    pub safety_violations: Vec<String>,
+    /// An honest key signed two different votes, timeout votes or proposals for one view.
+    pub double_signs: Vec<String>,
+    /// An honest replica's durable voted view moved backwards, or it missed the liveness bound.
+    pub liveness_failures: Vec<String>,
+    /// The highest height committed by any honest replica.
+    pub max_committed: u64,
+    /// Per honest replica: views it took after the heal to commit `commits_after_heal` blocks.
+    pub views_after_heal: Vec<u64>,
+    /// Largest view reached by any replica.
+    pub max_view: u64,
+    /// Hash of the full event trace.
+    pub trace_hash: [u8; 32],
+    /// Virtual time at the end.
+    pub end_ms: u64,
+    /// Messages the core refused (bad input from Byzantine peers, stale messages).
+    pub refused_inputs: u64,
+    /// Human-readable trace (if asked for).
+    pub trace: Vec<String>,
+}
+
+impl Report {
+    /// True if no oracle fired.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.safety_violations.is_empty() && self.double_signs.is_empty() && self.liveness_failures.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Deliver { to: usize, from: PublicKey, bytes: Rc<Vec<u8>> },
+    Timer { node: usize, view: View, incarnation: u64 },
+    PersistDone { node: usize, seq: u64, incarnation: u64 },
+    Crash { node: usize },
+    Restart { node: usize },
+    PartitionStart { sides: Vec<u8>, one_way: bool },
+    PartitionEnd,
+    Heal,
+}
+
+/// What a node's store holds durably, and what it has been asked to write.
+#[derive(Clone, Debug)]
+struct Store {
+    safety: Option<SafetyState>,
+    blocks: BTreeMap<BlockHash, BlockRecord>,
+    committed: CommittedTip,
+    /// Committed chain: `committed_chain[h - 1]` is the block at height h.
+    committed_chain: Vec<BlockHash>,
+    pending: VecDeque<(u64, Option<SafetyState>, Vec<BlockRecord>)>,
+}
+
+struct Node {
+    key: usize,
+    behavior: Behavior,
+    twin: bool,
+    replica: Option<Replica>,
+    incarnation: u64,
+    store: Store,
+    produced: u64,
+    durable_voted: View,
+    height_at_heal: Option<(u64, View)>,
+    done_at_view: Option<View>,
+    replay_log: VecDeque<Rc<Vec<u8>>>,
+}
+
+impl Node {
+    fn honest(&self) -> bool {
+        self.behavior == Behavior::Honest && !self.twin
+    }
+}
+
+/// The simulator.
+pub struct Sim {
+    p: Params,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    nodes: Vec<Node>,
+    keys: Vec<[u8; 32]>,
+    publics: Vec<PublicKey>,
+    validators: ValidatorSet,
+    chain: ChainId,
+    faults_active: bool,
+    partition: Option<(Vec<u8>, bool)>,
+    /// Height -> (block, first honest node to commit it).
+    commits: BTreeMap<u64, (BlockHash, usize)>,
+    /// (key, kind, view) -> what was signed, for honest keys.
+    signed: BTreeMap<(usize, u8, u64), [u8; 32]>,
+    report: Report,
+    hasher: blake3::Hasher,
+}
+
+/// The secret key of validator `i` (fixed, so traces are comparable across seeds).
+#[must_use]
+pub fn secret(i: usize) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    s[31] = 0x5a;
+    s
+}
+
+impl Sim {
+    /// Sets up a simulation.
+    #[must_use]
+    pub fn new(p: Params) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(p.seed);
+        let keys: Vec<[u8; 32]> = (0..p.validators).map(secret).collect();
+        let publics: Vec<PublicKey> = keys.iter().map(|k| Keypair::from_secret(k).public()).collect();
+        let powers = p.powers.clone().unwrap_or_else(|| vec![1; p.validators]);
+        let validators =
+            ValidatorSet::new(publics.iter().copied().zip(powers)).expect("simulator validator set is valid");
+        let chain = ChainId(0x5eed);
+        let genesis = Recovered::genesis(chain, validators.clone());
+        let mut nodes = Vec::new();
+        for key in 0..p.validators {
+            let behavior = p.byzantine.iter().find(|(k, _)| *k == key).map_or(Behavior::Honest, |(_, b)| *b);
+            let copies = if p.twins.contains(&key) { 2 } else { 1 };
+            for _ in 0..copies {
+                nodes.push(Node {
+                    key,
+                    behavior,
+                    twin: copies == 2,
+                    replica: None,
+                    incarnation: 0,
+                    store: Store {
+                        safety: None,
+                        blocks: BTreeMap::new(),
+                        committed: genesis.committed,
+                        committed_chain: Vec::new(),
+                        pending: VecDeque::new(),
+                    },
+                    produced: 0,
+                    durable_voted: View(0),
+                    height_at_heal: None,
+                    done_at_view: None,
+                    replay_log: VecDeque::new(),
+                });
+            }
+        }
+        let report = Report { seed: p.seed, ..Report::default() };
+        Sim {
+            p,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes,
+            keys,
+            publics,
+            validators,
+            chain,
+            faults_active: true,
+            partition: None,
+            commits: BTreeMap::new(),
+            signed: BTreeMap::new(),
+            report,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn trace(&mut self, line: impl FnOnce() -> String) {
+        if self.p.trace {
+            let l = format!("{:>8} {}", self.now, line());
+            self.report.trace.push(l);
+        }
+    }
+
+    fn pacemaker(&self) -> DefaultPacemaker {
+        DefaultPacemaker {
+            base_timeout: Duration::from_millis(self.p.base_timeout_ms),
+            max_timeout: Duration::from_millis(self.p.max_timeout_ms),
+        }
+    }
+
+    fn start_node(&mut self, n: usize) {
+        let node = &self.nodes[n];
+        let genesis = Recovered::genesis(self.chain, self.validators.clone());
+        let recovered = Recovered {
+            genesis: genesis.genesis,
+            safety: node.store.safety.clone().unwrap_or(genesis.safety),
+            committed: node.store.committed,
+            validators: self.validators.clone(),
+            blocks: node.store.blocks.values().cloned().collect(),
+        };
+        let replica = Replica::new(
+            Config::new(self.chain),
+            Keypair::from_secret(&self.keys[node.key]),
+            self.pacemaker(),
+            recovered,
+        )
+        .expect("recovered state is consistent");
+        let node = &mut self.nodes[n];
+        node.incarnation += 1;
+        node.replica = Some(replica);
+        self.drain(n, VecDeque::new());
+    }
+
+    /// Runs until every honest replica has committed enough blocks after the heal, or the
+    /// liveness bound passes. Returns what the oracles found.
+    pub fn run(mut self) -> Report {
+        for n in 0..self.nodes.len() {
+            self.start_node(n);
+        }
+        self.plan_faults();
+        let deadline = self.p.heal_at_ms + self.p.liveness_bound_ms();
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            let Some(ev) = self.events.remove(&seq) else { continue };
+            if at > deadline {
+                break;
+            }
+            self.now = at;
+            self.hasher.update(&at.to_le_bytes());
+            self.step(ev);
+            if self.now >= self.p.heal_at_ms && self.all_done() {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn plan_faults(&mut self) {
+        let heal = self.p.heal_at_ms;
+        self.schedule(heal, Ev::Heal);
+        for (from, to, sides) in self.p.partition_schedule.clone() {
+            self.schedule(from, Ev::PartitionStart { sides, one_way: false });
+            self.schedule(to, Ev::PartitionEnd);
+        }
+        if self.p.faults.partitions && heal > 0 {
+            let mut t = self.rng.gen_range(0..heal.max(1));
+            while t < heal {
+                let len = self.rng.gen_range(500..3_000);
+                let sides = self.random_sides();
+                let one_way = self.rng.gen_bool(0.3);
+                self.schedule(t, Ev::PartitionStart { sides, one_way });
+                self.schedule((t + len).min(heal), Ev::PartitionEnd);
+                t += len + self.rng.gen_range(500..4_000);
+            }
+        }
+        if self.p.faults.crashes && heal > 0 {
+            let honest: Vec<usize> = (0..self.nodes.len()).filter(|n| self.nodes[*n].honest()).collect();
+            let mut t = self.rng.gen_range(0..heal.max(1));
+            while t < heal && !honest.is_empty() {
+                let n = honest[self.rng.gen_range(0..honest.len())];
+                let down = self.rng.gen_range(100..3_000);
+                self.schedule(t, Ev::Crash { node: n });
+                self.schedule((t + down).min(heal), Ev::Restart { node: n });
+                t += down + self.rng.gen_range(200..3_000);
+            }
+        }
+    }
+
+    /// A random two-sided split; twins always land on different sides.
+    fn random_sides(&mut self) -> Vec<u8> {
+        let mut sides: Vec<u8> = (0..self.nodes.len()).map(|_| self.rng.gen_range(0..2)).collect();
+        let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+        for n in 0..self.nodes.len() {
+            if let Some(&first) = seen.get(&self.nodes[n].key) {
+                sides[n] = 1 - sides[first];
+            } else {
+                seen.insert(self.nodes[n].key, n);
+            }
+        }
+        sides
+    }
+
+    fn all_done(&self) -> bool {
+        self.nodes.iter().filter(|n| n.honest()).all(|n| n.done_at_view.is_some())
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { to, from, bytes } => {
+                if self.nodes[to].replica.is_none() {
+                    return;
+                }
+                self.hasher.update(&[1, to as u8]);
+                self.hasher.update(&bytes);
+                if self.nodes[to].behavior == Behavior::Replay {
+                    let log = &mut self.nodes[to].replay_log;
+                    log.push_back(bytes.clone());
+                    if log.len() > 64 {
+                        log.pop_front();
+                    }
+                }
+                let replica = self.nodes[to].replica.as_mut().expect("checked above");
+                if let Err(e) = replica.handle_frame(from, &bytes) {
+                    self.report.refused_inputs += 1;
+                    self.trace(|| format!("n{to} refused: {e}"));
+                }
+                self.drain(to, VecDeque::new());
+            }
+            Ev::Timer { node, view, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || self.nodes[node].replica.is_none() {
+                    return;
+                }
+                self.hasher.update(&[2, node as u8]);
+                self.hasher.update(&view.0.to_le_bytes());
+                let mut inputs = VecDeque::new();
+                inputs.push_back(Input::TimerFired { view });
+                self.drain(node, inputs);
+            }
+            Ev::PersistDone { node, seq, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || self.nodes[node].replica.is_none() {
+                    return;
+                }
+                self.hasher.update(&[3, node as u8]);
+                self.hasher.update(&seq.to_le_bytes());
+                self.make_durable(node, seq);
+                let mut inputs = VecDeque::new();
+                inputs.push_back(Input::Persisted { seq });
+                self.drain(node, inputs);
+            }
+            Ev::Crash { node } => self.crash(node),
+            Ev::Restart { node } => {
+                if self.nodes[node].replica.is_none() {
+                    self.trace(|| format!("n{node} restarts"));
+                    self.hasher.update(&[5, node as u8]);
+                    self.start_node(node);
+                }
+            }
+            Ev::PartitionStart { sides, one_way } => {
+                self.trace(|| format!("partition {sides:?} one_way={one_way}"));
+                self.hasher.update(&sides);
+                self.partition = Some((sides, one_way));
+            }
+            Ev::PartitionEnd => self.partition = None,
+            Ev::Heal => self.heal(),
+        }
+    }
+
+    fn heal(&mut self) {
+        self.trace(|| "network heals".to_string());
+        self.faults_active = false;
+        self.partition = None;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].replica.is_none() {
+                self.start_node(n);
+            }
+        }
+        for n in 0..self.nodes.len() {
+            let h = self.nodes[n].store.committed.height.0;
+            let v = self.nodes[n].replica.as_ref().map_or(View(0), Replica::view);
+            self.nodes[n].height_at_heal = Some((h, v));
+        }
+    }
+
+    /// Writes everything up to `seq` to the durable store, checking that the durable voted view
+    /// never moves backwards.
+    fn make_durable(&mut self, n: usize, seq: u64) {
+        while self.nodes[n].store.pending.front().is_some_and(|(s, _, _)| *s <= seq) {
+            let Some((_, safety, blocks)) = self.nodes[n].store.pending.pop_front() else { break };
+            self.write(n, safety, blocks);
+        }
+    }
+
+    fn write(&mut self, n: usize, safety: Option<SafetyState>, blocks: Vec<BlockRecord>) {
+        let node = &mut self.nodes[n];
+        if let Some(s) = safety {
+            if s.highest_voted_view < node.durable_voted && node.honest() {
+                self.report.liveness_failures.push(format!(
+                    "seed {}: node {n}: durable voted view moved back from {} to {}",
+                    self.p.seed, node.durable_voted, s.highest_voted_view
+                ));
+            }
+            node.durable_voted = node.durable_voted.max(s.highest_voted_view);
+            node.store.safety = Some(s);
+        }
+        for b in blocks {
+            if b.block.height > node.store.committed.height {
+                node.store.blocks.insert(b.block.hash(), b);
+            }
+        }
+    }
+
+    fn crash(&mut self, n: usize) {
+        if self.nodes[n].replica.is_none() {
+            return;
+        }
+        self.trace(|| format!("n{n} crashes"));
+        self.hasher.update(&[4, n as u8]);
+        // Unacknowledged writes are lost; the last one may be torn (some of its blocks land,
+        // its safety record, written atomically, does not).
+        let pending = std::mem::take(&mut self.nodes[n].store.pending);
+        if let Some((_, _, blocks)) = pending.back().cloned() {
+            if self.rng.gen_bool(0.5) {
+                let keep = self.rng.gen_range(0..=blocks.len());
+                self.write(n, None, blocks.into_iter().take(keep).collect());
+            }
+        }
+        self.nodes[n].replica = None;
+    }
+
+    /// Drains the node's actions, answering app requests at once, until nothing is left.
+    fn drain(&mut self, n: usize, mut inputs: VecDeque<Input>) {
+        loop {
+            while let Some(action) = self.nodes[n].replica.as_mut().and_then(Replica::poll_action) {
+                self.perform(n, action, &mut inputs);
+            }
+            let Some(input) = inputs.pop_front() else { break };
+            let Some(replica) = self.nodes[n].replica.as_mut() else { break };
+            let from_app = matches!(input, Input::BlockProduced { .. } | Input::BlockValidated { .. });
+            match replica.handle(input) {
+                Ok(()) => {}
+                // An app reply can be overtaken by a view change queued before it.
+                Err(hotstuff_core::InputError::UnexpectedReply) if from_app => {}
+                Err(e) => panic!("seed {}: node {n} refused its own driver's input: {e}", self.p.seed),
+            }
+        }
+    }
+
+    fn perform(&mut self, n: usize, action: Action, inputs: &mut VecDeque<Input>) {
+        match action {
+            Action::Persist { seq, safety, blocks } => {
+                self.nodes[n].store.pending.push_back((seq, safety, blocks));
+                let at = self.now + self.rng.gen_range(0..=2);
+                let incarnation = self.nodes[n].incarnation;
+                self.schedule(at, Ev::PersistDone { node: n, seq, incarnation });
+            }
+            Action::Send { to, message } => {
+                let targets: Vec<usize> = (0..self.nodes.len())
+                    .filter(|m| self.publics[self.nodes[*m].key] == to && *m != n)
+                    .collect();
+                self.send(n, &targets, message);
+            }
+            Action::Broadcast { message } => {
+                let targets: Vec<usize> = (0..self.nodes.len()).filter(|m| *m != n).collect();
+                self.send(n, &targets, message);
+            }
+            Action::SetTimer { view, after } => {
+                let at = self.now + after.as_millis() as u64;
+                let incarnation = self.nodes[n].incarnation;
+                self.schedule(at, Ev::Timer { node: n, view, incarnation });
+            }
+            Action::ProduceBlock { view, parent, .. } => {
+                let node = &mut self.nodes[n];
+                node.produced += 1;
+                let payload = app::produce(node.key, view, node.produced);
+                let height = hotstuff_core::Height(
+                    node.replica
+                        .as_ref()
+                        .and_then(|r| r.block_tree().position(&parent))
+                        .map_or(0, |(_, h)| h.0 + 1),
+                );
+                let outcome = app::outcome(height, &payload);
+                inputs.push_back(Input::BlockProduced { view, parent, payload, outcome });
+            }
+            Action::ValidateBlock { hash, block } => {
+                inputs.push_back(Input::BlockValidated { hash, outcome: app::validate(&block) });
+            }
+            Action::Commit { blocks } => {
+                for b in blocks {
+                    self.on_commit(n, b.hash, b.block.height.0, b.block.view);
+                }
+            }
+            Action::Event(e) => {
+                self.trace(|| format!("n{n} {e:?}"));
+            }
+        }
+    }
+
+    fn on_commit(&mut self, n: usize, hash: BlockHash, height: u64, view: View) {
+        self.hasher.update(&hash.0);
+        let honest = self.nodes[n].honest();
+        let node = &mut self.nodes[n];
+        if height != node.store.committed.height.0 + 1 {
+            self.report.safety_violations.push(format!(
+                "seed {}: node {n} committed height {height} after {}",
+                self.p.seed, node.store.committed.height.0
+            ));
+        }
+        node.store.committed = CommittedTip { hash, view, height: hotstuff_core::Height(height) };
+        node.store.committed_chain.push(hash);
+        node.store.blocks.retain(|_, b| b.block.height.0 > height);
+        if honest {
+            match self.commits.get(&height) {
+                Some((h, other)) if *h != hash => {
+                    self.report.safety_violations.push(format!(
+                        "seed {}: height {height}: node {n} committed {hash}, node {other} committed {h}",
+                        self.p.seed
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.commits.insert(height, (hash, n));
+                }
+            }
+            self.report.max_committed = self.report.max_committed.max(height);
+            let node = &mut self.nodes[n];
+            if let Some((h0, v0)) = node.height_at_heal {
+                if node.done_at_view.is_none() && height >= h0 + self.p.commits_after_heal {
+                    let v = node.replica.as_ref().map_or(View(0), Replica::view);
+                    node.done_at_view = Some(v);
+                    self.report.views_after_heal.push(v.0.saturating_sub(v0.0));
+                }
+            }
+        }
+    }
+
+    /// Records what an honest key signs, then applies the sender's behaviour and the network.
+    fn send(&mut self, n: usize, targets: &[usize], message: Message) {
+        if self.nodes[n].honest() {
+            self.check_double_sign(n, &message);
+        }
+        match self.nodes[n].behavior {
+            Behavior::Silent => return,
+            Behavior::Withhold if matches!(message, Message::Vote(_)) => return,
+            Behavior::Equivocate => {
+                if let Message::Proposal(p) = &message {
+                    let other = self.equivocate(n, p);
+                    let bytes_a = Rc::new(Envelope::new(self.chain, message.clone()).encode());
+                    let bytes_b = Rc::new(Envelope::new(self.chain, Message::Proposal(other)).encode());
+                    for (i, &m) in targets.iter().enumerate() {
+                        let b = if i % 2 == 0 { bytes_a.clone() } else { bytes_b.clone() };
+                        self.transmit(n, m, b);
+                    }
+                    return;
+                }
+            }
+            Behavior::Replay => {
+                let log_len = self.nodes[n].replay_log.len();
+                if log_len > 0 && self.rng.gen_bool(0.5) {
+                    let old = self.nodes[n].replay_log[self.rng.gen_range(0..log_len)].clone();
+                    let to = self.rng.gen_range(0..self.nodes.len());
+                    if to != n {
+                        self.transmit(n, to, old);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let bytes = Rc::new(Envelope::new(self.chain, message).encode());
+        for &m in targets {
+            self.transmit(n, m, bytes.clone());
+        }
+    }
+
+    /// A second, different, correctly signed proposal for the same view.
+    fn equivocate(&mut self, n: usize, p: &Proposal) -> Proposal {
+        let mut block: Block = p.block.clone();
+        if let Some(b) = block.payload.last_mut() {
+            *b ^= 0xff;
+        }
+        let key = Keypair::from_secret(&self.keys[self.nodes[n].key]);
+        let hash = block.hash();
+        let signature = key.sign(
+            self.chain,
+            hotstuff_core::crypto::SignKind::Proposal,
+            block.view,
+            &hotstuff_core::crypto::block_subject(&hash),
+        );
+        Proposal { block, tc: p.tc.clone(), signature }
+    }
+
+    fn check_double_sign(&mut self, n: usize, message: &Message) {
+        let key = self.nodes[n].key;
+        let (kind, view, subject) = match message {
+            Message::Proposal(p) => (0u8, p.block.view, p.block.hash().0),
+            Message::Vote(v) => (1, v.view, v.block.0),
+            Message::Timeout(t) => {
+                let mut s = [0u8; 32];
+                s[..8].copy_from_slice(&t.high_qc.view.0.to_le_bytes());
+                (2, t.view, s)
+            }
+        };
+        match self.signed.get(&(key, kind, view.0)) {
+            Some(prev) if *prev != subject => {
+                self.report.double_signs.push(format!(
+                    "seed {}: key {key} signed two different {} for {view}",
+                    self.p.seed,
+                    ["proposals", "votes", "timeout votes"][kind as usize]
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.signed.insert((key, kind, view.0), subject);
+            }
+        }
+    }
+
+    fn reachable(&self, from: usize, to: usize) -> bool {
+        match &self.partition {
+            None => true,
+            Some((sides, one_way)) => {
+                let (a, b) = (sides[from], sides[to]);
+                a == b || (*one_way && a == 1)
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: usize, to: usize, bytes: Rc<Vec<u8>>) {
+        if !self.reachable(from, to) {
+            return;
+        }
+        let f = self.p.faults;
+        let (lo, hi) = f.delay_ms;
+        if self.faults_active && f.loss > 0.0 && self.rng.gen_bool(f.loss) {
+            return;
+        }
+        let copies =
+            if self.faults_active && f.duplicate > 0.0 && self.rng.gen_bool(f.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = self.now + self.rng.gen_range(lo..=hi);
+            let sender = self.publics[self.nodes[from].key];
+            self.schedule(at, Ev::Deliver { to, from: sender, bytes: bytes.clone() });
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        if self.now >= self.p.heal_at_ms || self.queue.is_empty() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                if node.honest() && node.done_at_view.is_none() {
+                    let h0 = node.height_at_heal.map_or(0, |(h, _)| h);
+                    self.report.liveness_failures.push(format!(
+                        "seed {}: node {i} committed {} blocks after the heal (needs {}) within {} ms",
+                        self.p.seed,
+                        node.store.committed.height.0.saturating_sub(h0),
+                        self.p.commits_after_heal,
+                        self.p.liveness_bound_ms()
+                    ));
+                }
+            }
+        }
+        self.report.max_view =
+            self.nodes.iter().filter_map(|n| n.replica.as_ref()).map(|r| r.view().0).max().unwrap_or(0);
+        self.report.end_ms = self.now;
+        self.report.trace_hash = *self.hasher.finalize().as_bytes();
+        self.report
+    }
+}
