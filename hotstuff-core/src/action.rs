@@ -82,6 +82,19 @@ pub enum Action {
         hash: BlockHash,
         /// The block.
         block: Block,
+        /// The block came by block sync, already certified by a quorum: the app may use its
+        /// lighter "validate for sync" checks (for example skip checks against local time).
+        for_sync: bool,
+    },
+    /// MUST answer the peer's block-sync request: build the response with
+    /// [`Replica::sync_response`](crate::Replica::sync_response) from the store's committed
+    /// blocks and send it to `to` as [`Message::SyncResponse`]. Serve it off the consensus loop
+    /// if the store is slow; dropping it under load is allowed (the client retries elsewhere).
+    ServeSync {
+        /// The requesting peer.
+        to: PublicKey,
+        /// Its request (already bounded by this replica's limits).
+        request: crate::message::SyncRequest,
     },
     /// MUST apply these blocks' outcomes, oldest first, to the committed app state and store.
     /// No reply. Applying them again after a restart is harmless if the store records the

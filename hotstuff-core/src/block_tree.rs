@@ -33,6 +33,8 @@ pub struct Entry {
     pub block: Block,
     /// Its validity.
     pub validity: Validity,
+    /// It arrived by block sync (already certified) rather than as a proposal.
+    pub via_sync: bool,
 }
 
 /// Uncommitted blocks keyed by hash, rooted at the last committed block.
@@ -100,9 +102,9 @@ impl BlockTree {
     }
 
     /// Inserts a block whose parent is in the tree (the caller checked it).
-    pub(crate) fn insert(&mut self, hash: BlockHash, block: Block, validity: Validity) {
+    pub(crate) fn insert(&mut self, hash: BlockHash, block: Block, validity: Validity, via_sync: bool) {
         debug_assert!(self.position(&block.parent()).is_some_and(|(_, h)| h.0 + 1 == block.height.0));
-        self.blocks.insert(hash, Entry { block, validity });
+        self.blocks.insert(hash, Entry { block, validity, via_sync });
     }
 
     /// Blocks waiting for `parent` to be validated.

@@ -9,7 +9,8 @@ use crate::types::ChainId;
 pub struct Config {
     /// The chain this replica runs.
     pub chain: ChainId,
-    /// Wire size limits (default: 8 MiB frames, 4 MiB payloads, 1024 signers).
+    /// Wire size limits (default: 64 MiB frames, 4 MiB payloads, 1024 signers, 64 blocks per
+    /// sync response).
     pub limits: Limits,
     /// How many views ahead of the current one votes, timeout votes and proposals are accepted
     /// (default 1,000). Beyond it they are refused as too far ahead.
@@ -40,6 +41,12 @@ impl Config {
             return Err(ConfigError::Setting {
                 name: "limits.max_payload",
                 reason: "must be smaller than limits.max_frame",
+            });
+        }
+        if self.limits.max_sync_blocks == 0 {
+            return Err(ConfigError::Setting {
+                name: "limits.max_sync_blocks",
+                reason: "must be at least 1",
             });
         }
         if self.limits.max_signers == 0 {

@@ -118,6 +118,12 @@ pub enum InputError {
     /// The block tree is full (too many uncommitted blocks); the block was not stored.
     #[error("too many uncommitted blocks")]
     TreeFull,
+    /// A sync response nobody asked this peer for.
+    #[error("unsolicited sync response from {0}")]
+    UnexpectedSync(PublicKey),
+    /// A sync response whose blocks do not form a certified chain from a known block.
+    #[error("bad sync response: {0}")]
+    BadSyncResponse(&'static str),
     /// A `Persisted` acknowledgement for a sequence number never emitted.
     #[error("persisted seq {seq} was never emitted (last is {last})")]
     UnknownSeq {

@@ -76,6 +76,20 @@ pub enum Event {
         /// Its hash.
         hash: BlockHash,
     },
+    /// Block sync asked a peer for blocks.
+    SyncRequested {
+        /// The peer.
+        peer: PublicKey,
+        /// The first height asked for.
+        from_height: Height,
+    },
+    /// Block sync received certified blocks.
+    SyncReceived {
+        /// The peer.
+        peer: PublicKey,
+        /// New blocks added to the tree.
+        blocks: usize,
+    },
     /// The app rejected a proposed block.
     BlockRejected {
         /// The block.

@@ -52,6 +52,30 @@ pub struct TimeoutVote {
     pub last_tc: Option<TimeoutCertificate>,
 }
 
+/// Asks a peer for certified blocks from `from_height` up (block sync).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SyncRequest {
+    /// Chosen by the requester; the response echoes it, so stale or duplicated responses are
+    /// told apart.
+    pub id: u64,
+    /// The first height wanted (the requester's committed height + 1).
+    pub from_height: crate::types::Height,
+    /// Most blocks wanted; the server sends at most `min(max_blocks, its limit)`.
+    pub max_blocks: u32,
+}
+
+/// Certified blocks answering a [`SyncRequest`]: consecutive heights from the requested one,
+/// each certified by the next block's `justify`, the last by `certificate`.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SyncResponse {
+    /// The request's id.
+    pub id: u64,
+    /// The blocks, oldest first (empty if the server has nothing from that height).
+    pub blocks: Vec<Block>,
+    /// The QC for the last block (`None` only when `blocks` is empty).
+    pub certificate: Option<QuorumCertificate>,
+}
+
 /// Every consensus message.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Message {
@@ -61,6 +85,10 @@ pub enum Message {
     Vote(Vote),
     /// A timeout vote, broadcast to all replicas.
     Timeout(TimeoutVote),
+    /// A block-sync request.
+    SyncRequest(SyncRequest),
+    /// A block-sync response.
+    SyncResponse(SyncResponse),
 }
 
 impl Message {
@@ -71,6 +99,7 @@ impl Message {
             Message::Proposal(p) => p.block.view,
             Message::Vote(v) => v.view,
             Message::Timeout(t) => t.view,
+            Message::SyncRequest(_) | Message::SyncResponse(_) => View(0),
         }
     }
 }
@@ -95,11 +124,13 @@ pub struct Limits {
     pub max_payload: usize,
     /// Largest number of signatures in one certificate (the largest validator set).
     pub max_signers: usize,
+    /// Most blocks in one sync response.
+    pub max_sync_blocks: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frame: 8 << 20, max_payload: 4 << 20, max_signers: MAX_VALIDATORS }
+        Limits { max_frame: 64 << 20, max_payload: 4 << 20, max_signers: MAX_VALIDATORS, max_sync_blocks: 64 }
     }
 }
 
@@ -220,6 +251,14 @@ impl Message {
             Message::Timeout(t) => {
                 t.high_qc.check(limits)?;
                 t.last_tc.as_ref().map_or(Ok(()), |tc| tc.check(limits))
+            }
+            Message::SyncRequest(_) => Ok(()),
+            Message::SyncResponse(r) => {
+                cap("sync.blocks", r.blocks.len(), limits.max_sync_blocks)?;
+                for b in &r.blocks {
+                    b.check(limits)?;
+                }
+                r.certificate.as_ref().map_or(Ok(()), |qc| qc.check(limits))
             }
         }
     }

@@ -184,8 +184,8 @@ struct Store {
     safety: Option<SafetyState>,
     blocks: BTreeMap<BlockHash, BlockRecord>,
     committed: CommittedTip,
-    /// Committed chain: `committed_chain[h - 1]` is the block at height h.
-    committed_chain: Vec<BlockHash>,
+    /// Committed chain with certificates: `committed_chain[h - 1]` is the block at height h.
+    committed_chain: Vec<(Block, hotstuff_core::QuorumCertificate)>,
     pending: VecDeque<(u64, Option<SafetyState>, Vec<BlockRecord>)>,
 }
 
@@ -593,13 +593,26 @@ impl Sim {
                 let outcome = app::outcome(height, &payload);
                 inputs.push_back(Input::BlockProduced { view, parent, payload, outcome });
             }
-            Action::ValidateBlock { hash, block } => {
+            Action::ValidateBlock { hash, block, .. } => {
                 inputs.push_back(Input::BlockValidated { hash, outcome: app::validate(&block) });
             }
             Action::Commit { blocks } => {
                 for b in blocks {
                     self.on_commit(n, b.hash, b.block.height.0, b.block.view);
+                    self.nodes[n].store.committed_chain.push((b.block, b.certificate));
                 }
+            }
+            Action::ServeSync { to, request } => {
+                let node = &self.nodes[n];
+                let Some(replica) = node.replica.as_ref() else { return };
+                let chain = &node.store.committed_chain;
+                let response = replica.sync_response(&request, |h| {
+                    usize::try_from(h.0).ok().and_then(|h| chain.get(h.wrapping_sub(1))).cloned()
+                });
+                let targets: Vec<usize> = (0..self.nodes.len())
+                    .filter(|m| self.publics[self.nodes[*m].key] == to && *m != n)
+                    .collect();
+                self.send(n, &targets, Message::SyncResponse(response));
             }
             Action::Event(e) => {
                 self.trace(|| format!("n{n} {e:?}"));
@@ -618,7 +631,6 @@ impl Sim {
             ));
         }
         node.store.committed = CommittedTip { hash, view, height: hotstuff_core::Height(height) };
-        node.store.committed_chain.push(hash);
         node.store.blocks.retain(|_, b| b.block.height.0 > height);
         if honest {
             match self.commits.get(&height) {
@@ -710,6 +722,7 @@ impl Sim {
                 s[..8].copy_from_slice(&t.high_qc.view.0.to_le_bytes());
                 (2, t.view, s)
             }
+            Message::SyncRequest(_) | Message::SyncResponse(_) => return,
         };
         match self.signed.get(&(key, kind, view.0)) {
             Some(prev) if *prev != subject => {

@@ -56,7 +56,7 @@ impl<P: Pacemaker> Replica<P> {
         self.safety.last_proposed_view = view;
         self.staged.safety_dirty = true;
         self.proposals_seen.insert(view, hash);
-        self.tree.insert(hash, block.clone(), Validity::Valid(outcome.clone()));
+        self.tree.insert(hash, block.clone(), Validity::Valid(outcome.clone()), false);
         self.staged.blocks.push(BlockRecord { block: block.clone(), outcome: Some(outcome) });
         let height = block.height;
         self.staged

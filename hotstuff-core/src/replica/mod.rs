@@ -4,6 +4,7 @@ mod app;
 mod persisted;
 pub(crate) mod progress;
 mod proposal;
+mod sync;
 mod timeout;
 mod timer;
 mod vote;
@@ -85,6 +86,12 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     /// The highest block known to be committed (by the two-chain rule) and the QC certifying
     /// it; blocks up to it are handed over as soon as their outcomes are known.
     commit_target: Option<(BlockHash, QuorumCertificate)>,
+    /// The peer a block-sync request is outstanding with, and its id.
+    sync_peer: Option<(PublicKey, u64)>,
+    /// The id of the last sync request.
+    sync_request_id: u64,
+    /// Rotates sync requests over the peers.
+    sync_rotation: u64,
     ready: VecDeque<Action>,
     gated: VecDeque<(u64, Action)>,
     staged: Staged,
@@ -144,7 +151,7 @@ impl<P: Pacemaker> Replica<P> {
                     Validity::Waiting
                 }
             };
-            tree.insert(hash, block, validity);
+            tree.insert(hash, block, validity, false);
         }
         let mut r = Replica {
             config,
@@ -161,6 +168,9 @@ impl<P: Pacemaker> Replica<P> {
             consecutive_failures: 0,
             producing: None,
             commit_target: None,
+            sync_peer: None,
+            sync_request_id: 0,
+            sync_rotation: 0,
             ready: VecDeque::new(),
             gated: VecDeque::new(),
             staged: Staged::default(),
@@ -173,9 +183,11 @@ impl<P: Pacemaker> Replica<P> {
             r.request_validation(h);
         }
         r.start_view(progress::Entry::Start);
-        // What was durable before the crash may be re-sent as is.
+        // What was durable before the crash may be re-sent as is. A vote is for the view the
+        // replica voted in, and it stays in that view until a QC or TC for it arrives, so the
+        // vote to re-send is the one for the current view.
         let view = r.safety.view;
-        if let Some(vote) = r.safety.last_vote.clone().filter(|v| v.view.next() == view) {
+        if let Some(vote) = r.safety.last_vote.clone().filter(|v| v.view == view) {
             r.send_vote(vote);
         }
         if let Some(t) = r.safety.last_timeout.clone().filter(|t| t.view == view) {
@@ -225,6 +237,8 @@ impl<P: Pacemaker> Replica<P> {
             Message::Proposal(p) => self.handle_proposal(from, p),
             Message::Vote(v) => self.handle_vote(v),
             Message::Timeout(t) => self.handle_timeout(t),
+            Message::SyncRequest(r) => self.handle_sync_request(from, r),
+            Message::SyncResponse(r) => self.handle_sync_response(from, r),
         }
     }
 

@@ -114,9 +114,19 @@ impl<P: Pacemaker> Replica<P> {
         if qc.view > self.safety.high_qc.view {
             self.safety.high_qc = qc.clone();
             self.staged.safety_dirty = true;
+            // A block asked for on the old high QC can no longer be proposed (blocks extend the
+            // high QC, and `BlockProduced` for the old parent is refused): ask again on the new
+            // one below rather than lose this leader's turn.
+            if self.producing == Some(self.safety.view) {
+                self.producing = None;
+            }
         }
         self.apply_commit_rule(qc);
         self.advance_to(qc.view.next(), ViewChange::Qc);
+        self.try_propose();
+        if qc.view > self.tree.root().view && !self.tree.contains(&qc.block) {
+            self.request_sync(None);
+        }
     }
 
     /// Takes in a verified TC: its high QC, then the view after it.
@@ -236,10 +246,11 @@ impl<P: Pacemaker> Replica<P> {
             return;
         }
         let block = entry.block.clone();
+        let for_sync = entry.via_sync;
         if let Some(e) = self.tree.get_mut(&hash) {
             e.validity = Validity::Validating;
         }
-        self.emit(Action::ValidateBlock { hash, block });
+        self.emit(Action::ValidateBlock { hash, block, for_sync });
     }
 
     /// Votes for a valid block of the current view if the voting rule allows it

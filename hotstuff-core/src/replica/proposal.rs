@@ -66,8 +66,21 @@ impl<P: Pacemaker> Replica<P> {
             Some(tc) => Some(self.check_tc(tc)?),
             None => None,
         };
-        let (parent_view, parent_height) =
-            self.tree.position(&block.parent()).ok_or(InputError::UnknownParent(block.parent()))?;
+        let Some((parent_view, parent_height)) = self.tree.position(&block.parent()) else {
+            // Behind: the certificates are valid, so take them in and fetch the missing blocks
+            // from the proposer (block sync). The proposal itself is dropped; it will arrive
+            // certified in the next proposal or by sync.
+            if block.justify.view <= root.view {
+                return Err(InputError::UnknownParent(block.parent()));
+            }
+            self.request_sync(Some(block.proposer));
+            let justify = p.block.justify;
+            self.observe_qc(&justify, qc_digest);
+            if let (Some(tc), Some(d)) = (p.tc, tc_digests) {
+                self.observe_tc(&tc, d);
+            }
+            return Ok(());
+        };
         if parent_view != block.justify.view {
             return Err(InputError::MalformedBlock("justify QC view differs from the parent's view"));
         }
@@ -85,7 +98,7 @@ impl<P: Pacemaker> Replica<P> {
         let Proposal { block, tc, .. } = p;
         let proposer = block.proposer;
         self.proposals_seen.insert(view, hash);
-        self.tree.insert(hash, block.clone(), Validity::Waiting);
+        self.tree.insert(hash, block.clone(), Validity::Waiting, false);
         self.emit(Action::Event(Event::ReceivedProposal { view, hash, proposer }));
         self.observe_qc(&block.justify, qc_digest);
         if let (Some(tc), Some(d)) = (tc, tc_digests) {

@@ -20,6 +20,7 @@ impl<P: Pacemaker> Replica<P> {
         self.emit(Action::Event(Event::ViewTimedOut { view }));
         let after = self.pacemaker.view_timeout(view, self.consecutive_failures);
         self.emit(Action::SetTimer { view, after });
+        self.retry_sync();
         if !self.is_validator() {
             return Ok(());
         }
