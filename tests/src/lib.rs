@@ -2,6 +2,7 @@
 //! and safety/liveness oracles. See [`sim`].
 
 pub mod app;
+pub mod batch;
 pub mod scenario;
 pub mod sim;
 

@@ -72,3 +72,34 @@ pub fn params(seed: u64, n: usize, byzantine: usize, kind: Kind) -> Params {
     }
     p
 }
+
+/// How many views a Twins scenario scripts (partitions and leaders) before the network heals.
+pub const TWINS_VIEWS: usize = 7;
+
+/// Twins scenario number `scenario` (Bano et al., "Twins: BFT Systems Made Robust"): `twins`
+/// keys each run as two honest-code nodes; for each of the first [`TWINS_VIEWS`] views a
+/// two-sided partition of the nodes (twins on opposite sides) and a leader are drawn from the
+/// scenario number; then the network heals and liveness is checked. No other faults.
+#[must_use]
+pub fn twins(scenario: u64, n: usize, twins: usize) -> Params {
+    let mut rng = ChaCha8Rng::seed_from_u64(scenario ^ 0x7a1e_5eed);
+    let mut p = Params::new(scenario, n);
+    p.twins = (0..twins).collect();
+    let nodes = n + twins;
+    // Node order in the simulator: each key's nodes are adjacent, twins first.
+    let node_keys: Vec<usize> = (0..n).flat_map(|k| if k < twins { vec![k, k] } else { vec![k] }).collect();
+    debug_assert_eq!(node_keys.len(), nodes);
+    for _ in 0..TWINS_VIEWS {
+        let mut sides: Vec<u8> = (0..nodes).map(|_| rng.gen_range(0..2)).collect();
+        for i in 1..nodes {
+            if node_keys[i] == node_keys[i - 1] {
+                sides[i] = 1 - sides[i - 1];
+            }
+        }
+        p.view_partitions.push(sides);
+        p.leaders.push(rng.gen_range(0..n));
+    }
+    p.faults = NetFaults::none();
+    p.heal_at_ms = 20_000;
+    p
+}

@@ -8,7 +8,7 @@
 use crate::app;
 use hotstuff_core::{
     Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope, Input,
-    Keypair, Message, Proposal, PublicKey, Recovered, Replica, SafetyState, ValidatorSet, View,
+    Keypair, Message, Pacemaker, Proposal, PublicKey, Recovered, Replica, SafetyState, ValidatorSet, View,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -94,8 +94,12 @@ pub struct Params {
     pub max_timeout_ms: u64,
     /// Record a human-readable trace.
     pub trace: bool,
-    /// Explicit partition schedule (Twins scenarios): `(from_ms, to_ms, side per node)`.
-    pub partition_schedule: Vec<(u64, u64, Vec<u8>)>,
+    /// Twins scenarios: the side of every node for the messages of view `i + 1` (until the
+    /// heal). Messages between different sides are dropped.
+    pub view_partitions: Vec<Vec<u8>>,
+    /// Twins scenarios: the leader (key index) of view `i + 1`; later views use the default
+    /// weighted round robin.
+    pub leaders: Vec<usize>,
 }
 
 impl Params {
@@ -114,7 +118,8 @@ impl Params {
             base_timeout_ms: 1_000,
             max_timeout_ms: 8_000,
             trace: false,
-            partition_schedule: Vec::new(),
+            view_partitions: Vec::new(),
+            leaders: Vec::new(),
         }
     }
 
@@ -193,7 +198,7 @@ struct Node {
     key: usize,
     behavior: Behavior,
     twin: bool,
-    replica: Option<Replica>,
+    replica: Option<Replica<SimPacemaker>>,
     incarnation: u64,
     store: Store,
     produced: u64,
@@ -206,6 +211,28 @@ struct Node {
 impl Node {
     fn honest(&self) -> bool {
         self.behavior == Behavior::Honest && !self.twin
+    }
+}
+
+/// The default pacemaker, with a scripted leader for the first views (Twins scenarios).
+#[derive(Clone, Debug)]
+pub struct SimPacemaker {
+    inner: DefaultPacemaker,
+    leaders: Vec<PublicKey>,
+}
+
+impl Pacemaker for SimPacemaker {
+    fn leader(&self, view: View, validators: &ValidatorSet) -> PublicKey {
+        let scripted =
+            usize::try_from(view.0).ok().and_then(|v| v.checked_sub(1)).and_then(|i| self.leaders.get(i));
+        match scripted {
+            Some(k) => *k,
+            None => self.inner.leader(view, validators),
+        }
+    }
+
+    fn view_timeout(&self, view: View, consecutive_failures: u32) -> Duration {
+        self.inner.view_timeout(view, consecutive_failures)
     }
 }
 
@@ -314,10 +341,13 @@ impl Sim {
         }
     }
 
-    fn pacemaker(&self) -> DefaultPacemaker {
-        DefaultPacemaker {
-            base_timeout: Duration::from_millis(self.p.base_timeout_ms),
-            max_timeout: Duration::from_millis(self.p.max_timeout_ms),
+    fn pacemaker(&self) -> SimPacemaker {
+        SimPacemaker {
+            inner: DefaultPacemaker {
+                base_timeout: Duration::from_millis(self.p.base_timeout_ms),
+                max_timeout: Duration::from_millis(self.p.max_timeout_ms),
+            },
+            leaders: self.p.leaders.iter().map(|k| self.publics[*k]).collect(),
         }
     }
 
@@ -370,10 +400,6 @@ impl Sim {
     fn plan_faults(&mut self) {
         let heal = self.p.heal_at_ms;
         self.schedule(heal, Ev::Heal);
-        for (from, to, sides) in self.p.partition_schedule.clone() {
-            self.schedule(from, Ev::PartitionStart { sides, one_way: false });
-            self.schedule(to, Ev::PartitionEnd);
-        }
         if self.p.faults.partitions && heal > 0 {
             let mut t = self.rng.gen_range(0..heal.max(1));
             while t < heal {
@@ -488,7 +514,7 @@ impl Sim {
         }
         for n in 0..self.nodes.len() {
             let h = self.nodes[n].store.committed.height.0;
-            let v = self.nodes[n].replica.as_ref().map_or(View(0), Replica::view);
+            let v = self.nodes[n].replica.as_ref().map_or(View(0), |r| r.view());
             self.nodes[n].height_at_heal = Some((h, v));
         }
     }
@@ -542,7 +568,7 @@ impl Sim {
     /// Drains the node's actions, answering app requests at once, until nothing is left.
     fn drain(&mut self, n: usize, mut inputs: VecDeque<Input>) {
         loop {
-            while let Some(action) = self.nodes[n].replica.as_mut().and_then(Replica::poll_action) {
+            while let Some(action) = self.nodes[n].replica.as_mut().and_then(|r| r.poll_action()) {
                 self.perform(n, action, &mut inputs);
             }
             let Some(input) = inputs.pop_front() else { break };
@@ -649,7 +675,7 @@ impl Sim {
             let node = &mut self.nodes[n];
             if let Some((h0, v0)) = node.height_at_heal {
                 if node.done_at_view.is_none() && height >= h0 + self.p.commits_after_heal {
-                    let v = node.replica.as_ref().map_or(View(0), Replica::view);
+                    let v = node.replica.as_ref().map_or(View(0), |r| r.view());
                     node.done_at_view = Some(v);
                     self.report.views_after_heal.push(v.0.saturating_sub(v0.0));
                 }
@@ -662,6 +688,7 @@ impl Sim {
         if self.nodes[n].honest() {
             self.check_double_sign(n, &message);
         }
+        let view = message.view();
         match self.nodes[n].behavior {
             Behavior::Silent => return,
             Behavior::Withhold if matches!(message, Message::Vote(_)) => return,
@@ -672,7 +699,7 @@ impl Sim {
                     let bytes_b = Rc::new(Envelope::new(self.chain, Message::Proposal(other)).encode());
                     for (i, &m) in targets.iter().enumerate() {
                         let b = if i % 2 == 0 { bytes_a.clone() } else { bytes_b.clone() };
-                        self.transmit(n, m, b);
+                        self.transmit(n, m, view, b);
                     }
                     return;
                 }
@@ -683,7 +710,7 @@ impl Sim {
                     let old = self.nodes[n].replay_log[self.rng.gen_range(0..log_len)].clone();
                     let to = self.rng.gen_range(0..self.nodes.len());
                     if to != n {
-                        self.transmit(n, to, old);
+                        self.transmit(n, to, view, old);
                     }
                 }
             }
@@ -691,7 +718,7 @@ impl Sim {
         }
         let bytes = Rc::new(Envelope::new(self.chain, message).encode());
         for &m in targets {
-            self.transmit(n, m, bytes.clone());
+            self.transmit(n, m, view, bytes.clone());
         }
     }
 
@@ -739,7 +766,24 @@ impl Sim {
         }
     }
 
-    fn reachable(&self, from: usize, to: usize) -> bool {
+    fn reachable(&self, from: usize, to: usize, view: View) -> bool {
+        if self.faults_active && !self.p.view_partitions.is_empty() {
+            // Twins: a message goes by the partition of its view (sync messages by the sender's).
+            let v = if view.0 == 0 {
+                self.nodes[from].replica.as_ref().map_or(0, |r| r.view().0)
+            } else {
+                view.0
+            };
+            let sides = usize::try_from(v)
+                .ok()
+                .and_then(|v| v.checked_sub(1))
+                .and_then(|i| self.p.view_partitions.get(i));
+            if let Some(sides) = sides {
+                if sides[from] != sides[to] {
+                    return false;
+                }
+            }
+        }
         match &self.partition {
             None => true,
             Some((sides, one_way)) => {
@@ -749,8 +793,8 @@ impl Sim {
         }
     }
 
-    fn transmit(&mut self, from: usize, to: usize, bytes: Rc<Vec<u8>>) {
-        if !self.reachable(from, to) {
+    fn transmit(&mut self, from: usize, to: usize, view: View, bytes: Rc<Vec<u8>>) {
+        if !self.reachable(from, to, view) {
             return;
         }
         let f = self.p.faults;

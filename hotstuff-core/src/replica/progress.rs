@@ -40,18 +40,7 @@ pub fn safe_to_vote(
         return true;
     }
     match tc {
-        Some(tc) if block_view == tc.view.next() => {
-            #[cfg(hotstuff_planted_bug)]
-            {
-                // Planted bug (negative control, never in production builds): ignore the lock
-                // the TC carries, so a leader may extend a QC below honest locks.
-                return true;
-            }
-            #[allow(unreachable_code)]
-            {
-                qc_view >= tc.max_high_qc_view()
-            }
-        }
+        Some(tc) if block_view == tc.view.next() => qc_view >= tc.max_high_qc_view(),
         _ => false,
     }
 }
@@ -145,6 +134,18 @@ impl<P: Pacemaker> Replica<P> {
     /// (`b1.view == b0.view + 1`), `b0` and all its ancestors are committed.
     fn apply_commit_rule(&mut self, qc: &QuorumCertificate) {
         let Some(b1) = self.tree.get(&qc.block) else { return };
+        #[cfg(hotstuff_planted_bug)]
+        {
+            // Planted bug (negative control only; production builds never set this cfg):
+            // commit a block as soon as it is certified (one-chain), ignoring the two-chain rule.
+            // The simulator's safety oracle must catch the forks this causes.
+            if b1.block.height > self.tree.root().height {
+                self.commit_target = Some((qc.block, qc.clone()));
+                self.drain_commits();
+            }
+            return;
+        }
+        #[allow(unreachable_code)]
         let b0 = b1.block.parent();
         if b1.block.justify.view.next() != b1.block.view {
             return; // not consecutive views: no two-chain, nothing commits

@@ -28,6 +28,10 @@ struct Args {
     /// Run this one seed and print its trace.
     #[arg(long)]
     seed: Option<u64>,
+    /// Run Twins scenarios instead of random fault seeds: --byzantine keys are twinned, and each
+    /// seed scripts partitions and leaders for the first views, then heals.
+    #[arg(long)]
+    twins_scenarios: bool,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -57,7 +61,11 @@ fn main() -> ExitCode {
     let mut view_counts = Vec::new();
     let mut last_progress = Instant::now();
     for (i, &seed) in seeds.iter().enumerate() {
-        let mut p = scenario::params(seed, n, byz, kind);
+        let mut p = if args.twins_scenarios {
+            scenario::twins(seed, n, byz)
+        } else {
+            scenario::params(seed, n, byz, kind)
+        };
         p.trace = args.seed.is_some();
         let report = Sim::new(p).run();
         if args.seed.is_some() {
@@ -78,8 +86,9 @@ fn main() -> ExitCode {
                 eprintln!("FAIL {line}");
             }
             eprintln!(
-                "replay: cargo run --release -p hotstuff-tests --bin simulate -- --validators {n} --byzantine {byz} --kind {} --seed {seed}",
-                format!("{kind:?}").to_lowercase()
+                "replay: cargo run --release -p hotstuff-tests --bin simulate -- --validators {n} --byzantine {byz} --kind {}{} --seed {seed}",
+                format!("{kind:?}").to_lowercase(),
+                if args.twins_scenarios { " --twins-scenarios" } else { "" }
             );
         }
         if last_progress.elapsed().as_secs() >= 5 {
