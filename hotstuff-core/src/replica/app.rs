@@ -43,7 +43,7 @@ impl<P: Pacemaker> Replica<P> {
         };
         let block = Block {
             view,
-            height: Height(parent_height.0 + 1),
+            height: Height(parent_height.0.saturating_add(1)),
             justify,
             proposer: self.key.public(),
             payload,

@@ -144,7 +144,7 @@ impl<P: Pacemaker> Replica<P> {
         for BlockRecord { block, outcome } in blocks {
             let hash = block.hash();
             let Some((pview, pheight)) = tree.position(&block.parent()) else { continue };
-            if block.height.0 != pheight.0 + 1 || block.view <= pview || tree.contains(&hash) {
+            if block.height.0 != pheight.0.saturating_add(1) || block.view <= pview || tree.contains(&hash) {
                 continue;
             }
             let validity = match outcome {

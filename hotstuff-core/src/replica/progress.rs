@@ -237,7 +237,11 @@ impl<P: Pacemaker> Replica<P> {
             return;
         }
         self.producing = Some(view);
-        self.emit(Action::ProduceBlock { view, parent, height: crate::types::Height(height.0 + 1) });
+        self.emit(Action::ProduceBlock {
+            view,
+            parent,
+            height: crate::types::Height(height.0.saturating_add(1)),
+        });
     }
 
     /// Asks the app to validate `hash` if its parent is valid; otherwise it waits.

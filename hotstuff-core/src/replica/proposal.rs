@@ -86,7 +86,7 @@ impl<P: Pacemaker> Replica<P> {
         }
         if block.height.0 != parent_height.0.saturating_add(1) {
             return Err(InputError::BadHeight {
-                expected: crate::types::Height(parent_height.0 + 1),
+                expected: crate::types::Height(parent_height.0.saturating_add(1)),
                 got: block.height,
             });
         }

@@ -48,7 +48,7 @@ impl<P: Pacemaker> Replica<P> {
                 }
             }
         };
-        let from_height = Height(self.tree.root().height.0 + 1);
+        let from_height = Height(self.tree.root().height.0.saturating_add(1));
         let max_blocks = u32::try_from(self.config.limits.max_sync_blocks).unwrap_or(u32::MAX);
         self.sync_request_id = self.sync_request_id.wrapping_add(1);
         let id = self.sync_request_id;
