@@ -186,12 +186,202 @@ impl Envelope {
         if bytes.len() > limits.max_frame {
             return Err(DecodeError::TooLarge { len: bytes.len(), max: limits.max_frame });
         }
-        let env: Envelope = borsh::from_slice(bytes).map_err(|_| DecodeError::Malformed("envelope"))?;
-        if env.version != PROTOCOL_VERSION {
-            return Err(DecodeError::Version(env.version));
+        // Not `borsh::from_slice`: borsh sizes its first allocation for a `Vec<u8>` by the
+        // length prefix (up to 1 MiB for a frame of a few bytes) and checks the limits only after
+        // building every element. The bounded reader below reads exactly the borsh layout but
+        // keeps no element of a list over its limit, and never reserves more elements than the
+        // remaining bytes can hold. Errors keep their order: malformed, version, limits, order.
+        let mut r = Reader { bytes, over: None };
+        let version = r.u16()?;
+        let chain = ChainId(r.u64()?);
+        let message = r.message(limits)?;
+        if !r.bytes.is_empty() {
+            return Err(DecodeError::Malformed("envelope"));
         }
-        env.message.check(limits)?;
-        Ok(env)
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        if let Some(e) = r.over {
+            return Err(e);
+        }
+        message.check(limits)?;
+        Ok(Envelope { version, chain, message })
+    }
+}
+
+/// Smallest encodings, used to bound how many elements the remaining bytes can hold.
+const MIN_QC: usize = 8 + 32 + 4;
+const MIN_BLOCK: usize = 8 + 8 + MIN_QC + 32 + 4;
+const QC_SIGNER: usize = 32 + 64;
+const TC_SIGNER: usize = 32 + 8 + 64;
+
+/// A cursor over one frame that reads the borsh layout of [`Envelope`] with every length
+/// prefix bounded by [`Limits`] before anything is allocated for it.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    /// The first field found over its limit; its elements are read (to find malformed frames)
+    /// but not kept.
+    over: Option<DecodeError>,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let (head, rest) = self.bytes.split_first_chunk::<N>().ok_or(DecodeError::Malformed("envelope"))?;
+        self.bytes = rest;
+        Ok(*head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let [b] = self.take::<1>()?;
+        Ok(b)
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+
+    fn view(&mut self) -> Result<View, DecodeError> {
+        Ok(View(self.u64()?))
+    }
+
+    fn hash(&mut self) -> Result<BlockHash, DecodeError> {
+        Ok(BlockHash(self.take()?))
+    }
+
+    fn key(&mut self) -> Result<PublicKey, DecodeError> {
+        Ok(PublicKey(self.take()?))
+    }
+
+    fn signature(&mut self) -> Result<Signature, DecodeError> {
+        Ok(Signature(self.take()?))
+    }
+
+    /// A borsh `Option` tag: 0 or 1, nothing else (canonical).
+    fn option(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Malformed("envelope")),
+        }
+    }
+
+    /// A length prefix and the capacity to reserve for it: none if it is over `max` (the
+    /// elements are then read but not kept), otherwise no more elements than the remaining
+    /// bytes can hold at `min_size` bytes each.
+    fn len(
+        &mut self,
+        field: &'static str,
+        max: usize,
+        min_size: usize,
+    ) -> Result<(usize, usize), DecodeError> {
+        let len = usize::try_from(self.u32()?).unwrap_or(usize::MAX);
+        if let Err(e) = cap(field, len, max) {
+            self.over.get_or_insert(e);
+            return Ok((len, 0));
+        }
+        Ok((len, len.min(self.bytes.len() / min_size.max(1))))
+    }
+
+    fn keep(&self) -> bool {
+        self.over.is_none()
+    }
+
+    fn qc(&mut self, limits: &Limits) -> Result<QuorumCertificate, DecodeError> {
+        let view = self.view()?;
+        let block = self.hash()?;
+        let (len, reserve) = self.len("qc.signatures", limits.max_signers, QC_SIGNER)?;
+        let mut signatures = Vec::with_capacity(reserve);
+        for _ in 0..len {
+            let item = (self.key()?, self.signature()?);
+            if self.keep() {
+                signatures.push(item);
+            }
+        }
+        Ok(QuorumCertificate { view, block, signatures })
+    }
+
+    fn tc(&mut self, limits: &Limits) -> Result<TimeoutCertificate, DecodeError> {
+        let view = self.view()?;
+        let high_qc = self.qc(limits)?;
+        let (len, reserve) = self.len("tc.signatures", limits.max_signers, TC_SIGNER)?;
+        let mut signatures = Vec::with_capacity(reserve);
+        for _ in 0..len {
+            let item = (self.key()?, self.view()?, self.signature()?);
+            if self.keep() {
+                signatures.push(item);
+            }
+        }
+        Ok(TimeoutCertificate { view, high_qc, signatures })
+    }
+
+    fn opt_tc(&mut self, limits: &Limits) -> Result<Option<TimeoutCertificate>, DecodeError> {
+        if self.option()? {
+            Ok(Some(self.tc(limits)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn block(&mut self, limits: &Limits) -> Result<Block, DecodeError> {
+        let view = self.view()?;
+        let height = crate::types::Height(self.u64()?);
+        let justify = self.qc(limits)?;
+        let proposer = self.key()?;
+        let (len, _) = self.len("block.payload", limits.max_payload, 1)?;
+        let (payload, rest) = self.bytes.split_at_checked(len).ok_or(DecodeError::Malformed("envelope"))?;
+        self.bytes = rest;
+        let payload = if self.keep() { payload.to_vec() } else { Vec::new() };
+        Ok(Block { view, height, justify, proposer, payload })
+    }
+
+    fn message(&mut self, limits: &Limits) -> Result<Message, DecodeError> {
+        Ok(match self.u8()? {
+            0 => {
+                let block = self.block(limits)?;
+                let tc = self.opt_tc(limits)?;
+                Message::Proposal(Proposal { block, tc, signature: self.signature()? })
+            }
+            1 => Message::Vote(Vote {
+                view: self.view()?,
+                block: self.hash()?,
+                voter: self.key()?,
+                signature: self.signature()?,
+            }),
+            2 => Message::Timeout(TimeoutVote {
+                view: self.view()?,
+                high_qc: self.qc(limits)?,
+                voter: self.key()?,
+                signature: self.signature()?,
+                last_tc: self.opt_tc(limits)?,
+            }),
+            3 => Message::SyncRequest(SyncRequest {
+                id: self.u64()?,
+                from_height: crate::types::Height(self.u64()?),
+                max_blocks: self.u32()?,
+            }),
+            4 => {
+                let id = self.u64()?;
+                let (len, reserve) = self.len("sync.blocks", limits.max_sync_blocks, MIN_BLOCK)?;
+                let mut blocks = Vec::with_capacity(reserve);
+                for _ in 0..len {
+                    let block = self.block(limits)?;
+                    if self.keep() {
+                        blocks.push(block);
+                    }
+                }
+                let certificate = if self.option()? { Some(self.qc(limits)?) } else { None };
+                Message::SyncResponse(SyncResponse { id, blocks, certificate })
+            }
+            _ => return Err(DecodeError::Malformed("envelope")),
+        })
     }
 }
 

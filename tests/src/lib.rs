@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod batch;
+pub mod fuzzing;
 pub mod scenario;
 pub mod sim;
 

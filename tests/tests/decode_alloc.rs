@@ -1,0 +1,287 @@
+//! Decoding allocates in proportion to the input, not to what its length prefixes claim: a
+//! counting global allocator measures the peak heap growth of every decoder (`Envelope::decode`
+//! and the borsh decoders of the stored records) on >= 100,000 inputs (random bytes, and
+//! truncations, bit flips and length-prefix rewrites of valid encodings of every message type
+//! and record), and each must stay within `2 * input length + 64 KiB`.
+//!
+//! The counters are process-wide, so every test holds [`SERIAL`]: no other test thread
+//! allocates while a decode is measured.
+
+use hotstuff_core::{
+    BlockRecord, CommittedTip, Envelope, Limits, QuorumCertificate, SafetyState, TimeoutCertificate,
+    ValidatorSet,
+};
+use hotstuff_tests::fuzzing::samples;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = CURRENT.fetch_add(by, Relaxed) + by;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // A moving realloc holds both blocks for a moment: count the new one in full first.
+            grew(new_size);
+            CURRENT.fetch_sub(layout.size(), Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Peak heap growth while `f` runs.
+fn peak_during(f: impl FnOnce()) -> usize {
+    let base = CURRENT.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    f();
+    PEAK.load(Relaxed).saturating_sub(base)
+}
+
+fn bound(len: usize) -> usize {
+    2 * len + 64 * 1024
+}
+
+type Decoder = (&'static str, fn(&[u8]) -> bool);
+
+fn decoders() -> Vec<Decoder> {
+    fn borsh_ok<T: borsh::BorshDeserialize>(b: &[u8]) -> bool {
+        borsh::from_slice::<T>(b).is_ok()
+    }
+    vec![
+        ("Envelope::decode", |b| Envelope::decode(b, &Limits::default()).is_ok()),
+        ("SafetyState", borsh_ok::<SafetyState>),
+        ("BlockRecord", borsh_ok::<BlockRecord>),
+        ("ValidatorSet", borsh_ok::<ValidatorSet>),
+        ("QuorumCertificate", borsh_ok::<QuorumCertificate>),
+        ("TimeoutCertificate", borsh_ok::<TimeoutCertificate>),
+        ("CommittedTip", borsh_ok::<CommittedTip>),
+    ]
+}
+
+/// Measures every decoder on `input`; returns the violations.
+fn measure(input: &[u8], decoders: &[Decoder], skip: &[&str], out: &mut Vec<String>, accepted: &mut usize) {
+    for (name, decode) in decoders {
+        if skip.contains(name) {
+            continue;
+        }
+        let mut ok = false;
+        let peak = peak_during(|| ok = std::hint::black_box(decode(std::hint::black_box(input))));
+        *accepted += usize::from(ok);
+        if peak > bound(input.len()) && out.len() < 20 {
+            let head: Vec<u8> = input.iter().take(64).copied().collect();
+            out.push(format!(
+                "{name}: {} input bytes, peak {peak} bytes; input starts {head:?}",
+                input.len()
+            ));
+        }
+    }
+}
+
+/// All the valid encodings the inputs are derived from.
+fn valid() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = samples::messages().iter().map(Envelope::encode).collect();
+    v.extend(samples::records().into_iter().map(|(_, b)| b));
+    v
+}
+
+/// Inputs derived from `valid`: every truncation, single bit flips, u32 length-prefix rewrites
+/// at every offset (to 0xffff_ffff and other large values), and random bytes. `count` inputs.
+fn inputs(valid: &[Vec<u8>], count: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(count);
+    for v in valid {
+        for n in 0..v.len() {
+            out.push(v[..n].to_vec());
+        }
+        for at in 0..v.len().saturating_sub(3) {
+            for big in [u32::MAX, 1 << 24, 4 << 20, 65_536, 1_025, 65] {
+                let mut m = v.clone();
+                m[at..at + 4].copy_from_slice(&big.to_le_bytes());
+                out.push(m);
+            }
+        }
+    }
+    while out.len() < count {
+        let v = &valid[rng.gen_range(0..valid.len())];
+        let input = match rng.gen_range(0..4) {
+            0 => {
+                let mut m = v.clone();
+                for _ in 0..rng.gen_range(1..=3) {
+                    let bit = rng.gen_range(0..m.len() * 8);
+                    m[bit / 8] ^= 1 << (bit % 8);
+                }
+                m
+            }
+            1 => {
+                let mut m = v.clone();
+                let bit = rng.gen_range(0..m.len() * 8);
+                m[bit / 8] ^= 1 << (bit % 8);
+                m.truncate(rng.gen_range(0..=m.len()));
+                m
+            }
+            2 => {
+                let mut m = vec![0; rng.gen_range(0..512)];
+                rng.fill_bytes(&mut m);
+                m
+            }
+            _ => {
+                // A valid prefix followed by random bytes.
+                let mut m = v[..rng.gen_range(0..v.len())].to_vec();
+                let mut tail = vec![0; rng.gen_range(0..64)];
+                rng.fill_bytes(&mut tail);
+                m.extend(tail);
+                m
+            }
+        };
+        out.push(input);
+    }
+    out
+}
+
+#[test]
+fn decoders_allocate_in_proportion_to_the_input() {
+    let _serial = serial();
+    let start = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(0xa110c);
+    let valid = valid();
+    let inputs = inputs(&valid, 110_000, &mut rng);
+    assert!(inputs.len() >= 100_000);
+    let decoders = decoders();
+    let (mut violations, mut accepted) = (Vec::new(), 0);
+    // BlockRecord is measured separately below: its borsh decoder is a known violation.
+    for input in &inputs {
+        measure(input, &decoders, &["BlockRecord"], &mut violations, &mut accepted);
+    }
+    println!(
+        "{} inputs x {} decoders in {:?}, {accepted} decodes accepted",
+        inputs.len(),
+        decoders.len() - 1,
+        start.elapsed()
+    );
+    assert!(accepted >= valid.len(), "the valid encodings must decode");
+    assert!(violations.is_empty(), "decoders over-allocate:\n{}", violations.join("\n"));
+}
+
+/// Large frames: a sync response with thousands of minimal blocks, a QC with many signers. The
+/// bounded decoder refuses them at the length prefix, before building thousands of blocks
+/// (borsh would reserve and fill a `Vec<Block>` at 136 bytes per 96 input bytes, growing by
+/// doubling, before the `max_sync_blocks` check).
+#[test]
+fn large_frames_are_refused_before_allocating() {
+    let _serial = serial();
+    use hotstuff_core::message::SyncResponse;
+    use hotstuff_core::{Block, BlockHash, ChainId, Height, Message, PublicKey, View};
+    let block = Block {
+        view: View(1),
+        height: Height(1),
+        justify: QuorumCertificate { view: View(0), block: BlockHash([0; 32]), signatures: Vec::new() },
+        proposer: PublicKey([1; 32]),
+        payload: Vec::new(),
+    };
+    for n in [65, 1_000, 3_841, 20_000] {
+        let env = Envelope::new(
+            ChainId(1),
+            Message::SyncResponse(SyncResponse { id: 1, blocks: vec![block.clone(); n], certificate: None }),
+        );
+        let bytes = env.encode();
+        let mut result = None;
+        let peak = peak_during(|| result = Some(Envelope::decode(&bytes, &Limits::default())));
+        assert!(result.is_some_and(|r| r.is_err()), "{n} blocks must be refused");
+        assert!(peak <= bound(bytes.len()), "{n} blocks: {} bytes, peak {peak}", bytes.len());
+        assert!(peak <= 64 * 1024, "{n} blocks: refused at the prefix, yet peak {peak}");
+    }
+    // A short proposal whose payload length prefix claims 4 GiB: plain borsh reserves 1 MiB for
+    // it before finding the frame truncated; the bounded decoder reserves nothing.
+    let mut frame = samples::messages()[0].encode();
+    // version, chain, kind, view, height, genesis justify (no signers), proposer.
+    let at = 2 + 8 + 1 + 8 + 8 + (8 + 32 + 4) + 32;
+    assert_eq!(frame[at..at + 4], 24u32.to_le_bytes());
+    frame[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    frame.truncate(at + 30);
+    let borsh_peak = peak_during(|| assert!(borsh::from_slice::<Envelope>(&frame).is_err()));
+    let bounded_peak = peak_during(|| assert!(Envelope::decode(&frame, &Limits::default()).is_err()));
+    assert!(borsh_peak >= 1 << 20, "borsh reserved only {borsh_peak} bytes");
+    assert!(bounded_peak <= bound(frame.len()), "bounded decoder peak {bounded_peak}");
+}
+
+/// KNOWN VIOLATION (reported, not fixed here: the fix belongs in hotstuff-core/src/block.rs or
+/// app.rs, which this change must not touch). `BlockRecord` is decoded with borsh's derived
+/// decoder, and borsh 1.x reserves `min(len, 1 MiB)` bytes for a `Vec<u8>` before reading it:
+/// a 13-byte-short record whose payload length prefix says 0xffff_ffff allocates 1 MiB. The
+/// same holds for every key and value of `AppStateUpdates`, and its `BTreeMap` entries take
+/// ~50 bytes of heap per 6 input bytes.
+#[test]
+#[ignore = "known over-allocation in BlockRecord's borsh decoder (see the comment)"]
+fn block_record_decoder_allocates_in_proportion_to_the_input() {
+    let _serial = serial();
+    let mut rng = ChaCha8Rng::seed_from_u64(0xb10c);
+    let valid = valid();
+    let inputs = inputs(&valid, 20_000, &mut rng);
+    let decoders: Vec<Decoder> = decoders().into_iter().filter(|(n, _)| *n == "BlockRecord").collect();
+    let (mut violations, mut accepted) = (Vec::new(), 0);
+    for input in &inputs {
+        measure(input, &decoders, &[], &mut violations, &mut accepted);
+    }
+    assert!(violations.is_empty(), "BlockRecord over-allocates:\n{}", violations.join("\n"));
+}
+
+/// KNOWN VIOLATION (reported): a valid `ValidatorSet` of `MAX_VALIDATORS` (1024) members is a
+/// 40,964-byte record, but decoding it holds the `(key, power)` vector, the `BTreeMap` built by
+/// `ValidatorSet::new` and the members with their decompressed keys (232 bytes each) at once:
+/// ~350 KB, above `2 * 40,964 + 64 KiB`. Bounded in absolute terms (by `MAX_VALIDATORS`).
+#[test]
+#[ignore = "known: ValidatorSet decoding peaks at ~8x its input for large sets (see the comment)"]
+fn large_validator_set_decodes_within_the_bound() {
+    let _serial = serial();
+    let set = ValidatorSet::new((0..1024u32).map(|i| {
+        let mut s = [0u8; 32];
+        s[..4].copy_from_slice(&i.to_le_bytes());
+        (hotstuff_core::Keypair::from_secret(&s).public(), 1)
+    }))
+    .expect("valid set");
+    let bytes = borsh::to_vec(&set).expect("vec");
+    let peak = peak_during(|| assert!(borsh::from_slice::<ValidatorSet>(&bytes).is_ok()));
+    assert!(peak <= bound(bytes.len()), "{} bytes, peak {peak}", bytes.len());
+}
