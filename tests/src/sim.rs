@@ -100,6 +100,11 @@ pub struct Params {
     /// Twins scenarios: the leader (key index) of view `i + 1`; later views use the default
     /// weighted round robin.
     pub leaders: Vec<usize>,
+    /// Replicas with no voting power that follow the chain (keys after the validators').
+    pub listeners: usize,
+    /// Scheduled outages `(node, from_ms, to_ms)`: the node crashes and restarts (by `to_ms`
+    /// at the latest, since the heal restarts every node).
+    pub outages: Vec<(usize, u64, u64)>,
 }
 
 impl Params {
@@ -120,6 +125,8 @@ impl Params {
             trace: false,
             view_partitions: Vec::new(),
             leaders: Vec::new(),
+            listeners: 0,
+            outages: Vec::new(),
         }
     }
 
@@ -159,6 +166,8 @@ pub struct Report {
     pub end_ms: u64,
     /// Messages the core refused (bad input from Byzantine peers, stale messages).
     pub refused_inputs: u64,
+    /// Blocks honest replicas added by block sync.
+    pub synced_blocks: u64,
     /// Human-readable trace (if asked for).
     pub trace: Vec<String>,
 }
@@ -273,7 +282,7 @@ impl Sim {
     #[must_use]
     pub fn new(p: Params) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(p.seed);
-        let keys: Vec<[u8; 32]> = (0..p.validators).map(secret).collect();
+        let keys: Vec<[u8; 32]> = (0..p.validators + p.listeners).map(secret).collect();
         let publics: Vec<PublicKey> = keys.iter().map(|k| Keypair::from_secret(k).public()).collect();
         let powers = p.powers.clone().unwrap_or_else(|| vec![1; p.validators]);
         let validators =
@@ -281,7 +290,7 @@ impl Sim {
         let chain = ChainId(0x5eed);
         let genesis = Recovered::genesis(chain, validators.clone());
         let mut nodes = Vec::new();
-        for key in 0..p.validators {
+        for key in 0..p.validators + p.listeners {
             let behavior = p.byzantine.iter().find(|(k, _)| *k == key).map_or(Behavior::Honest, |(_, b)| *b);
             let copies = if p.twins.contains(&key) { 2 } else { 1 };
             for _ in 0..copies {
@@ -400,6 +409,10 @@ impl Sim {
     fn plan_faults(&mut self) {
         let heal = self.p.heal_at_ms;
         self.schedule(heal, Ev::Heal);
+        for (node, from, to) in self.p.outages.clone() {
+            self.schedule(from, Ev::Crash { node });
+            self.schedule(to, Ev::Restart { node });
+        }
         if self.p.faults.partitions && heal > 0 {
             let mut t = self.rng.gen_range(0..heal.max(1));
             while t < heal {
@@ -512,8 +525,11 @@ impl Sim {
                 self.start_node(n);
             }
         }
+        // Every honest replica must catch up with the most advanced one and then commit
+        // `commits_after_heal` more blocks.
+        let h =
+            self.nodes.iter().filter(|n| n.honest()).map(|n| n.store.committed.height.0).max().unwrap_or(0);
         for n in 0..self.nodes.len() {
-            let h = self.nodes[n].store.committed.height.0;
             let v = self.nodes[n].replica.as_ref().map_or(View(0), |r| r.view());
             self.nodes[n].height_at_heal = Some((h, v));
         }
@@ -641,6 +657,9 @@ impl Sim {
                 self.send(n, &targets, Message::SyncResponse(response));
             }
             Action::Event(e) => {
+                if let hotstuff_core::Event::SyncReceived { blocks, .. } = e {
+                    self.report.synced_blocks += blocks as u64;
+                }
                 self.trace(|| format!("n{n} {e:?}"));
             }
         }
@@ -817,9 +836,10 @@ impl Sim {
                 if node.honest() && node.done_at_view.is_none() {
                     let h0 = node.height_at_heal.map_or(0, |(h, _)| h);
                     self.report.liveness_failures.push(format!(
-                        "seed {}: node {i} committed {} blocks after the heal (needs {}) within {} ms",
+                        "seed {}: node {i} reached height {} (needs {}: the highest honest height at the heal + {}) within {} ms",
                         self.p.seed,
-                        node.store.committed.height.0.saturating_sub(h0),
+                        node.store.committed.height.0,
+                        h0 + self.p.commits_after_heal,
                         self.p.commits_after_heal,
                         self.p.liveness_bound_ms()
                     ));
