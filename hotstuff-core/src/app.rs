@@ -10,8 +10,33 @@ use borsh::{BorshDeserialize, BorshSerialize};
 /// speculative view (committed state overlaid with the updates of a block's uncommitted
 /// ancestors, newest first; see [`Replica::pending_updates`](crate::Replica::pending_updates)),
 /// and hands them over in [`Action::Commit`](crate::Action::Commit) to apply.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize)]
 pub struct AppStateUpdates(pub BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+
+impl BorshDeserialize for AppStateUpdates {
+    /// The derived layout (u32 count, then strictly ascending keys with optional values), with
+    /// keys and values read in chunks so memory follows the input, not the length prefixes.
+    fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
+        let invalid = |msg| borsh::io::Error::new(borsh::io::ErrorKind::InvalidData, msg);
+        let count = u32::deserialize_reader(reader)?;
+        let mut map = BTreeMap::new();
+        let mut last: Option<Vec<u8>> = None;
+        for _ in 0..count {
+            let key = crate::block::read_bytes(reader)?;
+            let value = match u8::deserialize_reader(reader)? {
+                0 => None,
+                1 => Some(crate::block::read_bytes(reader)?),
+                _ => return Err(invalid("invalid option tag")),
+            };
+            if last.as_ref().is_some_and(|l| *l >= key) {
+                return Err(invalid("app state keys not strictly ascending"));
+            }
+            last = Some(key.clone());
+            map.insert(key, value);
+        }
+        Ok(AppStateUpdates(map))
+    }
+}
 
 impl AppStateUpdates {
     /// Sets `key` to `value`.
