@@ -73,3 +73,12 @@ fn same_seed_same_trace() {
     assert_eq!(a.max_committed, b.max_committed);
     assert_ne!(a.trace_hash, c.trace_hash);
 }
+
+/// Regression (found by the 100,000-seed long run, seed 5028690): three replicas restarted in a
+/// view they had timed out of re-sent their stored timeout vote but did not count it themselves,
+/// so each held two of the three votes a TC needed and no view ever ended again.
+#[test]
+fn restarted_replicas_count_their_own_stored_timeout_vote() {
+    let report = hotstuff_tests::Sim::new(scenario::params(5_028_690, 4, 1, Kind::Mixed)).run();
+    assert!(report.ok(), "{:#?}", report.liveness_failures);
+}

@@ -194,7 +194,8 @@ impl<P: Pacemaker> Replica<P> {
             r.send_vote(vote);
         }
         if let Some(t) = r.safety.last_timeout.clone().filter(|t| t.view == view) {
-            r.staged.gated.push(Action::Broadcast { message: Message::Timeout(t) });
+            r.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });
+            r.collect_timeout(t);
         }
         r.flush();
         Ok(r)

@@ -25,7 +25,10 @@ impl<P: Pacemaker> Replica<P> {
             return Ok(());
         }
         if let Some(t) = self.safety.last_timeout.clone().filter(|t| t.view == view) {
-            self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t) });
+            self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });
+            // After a restart the collector is empty: count our own vote again (a no-op if it is
+            // already counted), or a quorum that needs it never forms.
+            self.collect_timeout(t);
             return Ok(());
         }
         let high_qc = self.safety.high_qc.clone();
