@@ -107,7 +107,7 @@ pub enum Action {
     Event(Event),
 }
 
-/// Convenience for matching: the view a timer is for.
+/// Helpers for drivers.
 impl Action {
     /// True for actions that carry a signed consensus message.
     #[must_use]
