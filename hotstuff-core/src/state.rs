@@ -102,4 +102,26 @@ impl Recovered {
             blocks: Vec::new(),
         }
     }
+
+    /// What a driver rebuilds from its store after a restart: the durable safety state (or the
+    /// genesis one if none was ever written), the committed tip, the validator set in force and
+    /// the stored uncommitted blocks.
+    #[must_use]
+    pub fn resume(
+        chain: ChainId,
+        initial_validators: &ValidatorSet,
+        safety: Option<SafetyState>,
+        committed: CommittedTip,
+        validators: ValidatorSet,
+        blocks: Vec<BlockRecord>,
+    ) -> Self {
+        let genesis = genesis_hash(chain, initial_validators);
+        Recovered {
+            genesis,
+            safety: safety.unwrap_or_else(|| SafetyState::genesis(genesis)),
+            committed,
+            validators,
+            blocks,
+        }
+    }
 }

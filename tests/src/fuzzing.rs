@@ -1026,14 +1026,15 @@ impl Harness {
     }
 
     fn restart(&mut self) {
-        let genesis = Recovered::genesis(CHAIN, self.set.clone());
-        let recovered = Recovered {
-            genesis: self.genesis,
-            safety: self.store.safety.clone().unwrap_or(genesis.safety),
-            committed: self.store.committed,
-            validators: self.set.clone(),
-            blocks: self.store.blocks.values().cloned().collect(),
-        };
+        let recovered = Recovered::resume(
+            CHAIN,
+            &self.set,
+            self.store.safety.clone(),
+            self.store.committed,
+            self.set.clone(),
+            self.store.blocks.values().cloned().collect(),
+        );
+        debug_assert_eq!(recovered.genesis, self.genesis);
         let replica = Replica::new(
             Config::new(CHAIN),
             Keypair::from_secret(&self.keys[self.me].secret()),

@@ -362,14 +362,14 @@ impl Sim {
 
     fn start_node(&mut self, n: usize) {
         let node = &self.nodes[n];
-        let genesis = Recovered::genesis(self.chain, self.validators.clone());
-        let recovered = Recovered {
-            genesis: genesis.genesis,
-            safety: node.store.safety.clone().unwrap_or(genesis.safety),
-            committed: node.store.committed,
-            validators: self.validators.clone(),
-            blocks: node.store.blocks.values().cloned().collect(),
-        };
+        let recovered = Recovered::resume(
+            self.chain,
+            &self.validators,
+            node.store.safety.clone(),
+            node.store.committed,
+            self.validators.clone(),
+            node.store.blocks.values().cloned().collect(),
+        );
         let replica = Replica::new(
             Config::new(self.chain),
             Keypair::from_secret(&self.keys[node.key]),
