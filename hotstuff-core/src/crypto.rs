@@ -26,6 +26,9 @@ pub enum SignKind {
     Vote = 2,
     /// A timeout vote for a view.
     Timeout = 3,
+    /// A driver's connection handshake (view 0; the subject is a digest of both sides' nonces
+    /// and keys, chosen by the driver). Never valid as a consensus signature.
+    Handshake = 4,
 }
 
 /// The exact bytes that are signed for `(chain, kind, view, subject)`.
