@@ -100,7 +100,14 @@ impl Net {
 
     fn proposal(&self, view: View, height: u64, justify: QuorumCertificate) -> Proposal {
         let proposer = self.leader(view);
-        let block = Block { view, height: Height(height), justify, proposer, payload: vec![0x5A; PAYLOAD] };
+        let block = Block {
+            epoch: hotstuff_core::Epoch(0),
+            view,
+            height: Height(height),
+            justify,
+            proposer,
+            payload: vec![0x5A; PAYLOAD],
+        };
         let signature =
             self.keypair(&proposer).sign(CHAIN, SignKind::Proposal, view, &block_subject(&block.hash()));
         Proposal { block, tc: None, signature }

@@ -5,7 +5,7 @@ use crate::block::Block;
 use crate::certificate::QuorumCertificate;
 use crate::event::Event;
 use crate::message::Message;
-use crate::state::{BlockRecord, SafetyState};
+use crate::state::{BlockRecord, EpochState, SafetyState};
 use crate::types::{BlockHash, Height, PublicKey, View};
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -21,6 +21,45 @@ pub struct CommittedBlock {
     pub certificate: QuorumCertificate,
     /// The app state and validator-set updates it makes.
     pub outcome: AppOutcome,
+    /// Set when this block ends its epoch (it changes the validator set): the new epoch, which
+    /// the driver MUST store atomically with this commit, and the proof that the block is
+    /// committed, which it MUST keep with the block to serve block sync.
+    pub epoch_change: Option<EpochChange>,
+}
+
+/// The end of an epoch: its last block committed, and the validator set it hands over to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochChange {
+    /// The new epoch (to store, and to give back in [`Recovered`](crate::Recovered)).
+    pub state: EpochState,
+    /// Why the old epoch's last block is committed.
+    pub proof: EpochProof,
+}
+
+/// Proof, by the old validator set, that an epoch's last block is committed: the blocks after
+/// it (empty "suffix" blocks of the old epoch) up to a block `b1`, where `b1` and its parent are
+/// in consecutive views, and the QC for `b1` (the two-chain commit rule). Block sync sends it
+/// right after the epoch's last block.
+#[derive(Clone, Debug, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+pub struct EpochProof {
+    /// The old epoch's blocks after its last committed one, oldest first.
+    pub blocks: Vec<Block>,
+    /// The QC for the last of `blocks`.
+    pub qc: QuorumCertificate,
+}
+
+/// The block-sync timers (besides the view timer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SyncTimer {
+    /// Periodic: if nothing committed since the last one, block sync starts.
+    NoProgress,
+    /// Ends the avoidance of a sync server, if it is still the one with this generation.
+    Avoid {
+        /// The avoided server.
+        peer: PublicKey,
+        /// Which avoidance (a later one for the same peer is not lifted by this timer).
+        generation: u64,
+    },
 }
 
 /// An obligation for the driver. Drain them with [`Replica::poll_action`](crate::Replica::poll_action)
@@ -61,6 +100,15 @@ pub enum Action {
     SetTimer {
         /// The view the timer belongs to.
         view: View,
+        /// How long from now.
+        after: Duration,
+    },
+    /// MUST answer with [`Input::SyncTimerFired`](crate::Input::SyncTimerFired) `{ timer }` once
+    /// `after` has passed. Several may be pending at once; keep each (they are few: one
+    /// no-progress timer and one per avoided sync server).
+    SetSyncTimer {
+        /// Which timer.
+        timer: SyncTimer,
         /// How long from now.
         after: Duration,
     },

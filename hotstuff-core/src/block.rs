@@ -2,7 +2,7 @@
 
 use crate::certificate::QuorumCertificate;
 use crate::crypto;
-use crate::types::{BlockHash, ChainId, Height, PublicKey, View};
+use crate::types::{BlockHash, ChainId, Epoch, Height, PublicKey, View};
 use crate::validators::ValidatorSet;
 use alloc::vec::Vec;
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -13,6 +13,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 /// certificate of its parent, so one round trip per block in steady state).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
 pub struct Block {
+    /// The epoch (validator set) it belongs to: its proposer and voters are that epoch's set.
+    pub epoch: Epoch,
     /// The view it was proposed in.
     pub view: View,
     /// Parent height + 1.
@@ -49,6 +51,7 @@ impl BorshDeserialize for Block {
     /// actually present, not the length prefix (borsh reserves up to 1 MiB from the prefix).
     fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
         Ok(Block {
+            epoch: Epoch::deserialize_reader(reader)?,
             view: View::deserialize_reader(reader)?,
             height: Height::deserialize_reader(reader)?,
             justify: QuorumCertificate::deserialize_reader(reader)?,

@@ -1,7 +1,7 @@
 //! Quorum certificates (QC) and timeout certificates (TC), and their verification.
 
 use crate::crypto::{self, BatchItem, SignKind, SignatureError};
-use crate::types::{BlockHash, ChainId, Power, PublicKey, Signature, View};
+use crate::types::{BlockHash, ChainId, Epoch, Power, PublicKey, Signature, View};
 use crate::validators::ValidatorSet;
 use alloc::vec::Vec;
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -41,6 +41,8 @@ impl QuorumCertificate {
 /// A timeout certificate: timeout votes worth more than two thirds of the power for one view.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct TimeoutCertificate {
+    /// The epoch whose validator set signed it.
+    pub epoch: Epoch,
     /// The view that timed out.
     pub view: View,
     /// The highest QC among the timeout votes; its view equals the largest `high_qc_view` below.
@@ -158,10 +160,13 @@ pub fn verify_qc(
 /// Verifies a TC: its signers as for a QC, each reported high-QC view below the TC's view, the
 /// embedded high QC matching the largest reported view, and all signatures (the TC's and its
 /// high QC's) in one batch. If `high_qc_known_valid`, the embedded QC's signatures are skipped.
+/// `validators` is the set of the TC's epoch; `qc_validators` the set that certified the high
+/// QC's block (the previous epoch's set when that block is the one that ended it).
 pub fn verify_tc(
     tc: &TimeoutCertificate,
     chain: ChainId,
     validators: &ValidatorSet,
+    qc_validators: &ValidatorSet,
     genesis: &BlockHash,
     high_qc_known_valid: bool,
 ) -> Result<(), CertificateError> {
@@ -174,12 +179,17 @@ pub fn verify_tc(
         let vk = validators.verifying_key(key).ok_or(CertificateError::UnknownSigner(*key))?;
         items.push(BatchItem {
             key: *vk,
-            msg: crypto::signed_bytes(chain, SignKind::Timeout, tc.view, &crypto::timeout_subject(*hqc_view)),
+            msg: crypto::signed_bytes(
+                chain,
+                SignKind::Timeout,
+                tc.view,
+                &crypto::timeout_subject(*hqc_view, tc.epoch),
+            ),
             sig: *sig,
         });
     }
     if !high_qc_known_valid {
-        qc_items(&tc.high_qc, chain, validators, genesis, &mut items)?;
+        qc_items(&tc.high_qc, chain, qc_validators, genesis, &mut items)?;
     }
     crypto::verify_batch(&items)?;
     Ok(())

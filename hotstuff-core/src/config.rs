@@ -3,6 +3,7 @@
 use crate::error::ConfigError;
 use crate::message::Limits;
 use crate::types::ChainId;
+use core::time::Duration;
 
 /// Settings of one replica. All replicas of a chain must agree on `chain` and `limits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,13 +18,29 @@ pub struct Config {
     pub view_window: u64,
     /// Most uncommitted blocks kept (default 10,000). Beyond it proposals are refused.
     pub max_uncommitted_blocks: usize,
+    /// Block sync starts when a certificate arrives for a block this replica lacks whose view
+    /// is more than this many views above every block it has (default 0: at once).
+    pub sync_margin: u64,
+    /// Block sync starts when nothing has committed for this long (default 10 s).
+    pub sync_no_progress: Duration,
+    /// How long a sync server that sent a bad response (or an empty one while blocks are
+    /// missing) is avoided (default 30 s).
+    pub sync_avoid: Duration,
 }
 
 impl Config {
     /// Defaults for `chain`.
     #[must_use]
     pub fn new(chain: ChainId) -> Self {
-        Config { chain, limits: Limits::default(), view_window: 1_000, max_uncommitted_blocks: 10_000 }
+        Config {
+            chain,
+            limits: Limits::default(),
+            view_window: 1_000,
+            max_uncommitted_blocks: 10_000,
+            sync_margin: 0,
+            sync_no_progress: Duration::from_secs(10),
+            sync_avoid: Duration::from_secs(30),
+        }
     }
 
     /// Checks every setting, naming the first one out of range.
@@ -48,6 +65,9 @@ impl Config {
                 name: "limits.max_sync_blocks",
                 reason: "must be at least 1",
             });
+        }
+        if self.sync_no_progress.is_zero() {
+            return Err(ConfigError::Setting { name: "sync_no_progress", reason: "must be above zero" });
         }
         if self.limits.max_signers == 0 {
             return Err(ConfigError::Setting { name: "limits.max_signers", reason: "must be at least 1" });

@@ -3,10 +3,10 @@
 //! Every signed byte string has the fixed layout
 //! `DOMAIN (16 bytes) || chain id (u64 LE) || kind (1 byte) || view (u64 LE) || subject (32 bytes)`,
 //! where the subject is the block hash for proposals and votes, and for timeout votes the view of
-//! the sender's highest QC (u64 LE) followed by 24 zero bytes. A signature made for one chain,
+//! the sender's highest QC (u64 LE), the sender's epoch (u64 LE) and 16 zero bytes. A signature made for one chain,
 //! kind, view or subject therefore never verifies as any other.
 
-use crate::types::{BlockHash, ChainId, PublicKey, Signature, View};
+use crate::types::{BlockHash, ChainId, Epoch, PublicKey, Signature, View};
 use alloc::vec::Vec;
 use ed25519_dalek::Signer as _;
 
@@ -47,12 +47,14 @@ pub fn signed_bytes(chain: ChainId, kind: SignKind, view: View, subject: &[u8; 3
     out
 }
 
-/// The subject of a timeout vote: the view of the sender's highest QC.
+/// The subject of a timeout vote: the view of the sender's highest QC and the sender's epoch.
 #[must_use]
-pub fn timeout_subject(high_qc_view: View) -> [u8; 32] {
+pub fn timeout_subject(high_qc_view: View, epoch: Epoch) -> [u8; 32] {
     let mut s = [0u8; 32];
-    let (head, _) = s.split_at_mut(8);
+    let (head, rest) = s.split_at_mut(8);
     head.copy_from_slice(&high_qc_view.0.to_le_bytes());
+    let (epoch_bytes, _) = rest.split_at_mut(8);
+    epoch_bytes.copy_from_slice(&epoch.0.to_le_bytes());
     s
 }
 

@@ -98,6 +98,17 @@ pub enum InputError {
         /// The proposal's view.
         view: View,
     },
+    /// A timeout certificate of another epoch.
+    #[error("certificate of epoch {got}, this replica is in epoch {expected}")]
+    WrongEpoch {
+        /// This replica's epoch.
+        expected: crate::types::Epoch,
+        /// The certificate's.
+        got: crate::types::Epoch,
+    },
+    /// The app produced a block whose validator-set updates cannot be applied.
+    #[error("the produced block's validator-set updates are invalid: {0}")]
+    BadValidatorUpdates(crate::validators::ValidatorSetError),
     /// A timeout vote whose high QC is not below its view.
     #[error("timeout vote's high QC is not below its view")]
     BadTimeout,

@@ -1,6 +1,6 @@
 //! Notifications of everything significant, for user handlers and logs.
 
-use crate::types::{BlockHash, Height, PublicKey, View};
+use crate::types::{BlockHash, Epoch, Height, PublicKey, View};
 
 /// Why the replica entered a view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +89,31 @@ pub enum Event {
         peer: PublicKey,
         /// New blocks added to the tree.
         blocks: usize,
+    },
+    /// A committed block changed the validator set: a new epoch began after it.
+    EpochChanged {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The height of the old epoch's last block.
+        height: Height,
+        /// Members of the new set.
+        validators: usize,
+        /// Their total power.
+        total_power: u64,
+    },
+    /// A sync server sent a bad response, or an empty one while blocks are missing, and is
+    /// avoided for
+    /// `Config::sync_avoid`.
+    SyncPeerAvoided {
+        /// The server.
+        peer: PublicKey,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// Nothing committed for `Config::sync_no_progress`; block sync starts.
+    NoProgress {
+        /// The committed height that did not move.
+        height: Height,
     },
     /// The app rejected a proposed block.
     BlockRejected {

@@ -43,6 +43,11 @@ pub enum Input {
         /// The verdict.
         outcome: Option<AppOutcome>,
     },
+    /// A timer set by [`Action::SetSyncTimer`](crate::Action::SetSyncTimer) fired.
+    SyncTimerFired {
+        /// The timer.
+        timer: crate::action::SyncTimer,
+    },
     /// Everything up to and including the [`Action::Persist`](crate::Action::Persist) with
     /// this `seq` is durable.
     Persisted {

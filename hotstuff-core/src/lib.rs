@@ -128,7 +128,7 @@ pub mod state;
 pub mod types;
 pub mod validators;
 
-pub use action::{Action, CommittedBlock};
+pub use action::{Action, CommittedBlock, EpochChange, EpochProof, SyncTimer};
 pub use app::{AppOutcome, AppStateUpdates};
 pub use block::{genesis_hash, Block};
 pub use block_tree::{BlockTree, Validity};
@@ -142,6 +142,6 @@ pub use message::{DecodeError, Envelope, Limits, Message, Proposal, TimeoutVote,
 pub use pacemaker::{DefaultPacemaker, Pacemaker};
 pub use replica::progress::{safe_to_timeout, safe_to_vote};
 pub use replica::Replica;
-pub use state::{BlockRecord, CommittedTip, Recovered, SafetyState};
-pub use types::{BlockHash, ChainId, Height, Power, PublicKey, Signature, View};
+pub use state::{BlockRecord, CommittedTip, EpochState, Recovered, SafetyState};
+pub use types::{BlockHash, ChainId, Epoch, Height, Power, PublicKey, Signature, View};
 pub use validators::{ValidatorSet, ValidatorSetError, ValidatorSetUpdates};

@@ -2,7 +2,7 @@
 
 use crate::block::Block;
 use crate::certificate::{QuorumCertificate, TimeoutCertificate};
-use crate::types::{BlockHash, ChainId, PublicKey, Signature, View};
+use crate::types::{BlockHash, ChainId, Epoch, PublicKey, Signature, View};
 use crate::validators::MAX_VALIDATORS;
 use alloc::vec::Vec;
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -38,13 +38,15 @@ pub struct Vote {
 /// A timeout vote: the sender gives up on `view` and reports its highest QC.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct TimeoutVote {
+    /// The sender's epoch (signed: a timeout vote counts only in its own epoch).
+    pub epoch: Epoch,
     /// The view that timed out.
     pub view: View,
     /// The sender's highest QC.
     pub high_qc: QuorumCertificate,
     /// The sender.
     pub voter: PublicKey,
-    /// Signature over `(chain, Timeout, view, high_qc.view)`.
+    /// Signature over `(chain, Timeout, view, (high_qc.view, epoch))`.
     pub signature: Signature,
     /// The TC by which the sender entered `view`, if it did (DiemBFT v4 `TimeoutMsg`'s
     /// `last_round_tc`): lets replicas still in the previous view follow. Not signed; it is a
@@ -89,6 +91,11 @@ pub enum Message {
     SyncRequest(SyncRequest),
     /// A block-sync response.
     SyncResponse(SyncResponse),
+    /// A QC shared on its own. The leader that forms the QC ending an epoch (the one that
+    /// commits the epoch's last block) broadcasts it, and a replica already in the next epoch
+    /// sends it to a peer still voting in the old one, so every replica commits that block and
+    /// switches validator set without waiting for a timeout.
+    Certificate(QuorumCertificate),
 }
 
 impl Message {
@@ -99,6 +106,7 @@ impl Message {
             Message::Proposal(p) => p.block.view,
             Message::Vote(v) => v.view,
             Message::Timeout(t) => t.view,
+            Message::Certificate(qc) => qc.view,
             Message::SyncRequest(_) | Message::SyncResponse(_) => View(0),
         }
     }
@@ -211,7 +219,7 @@ impl Envelope {
 
 /// Smallest encodings, used to bound how many elements the remaining bytes can hold.
 const MIN_QC: usize = 8 + 32 + 4;
-const MIN_BLOCK: usize = 8 + 8 + MIN_QC + 32 + 4;
+const MIN_BLOCK: usize = 8 + 8 + 8 + MIN_QC + 32 + 4;
 const QC_SIGNER: usize = 32 + 64;
 const TC_SIGNER: usize = 32 + 8 + 64;
 
@@ -309,6 +317,7 @@ impl Reader<'_> {
     }
 
     fn tc(&mut self, limits: &Limits) -> Result<TimeoutCertificate, DecodeError> {
+        let epoch = Epoch(self.u64()?);
         let view = self.view()?;
         let high_qc = self.qc(limits)?;
         let (len, reserve) = self.len("tc.signatures", limits.max_signers, TC_SIGNER)?;
@@ -319,7 +328,7 @@ impl Reader<'_> {
                 signatures.push(item);
             }
         }
-        Ok(TimeoutCertificate { view, high_qc, signatures })
+        Ok(TimeoutCertificate { epoch, view, high_qc, signatures })
     }
 
     fn opt_tc(&mut self, limits: &Limits) -> Result<Option<TimeoutCertificate>, DecodeError> {
@@ -331,6 +340,7 @@ impl Reader<'_> {
     }
 
     fn block(&mut self, limits: &Limits) -> Result<Block, DecodeError> {
+        let epoch = Epoch(self.u64()?);
         let view = self.view()?;
         let height = crate::types::Height(self.u64()?);
         let justify = self.qc(limits)?;
@@ -339,7 +349,7 @@ impl Reader<'_> {
         let (payload, rest) = self.bytes.split_at_checked(len).ok_or(DecodeError::Malformed("envelope"))?;
         self.bytes = rest;
         let payload = if self.keep() { payload.to_vec() } else { Vec::new() };
-        Ok(Block { view, height, justify, proposer, payload })
+        Ok(Block { epoch, view, height, justify, proposer, payload })
     }
 
     fn message(&mut self, limits: &Limits) -> Result<Message, DecodeError> {
@@ -356,6 +366,7 @@ impl Reader<'_> {
                 signature: self.signature()?,
             }),
             2 => Message::Timeout(TimeoutVote {
+                epoch: Epoch(self.u64()?),
                 view: self.view()?,
                 high_qc: self.qc(limits)?,
                 voter: self.key()?,
@@ -380,6 +391,7 @@ impl Reader<'_> {
                 let certificate = if self.option()? { Some(self.qc(limits)?) } else { None };
                 Message::SyncResponse(SyncResponse { id, blocks, certificate })
             }
+            5 => Message::Certificate(self.qc(limits)?),
             _ => return Err(DecodeError::Malformed("envelope")),
         })
     }
@@ -450,6 +462,7 @@ impl Message {
                 }
                 r.certificate.as_ref().map_or(Ok(()), |qc| qc.check(limits))
             }
+            Message::Certificate(qc) => qc.check(limits),
         }
     }
 }

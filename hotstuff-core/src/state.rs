@@ -4,7 +4,7 @@ use crate::app::AppOutcome;
 use crate::block::{genesis_hash, Block};
 use crate::certificate::{QuorumCertificate, TimeoutCertificate};
 use crate::message::{TimeoutVote, Vote};
-use crate::types::{BlockHash, ChainId, Height, View};
+use crate::types::{BlockHash, ChainId, Epoch, Height, View};
 use crate::validators::ValidatorSet;
 use alloc::vec::Vec;
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -14,6 +14,9 @@ use borsh::{BorshDeserialize, BorshSerialize};
 /// timeout vote and proposal signed under it until the driver acknowledges it as durable.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct SafetyState {
+    /// The epoch the QCs and TC below belong to. Views run on across epochs; the QCs and the TC
+    /// of an ended epoch are replaced by the new epoch's root QC when it starts.
+    pub epoch: Epoch,
     /// The current view.
     pub view: View,
     /// The highest view this replica voted or sent a timeout vote in
@@ -40,6 +43,7 @@ impl SafetyState {
     pub fn genesis(genesis: BlockHash) -> Self {
         let qc = QuorumCertificate::genesis(genesis);
         SafetyState {
+            epoch: Epoch(0),
             view: View(1),
             highest_voted_view: View(0),
             last_proposed_view: View(0),
@@ -72,6 +76,35 @@ pub struct CommittedTip {
     pub height: Height,
 }
 
+/// The validator set in force and where its epoch began. A driver stores it atomically with
+/// each commit that carries an [`EpochChange`](crate::EpochChange), and hands it back in
+/// [`Recovered`].
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct EpochState {
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// Its validator set.
+    pub validators: ValidatorSet,
+    /// The previous epoch's set (`None` in epoch 0): it signed `root_qc`.
+    pub previous: Option<ValidatorSet>,
+    /// The QC certifying the block the epoch began after (the previous epoch's last block, or
+    /// genesis). The epoch's first blocks extend it.
+    pub root_qc: QuorumCertificate,
+}
+
+impl EpochState {
+    /// Epoch 0 of a chain whose genesis is `genesis`.
+    #[must_use]
+    pub fn genesis(genesis: BlockHash, validators: ValidatorSet) -> Self {
+        EpochState {
+            epoch: Epoch(0),
+            validators,
+            previous: None,
+            root_qc: QuorumCertificate::genesis(genesis),
+        }
+    }
+}
+
 /// Everything a replica is rebuilt from: a fresh start ([`Recovered::genesis`]) or what the
 /// driver's store held after a crash.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,8 +115,8 @@ pub struct Recovered {
     pub safety: SafetyState,
     /// The last committed block.
     pub committed: CommittedTip,
-    /// The validator set in force after the last committed block.
-    pub validators: ValidatorSet,
+    /// The epoch in force after the last committed block.
+    pub epoch: EpochState,
     /// Uncommitted blocks that were persisted (any order); those that do not descend from
     /// `committed` are dropped.
     pub blocks: Vec<BlockRecord>,
@@ -98,21 +131,21 @@ impl Recovered {
             genesis,
             safety: SafetyState::genesis(genesis),
             committed: CommittedTip { hash: genesis, view: View(0), height: Height(0) },
-            validators,
+            epoch: EpochState::genesis(genesis, validators),
             blocks: Vec::new(),
         }
     }
 
     /// What a driver rebuilds from its store after a restart: the durable safety state (or the
-    /// genesis one if none was ever written), the committed tip, the validator set in force and
-    /// the stored uncommitted blocks.
+    /// genesis one if none was ever written), the committed tip, the epoch in force (`None` if
+    /// the chain never left epoch 0 and none was stored) and the stored uncommitted blocks.
     #[must_use]
     pub fn resume(
         chain: ChainId,
         initial_validators: &ValidatorSet,
         safety: Option<SafetyState>,
         committed: CommittedTip,
-        validators: ValidatorSet,
+        epoch: Option<EpochState>,
         blocks: Vec<BlockRecord>,
     ) -> Self {
         let genesis = genesis_hash(chain, initial_validators);
@@ -120,7 +153,7 @@ impl Recovered {
             genesis,
             safety: safety.unwrap_or_else(|| SafetyState::genesis(genesis)),
             committed,
-            validators,
+            epoch: epoch.unwrap_or_else(|| EpochState::genesis(genesis, initial_validators.clone())),
             blocks,
         }
     }

@@ -24,6 +24,28 @@ impl fmt::Display for View {
     }
 }
 
+/// An epoch: the stretch of the chain run by one validator set. Epoch 0 starts at genesis; each
+/// committed block that changes the validator set ends its epoch (see the crate docs,
+/// "Validator-set changes").
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch after this one (saturating).
+    #[must_use]
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "e{}", self.0)
+    }
+}
+
 /// The height of a block in the chain. Genesis is height 0; a block is one above its parent.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,

@@ -8,8 +8,8 @@ use hotstuff_core::message::{SyncRequest, SyncResponse};
 use hotstuff_core::validators::{quorum_threshold, MAX_TOTAL_POWER};
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, ChainId, CommittedBlock, DecodeError, DefaultPacemaker, Envelope,
-    Height, Input, Keypair, Limits, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate, Replica,
-    Signature, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote, PROTOCOL_VERSION,
+    Epoch, Height, Input, Keypair, Limits, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
+    Replica, Signature, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote, PROTOCOL_VERSION,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -50,6 +50,7 @@ fn qc() -> impl Strategy<Value = QuorumCertificate> {
 fn tc() -> impl Strategy<Value = TimeoutCertificate> {
     (view(), qc(), btree_map(public_key(), (view(), signature()), 0..5)).prop_map(|(view, high_qc, sigs)| {
         TimeoutCertificate {
+            epoch: Epoch(0),
             view,
             high_qc,
             signatures: sigs.into_iter().map(|(k, (v, s))| (k, v, s)).collect(),
@@ -60,6 +61,7 @@ fn tc() -> impl Strategy<Value = TimeoutCertificate> {
 fn block() -> impl Strategy<Value = Block> {
     (view(), any::<u64>(), qc(), public_key(), vec(any::<u8>(), 0..48)).prop_map(
         |(view, height, justify, proposer, payload)| Block {
+            epoch: Epoch(0),
             view,
             height: Height(height),
             justify,
@@ -78,6 +80,7 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         (view(), qc(), public_key(), signature(), proptest::option::of(tc())).prop_map(
             |(view, high_qc, voter, signature, last_tc)| Message::Timeout(TimeoutVote {
+                epoch: Epoch(0),
                 view,
                 high_qc,
                 voter,
@@ -110,6 +113,7 @@ fn field_sizes(m: &Message) -> (usize, usize, usize) {
             0,
         ),
         Message::Vote(_) | Message::SyncRequest(_) => (0, 0, 0),
+        Message::Certificate(qc) => (qc.signatures.len(), 0, 0),
         Message::Timeout(t) => {
             (t.high_qc.signatures.len().max(t.last_tc.as_ref().map_or(0, tc_signers)), 0, 0)
         }
@@ -212,6 +216,7 @@ proptest! {
         let i = i.index(q.signatures.len() - 1);
         q.signatures.swap(i, i + 1);
         let env = Envelope::new(ChainId(1), Message::Timeout(TimeoutVote {
+                epoch: Epoch(0),
             view: View(1),
             high_qc: q,
             voter: PublicKey([0; 32]),
@@ -455,12 +460,17 @@ impl Sim {
                 }
             }
             Action::ValidateBlock { hash, .. } => self.validations.push((i, hash)),
+            Action::SetSyncTimer { .. } => {}
             Action::ServeSync { to, request } => {
                 let mine = &self.committed[i];
                 let response = r.sync_response(&request, |h| {
                     let b = mine.get(usize::try_from(h.0).ok()?.checked_sub(1)?)?;
                     assert_eq!(b.block.height, h);
-                    Some((b.block.clone(), b.certificate.clone()))
+                    Some((
+                        b.block.clone(),
+                        b.certificate.clone(),
+                        b.epoch_change.as_ref().map(|c| c.proof.clone()),
+                    ))
                 });
                 self.net.push((self.c.index(&to), i, Message::SyncResponse(response)));
             }

@@ -9,8 +9,8 @@ use hotstuff_core::crypto::{SignKind, SignatureError};
 use hotstuff_core::message::Limits;
 use hotstuff_core::{
     safe_to_timeout, safe_to_vote, Action, AppOutcome, Block, BlockHash, BlockRecord, CertificateError,
-    ChainId, Config, DecodeError, Envelope, Event, Input, InputError, Message, QuorumCertificate, Recovered,
-    Replica, TimeoutCertificate, Validity, View, PROTOCOL_VERSION,
+    ChainId, Config, DecodeError, Envelope, Epoch, EpochState, Event, Input, InputError, Message,
+    QuorumCertificate, Recovered, Replica, TimeoutCertificate, Validity, View, PROTOCOL_VERSION,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -23,6 +23,7 @@ fn tc_with(view: u64, reported: &[u64]) -> TimeoutCertificate {
     let c = Cluster::new(4);
     let max = *reported.iter().max().unwrap();
     TimeoutCertificate {
+        epoch: Epoch(0),
         view: View(view),
         high_qc: QuorumCertificate { view: View(max), block: BlockHash([1; 32]), signatures: Vec::new() },
         signatures: reported
@@ -837,8 +838,10 @@ fn messages_from_non_validators_are_refused() {
         InputError::NotAValidator(o.public()),
     );
     let qc = s.c.certify(&s.b2);
-    let sig = o.sign(CHAIN, SignKind::Timeout, View(3), &hotstuff_core::crypto::timeout_subject(qc.view));
+    let sig =
+        o.sign(CHAIN, SignKind::Timeout, View(3), &hotstuff_core::crypto::timeout_subject(qc.view, Epoch(0)));
     let t = hotstuff_core::TimeoutVote {
+        epoch: Epoch(0),
         view: View(3),
         high_qc: qc,
         voter: o.public(),
@@ -1146,21 +1149,21 @@ fn certificate_verification_reports_each_defect() {
     assert_eq!(verify_qc(&signed_genesis, CHAIN, &c.set, &c.genesis), Err(CertificateError::BadGenesis));
 
     let tc = c.tc(6, &[(0, good.clone()), (1, c.qc(4, h, &[1, 2, 3])), (3, c.genesis_qc())]);
-    assert_eq!(verify_tc(&tc, CHAIN, &c.set, &c.genesis, false), Ok(()));
+    assert_eq!(verify_tc(&tc, CHAIN, &c.set, &c.set, &c.genesis, false), Ok(()));
     let mut stale_report = c.tc(5, &[(0, c.qc(4, h, &[1, 2, 3])), (1, c.genesis_qc()), (2, c.genesis_qc())]);
     stale_report.signatures[1].1 = View(5); // reports a QC of the TC's own view
     assert_eq!(
-        verify_tc(&stale_report, CHAIN, &c.set, &c.genesis, false),
+        verify_tc(&stale_report, CHAIN, &c.set, &c.set, &c.genesis, false),
         Err(CertificateError::InconsistentHighQc)
     );
     let mut bad_high_qc = tc.clone();
     bad_high_qc.high_qc.signatures[0].1 = bogus_signature();
     assert_eq!(
-        verify_tc(&bad_high_qc, CHAIN, &c.set, &c.genesis, false),
+        verify_tc(&bad_high_qc, CHAIN, &c.set, &c.set, &c.genesis, false),
         Err(CertificateError::Signature(SignatureError::Invalid))
     );
     // The embedded QC's signatures are skipped only when the caller knows it is valid.
-    assert_eq!(verify_tc(&bad_high_qc, CHAIN, &c.set, &c.genesis, true), Ok(()));
+    assert_eq!(verify_tc(&bad_high_qc, CHAIN, &c.set, &c.set, &c.genesis, true), Ok(()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1199,7 +1202,7 @@ fn recovered_replica_resends_its_vote_and_never_votes_for_another_block() {
         genesis: c.genesis,
         safety: safety.clone(),
         committed: c.genesis_tip(),
-        validators: c.set.clone(),
+        epoch: EpochState::genesis(c.genesis, c.set.clone()),
         blocks: Vec::new(),
     };
     let mut replica = c.replica_from(r, recovered);
@@ -1239,7 +1242,7 @@ fn recovered_replica_with_its_blocks_refuses_equivocating_proposal() {
         genesis: c.genesis,
         safety,
         committed: c.genesis_tip(),
-        validators: c.set.clone(),
+        epoch: EpochState::genesis(c.genesis, c.set.clone()),
         blocks,
     };
     let mut replica = c.replica_from(r, recovered);

@@ -22,6 +22,7 @@ use hotstuff_core::{
     Envelope, Height, Input, Keypair, Limits, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
     Recovered, Replica, SafetyState, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote,
 };
+use hotstuff_core::{Epoch, EpochProof, EpochState};
 use std::collections::BTreeMap;
 
 /// The chain every fuzz target runs.
@@ -98,7 +99,7 @@ fn sign_tc(keys: &[Keypair], view: View, reports: &[(usize, QuorumCertificate)])
             (
                 keys[*i].public(),
                 qc.view,
-                keys[*i].sign(CHAIN, SignKind::Timeout, view, &timeout_subject(qc.view)),
+                keys[*i].sign(CHAIN, SignKind::Timeout, view, &timeout_subject(qc.view, Epoch(0))),
             )
         })
         .collect();
@@ -106,7 +107,7 @@ fn sign_tc(keys: &[Keypair], view: View, reports: &[(usize, QuorumCertificate)])
     let high_qc = reports.iter().map(|(_, q)| q).max_by_key(|q| q.view).cloned().unwrap_or_else(|| {
         QuorumCertificate { view: View(0), block: BlockHash::default(), signatures: Vec::new() }
     });
-    TimeoutCertificate { view, high_qc, signatures }
+    TimeoutCertificate { epoch: Epoch(0), view, high_qc, signatures }
 }
 
 fn sign_proposal(key: &Keypair, block: Block, tc: Option<TimeoutCertificate>) -> Proposal {
@@ -125,8 +126,8 @@ fn sign_timeout(
     high_qc: QuorumCertificate,
     last_tc: Option<TimeoutCertificate>,
 ) -> TimeoutVote {
-    let signature = key.sign(CHAIN, SignKind::Timeout, view, &timeout_subject(high_qc.view));
-    TimeoutVote { view, high_qc, voter: key.public(), signature, last_tc }
+    let signature = key.sign(CHAIN, SignKind::Timeout, view, &timeout_subject(high_qc.view, Epoch(0)));
+    TimeoutVote { epoch: Epoch(0), view, high_qc, voter: key.public(), signature, last_tc }
 }
 
 /// Valid encodings of every message type and every stored record.
@@ -141,8 +142,14 @@ pub mod samples {
         let (mut blocks, mut qcs) = (Vec::new(), vec![qc.clone()]);
         for v in 1..=3u64 {
             let proposer = pm.leader(View(v), set);
-            let block =
-                Block { view: View(v), height: Height(v), justify: qc, proposer, payload: vec![v as u8; 24] };
+            let block = Block {
+                epoch: Epoch(0),
+                view: View(v),
+                height: Height(v),
+                justify: qc,
+                proposer,
+                payload: vec![v as u8; 24],
+            };
             qc = sign_qc(keys, View(v), block.hash(), &[0, 1, 2]);
             blocks.push(block);
             qcs.push(qc.clone());
@@ -160,6 +167,7 @@ pub mod samples {
         let tc = sign_tc(&keys, View(4), &[(0, qcs[3].clone()), (1, qcs[2].clone()), (3, qcs[3].clone())]);
         let pm = DefaultPacemaker::default();
         let b5 = Block {
+            epoch: Epoch(0),
             view: View(5),
             height: Height(4),
             justify: qcs[3].clone(),
@@ -466,7 +474,8 @@ struct Store {
     safety: Option<SafetyState>,
     blocks: BTreeMap<BlockHash, BlockRecord>,
     committed: CommittedTip,
-    committed_chain: BTreeMap<u64, (Block, QuorumCertificate)>,
+    committed_chain: BTreeMap<u64, (Block, QuorumCertificate, Option<EpochProof>)>,
+    epoch: Option<EpochState>,
 }
 
 enum AppReq {
@@ -582,6 +591,7 @@ impl Harness {
                 blocks: BTreeMap::new(),
                 committed,
                 committed_chain: BTreeMap::new(),
+                epoch: None,
             },
             max_voted: View(0),
             durable_voted: View(0),
@@ -671,6 +681,7 @@ impl Harness {
                     self.learn_block(b);
                 }
             }
+            Message::Certificate(qc) => self.learn_qc(qc),
             Message::Vote(_) | Message::SyncRequest(_) => {}
         }
         if m.view().0 < u64::MAX / 2 || matches!(m, Message::SyncRequest(_) | Message::SyncResponse(_)) {
@@ -769,7 +780,14 @@ impl Harness {
                 }
                 let mut payload = payload;
                 payload.truncate(64);
-                let block = Block { view, height, justify, proposer: self.keys[signer].public(), payload };
+                let block = Block {
+                    epoch: Epoch(0),
+                    view,
+                    height,
+                    justify,
+                    proposer: self.keys[signer].public(),
+                    payload,
+                };
                 let hash = block.hash();
                 let mut signature = self.keys[signer].sign(
                     self.chain(mutation),
@@ -829,10 +847,20 @@ impl Harness {
                     self.mutate_tc(tc, mutation);
                 }
                 let key = &self.keys[voter];
-                let signature =
-                    key.sign(self.chain(mutation), SignKind::Timeout, view, &timeout_subject(high_qc.view));
-                let mut t =
-                    TimeoutVote { view, high_qc: high_qc.clone(), voter: key.public(), signature, last_tc };
+                let signature = key.sign(
+                    self.chain(mutation),
+                    SignKind::Timeout,
+                    view,
+                    &timeout_subject(high_qc.view, Epoch(0)),
+                );
+                let mut t = TimeoutVote {
+                    epoch: Epoch(0),
+                    view,
+                    high_qc: high_qc.clone(),
+                    voter: key.public(),
+                    signature,
+                    last_tc,
+                };
                 match mutation {
                     Mutation::ShiftView(d) => t.view = View(view.0.saturating_add_signed(i64::from(d))),
                     Mutation::CorruptSig(i) => t.signature.0[usize::from(i) % 64] ^= 1,
@@ -1031,7 +1059,7 @@ impl Harness {
             &self.set,
             self.store.safety.clone(),
             self.store.committed,
-            self.set.clone(),
+            self.store.epoch.clone(),
             self.store.blocks.values().cloned().collect(),
         );
         debug_assert_eq!(recovered.genesis, self.genesis);
@@ -1088,6 +1116,7 @@ impl Harness {
         let mut persist_in_drain: Option<u64> = None;
         while let Some(action) = self.replica.poll_action() {
             match action {
+                Action::SetSyncTimer { .. } => {}
                 Action::Persist { seq, safety, blocks } => {
                     assert!(seq > self.last_seq, "persist seq {seq} not above {}", self.last_seq);
                     self.last_seq = seq;
@@ -1120,7 +1149,13 @@ impl Harness {
                         );
                         self.store.committed =
                             CommittedTip { hash: cb.hash, view: cb.block.view, height: cb.block.height };
-                        self.store.committed_chain.insert(cb.block.height.0, (cb.block, cb.certificate));
+                        if let Some(change) = &cb.epoch_change {
+                            self.store.epoch = Some(change.state.clone());
+                        }
+                        let proof = cb.epoch_change.map(|c| c.proof);
+                        self.store
+                            .committed_chain
+                            .insert(cb.block.height.0, (cb.block, cb.certificate, proof));
                     }
                 }
             }
@@ -1188,7 +1223,7 @@ impl Harness {
                     self.sync_out = Some((to, r.clone()));
                 }
             }
-            Message::SyncResponse(_) => {}
+            Message::SyncResponse(_) | Message::Certificate(_) => {}
         }
         self.learn_message(&message);
     }

@@ -7,4 +7,4 @@ pub mod fuzzing;
 pub mod scenario;
 pub mod sim;
 
-pub use sim::{Behavior, NetFaults, Params, Report, Sim};
+pub use sim::{Behavior, NetFaults, Params, Report, SetChange, Sim};

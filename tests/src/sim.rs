@@ -6,13 +6,16 @@
 //! same trace (and the same trace hash).
 
 use crate::app;
+use hotstuff_core::message::SyncResponse;
 use hotstuff_core::{
-    Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope, Input,
-    Keypair, Message, Pacemaker, Proposal, PublicKey, Recovered, Replica, SafetyState, ValidatorSet, View,
+    Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope,
+    EpochProof, EpochState, Input, Keypair, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
+    Recovered, Replica, SafetyState, SyncTimer, ValidatorSet, View,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
@@ -30,6 +33,18 @@ pub enum Behavior {
     Equivocate,
     /// Also re-sends old messages it has seen to random replicas.
     Replay,
+    /// Answers block-sync requests with corrupt, truncated or empty responses, or not at all.
+    BadSync,
+}
+
+/// A validator-set change the app makes in the first block it produces at or above
+/// `at_height` (in the epoch before it: change `i` moves the chain from epoch `i` to `i + 1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetChange {
+    /// The lowest height of the block that carries it.
+    pub at_height: u64,
+    /// `(key index, power)`; power 0 removes the key.
+    pub updates: Vec<(usize, u64)>,
 }
 
 /// Network faults, active until the heal time.
@@ -105,6 +120,10 @@ pub struct Params {
     /// Scheduled outages `(node, from_ms, to_ms)`: the node crashes and restarts (by `to_ms`
     /// at the latest, since the heal restarts every node).
     pub outages: Vec<(usize, u64, u64)>,
+    /// Validator-set changes, in order (keys may be any of validators' and listeners').
+    pub set_changes: Vec<SetChange>,
+    /// Core settings tweaks: block-sync margin (views).
+    pub sync_margin: u64,
 }
 
 impl Params {
@@ -127,6 +146,8 @@ impl Params {
             leaders: Vec::new(),
             listeners: 0,
             outages: Vec::new(),
+            set_changes: Vec::new(),
+            sync_margin: 0,
         }
     }
 
@@ -137,9 +158,13 @@ impl Params {
     /// the required commits `2 * (f + 2)` views, plus time to recover pending state.
     #[must_use]
     pub fn liveness_bound_ms(&self) -> u64 {
-        let f = (self.validators as u64).saturating_sub(1) / 3;
+        let members =
+            if self.set_changes.is_empty() { self.validators } else { self.validators + self.listeners };
+        let f = (members as u64).saturating_sub(1) / 3;
+        // Each set change costs a few extra views (its suffix) and may need catching up.
+        let changes = self.set_changes.len() as u64 * 4;
         let views = (self.commits_after_heal + 2) * 2 * (f + 2);
-        views * self.max_timeout_ms
+        (views + changes) * self.max_timeout_ms
     }
 }
 
@@ -170,6 +195,17 @@ pub struct Report {
     pub synced_blocks: u64,
     /// Human-readable trace (if asked for).
     pub trace: Vec<String>,
+    /// The highest epoch any honest replica reached.
+    pub max_epoch: u64,
+    /// Per honest replica and epoch change: views between the old epoch's last committed block
+    /// and the new epoch's first.
+    pub epoch_gaps: Vec<u64>,
+    /// The largest view gap between consecutive committed blocks of one epoch (honest replicas).
+    pub max_gap_within_epoch: u64,
+    /// Per epoch: the keys (indices) that proposed committed blocks.
+    pub proposers: BTreeMap<u64, BTreeSet<usize>>,
+    /// Times an honest replica avoided a sync server.
+    pub avoided_sync_servers: u64,
 }
 
 impl Report {
@@ -184,6 +220,7 @@ impl Report {
 enum Ev {
     Deliver { to: usize, from: PublicKey, bytes: Rc<Vec<u8>> },
     Timer { node: usize, view: View, incarnation: u64 },
+    SyncTimer { node: usize, timer: SyncTimer, incarnation: u64 },
     PersistDone { node: usize, seq: u64, incarnation: u64 },
     Crash { node: usize },
     Restart { node: usize },
@@ -199,7 +236,9 @@ struct Store {
     blocks: BTreeMap<BlockHash, BlockRecord>,
     committed: CommittedTip,
     /// Committed chain with certificates: `committed_chain[h - 1]` is the block at height h.
-    committed_chain: Vec<(Block, hotstuff_core::QuorumCertificate)>,
+    committed_chain: Vec<(Block, QuorumCertificate, Option<EpochProof>)>,
+    /// The epoch in force (stored with the commit that started it).
+    epoch: Option<EpochState>,
     pending: VecDeque<(u64, Option<SafetyState>, Vec<BlockRecord>)>,
 }
 
@@ -212,6 +251,8 @@ struct Node {
     store: Store,
     produced: u64,
     durable_voted: View,
+    /// The view of the last block this node committed, and its epoch.
+    last_commit: Option<(View, u64)>,
     height_at_heal: Option<(u64, View)>,
     done_at_view: Option<View>,
     replay_log: VecDeque<Rc<Vec<u8>>>,
@@ -262,6 +303,8 @@ pub struct Sim {
     partition: Option<(Vec<u8>, bool)>,
     /// Height -> (block, first honest node to commit it).
     commits: BTreeMap<u64, (BlockHash, usize)>,
+    /// Epoch -> its validator set, as the first honest replica to reach it derived it.
+    epoch_sets: BTreeMap<u64, ValidatorSet>,
     /// (key, kind, view) -> what was signed, for honest keys.
     signed: BTreeMap<(usize, u8, u64), [u8; 32]>,
     report: Report,
@@ -305,10 +348,12 @@ impl Sim {
                         blocks: BTreeMap::new(),
                         committed: genesis.committed,
                         committed_chain: Vec::new(),
+                        epoch: None,
                         pending: VecDeque::new(),
                     },
                     produced: 0,
                     durable_voted: View(0),
+                    last_commit: None,
                     height_at_heal: None,
                     done_at_view: None,
                     replay_log: VecDeque::new(),
@@ -316,6 +361,7 @@ impl Sim {
             }
         }
         let report = Report { seed: p.seed, ..Report::default() };
+        let epoch_sets = [(0, validators.clone())].into_iter().collect();
         Sim {
             p,
             rng,
@@ -331,6 +377,7 @@ impl Sim {
             faults_active: true,
             partition: None,
             commits: BTreeMap::new(),
+            epoch_sets,
             signed: BTreeMap::new(),
             report,
             hasher: blake3::Hasher::new(),
@@ -367,16 +414,14 @@ impl Sim {
             &self.validators,
             node.store.safety.clone(),
             node.store.committed,
-            self.validators.clone(),
+            node.store.epoch.clone(),
             node.store.blocks.values().cloned().collect(),
         );
-        let replica = Replica::new(
-            Config::new(self.chain),
-            Keypair::from_secret(&self.keys[node.key]),
-            self.pacemaker(),
-            recovered,
-        )
-        .expect("recovered state is consistent");
+        let mut config = Config::new(self.chain);
+        config.sync_margin = self.p.sync_margin;
+        let replica =
+            Replica::new(config, Keypair::from_secret(&self.keys[node.key]), self.pacemaker(), recovered)
+                .expect("recovered state is consistent");
         let node = &mut self.nodes[n];
         node.incarnation += 1;
         node.replica = Some(replica);
@@ -485,6 +530,15 @@ impl Sim {
                 self.hasher.update(&view.0.to_le_bytes());
                 let mut inputs = VecDeque::new();
                 inputs.push_back(Input::TimerFired { view });
+                self.drain(node, inputs);
+            }
+            Ev::SyncTimer { node, timer, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || self.nodes[node].replica.is_none() {
+                    return;
+                }
+                self.hasher.update(&[6, node as u8]);
+                let mut inputs = VecDeque::new();
+                inputs.push_back(Input::SyncTimerFired { timer });
                 self.drain(node, inputs);
             }
             Ev::PersistDone { node, seq, incarnation } => {
@@ -622,16 +676,30 @@ impl Sim {
                 let incarnation = self.nodes[n].incarnation;
                 self.schedule(at, Ev::Timer { node: n, view, incarnation });
             }
+            Action::SetSyncTimer { timer, after } => {
+                let at = self.now + after.as_millis() as u64;
+                let incarnation = self.nodes[n].incarnation;
+                self.schedule(at, Ev::SyncTimer { node: n, timer, incarnation });
+            }
             Action::ProduceBlock { view, parent, .. } => {
                 let node = &mut self.nodes[n];
                 node.produced += 1;
-                let payload = app::produce(node.key, view, node.produced);
+                let mut payload = app::produce(node.key, view, node.produced);
                 let height = hotstuff_core::Height(
                     node.replica
                         .as_ref()
                         .and_then(|r| r.block_tree().position(&parent))
                         .map_or(0, |(_, h)| h.0 + 1),
                 );
+                // The next scheduled validator-set change, once its height is reached.
+                let epoch = node.replica.as_ref().map_or(0, |r| r.epoch().0);
+                if let Some(change) = usize::try_from(epoch).ok().and_then(|e| self.p.set_changes.get(e)) {
+                    if height.0 >= change.at_height {
+                        let updates: Vec<(PublicKey, u64)> =
+                            change.updates.iter().map(|(k, power)| (self.publics[*k], *power)).collect();
+                        app::add_change(&mut payload, &updates);
+                    }
+                }
                 let outcome = app::outcome(height, &payload);
                 inputs.push_back(Input::BlockProduced { view, parent, payload, outcome });
             }
@@ -640,17 +708,29 @@ impl Sim {
             }
             Action::Commit { blocks } => {
                 for b in blocks {
+                    self.check_commit(n, &b);
                     self.on_commit(n, b.hash, b.block.height.0, b.block.view);
-                    self.nodes[n].store.committed_chain.push((b.block, b.certificate));
+                    let proof = b.epoch_change.as_ref().map(|c| c.proof.clone());
+                    if let Some(change) = b.epoch_change {
+                        self.on_epoch_change(n, change.state.clone());
+                        self.nodes[n].store.epoch = Some(change.state);
+                    }
+                    self.nodes[n].store.committed_chain.push((b.block, b.certificate, proof));
                 }
             }
             Action::ServeSync { to, request } => {
                 let node = &self.nodes[n];
                 let Some(replica) = node.replica.as_ref() else { return };
                 let chain = &node.store.committed_chain;
-                let response = replica.sync_response(&request, |h| {
+                let mut response = replica.sync_response(&request, |h| {
                     usize::try_from(h.0).ok().and_then(|h| chain.get(h.wrapping_sub(1))).cloned()
                 });
+                if node.behavior == Behavior::BadSync {
+                    match self.corrupt(response) {
+                        Some(r) => response = r,
+                        None => return,
+                    }
+                }
                 let targets: Vec<usize> = (0..self.nodes.len())
                     .filter(|m| self.publics[self.nodes[*m].key] == to && *m != n)
                     .collect();
@@ -660,7 +740,101 @@ impl Sim {
                 if let hotstuff_core::Event::SyncReceived { blocks, .. } = e {
                     self.report.synced_blocks += blocks as u64;
                 }
+                if matches!(e, hotstuff_core::Event::SyncPeerAvoided { .. }) && self.nodes[n].honest() {
+                    self.report.avoided_sync_servers += 1;
+                }
                 self.trace(|| format!("n{n} {e:?}"));
+            }
+        }
+    }
+
+    /// Oracles on every committed block of an honest replica: it belongs to an epoch whose set
+    /// every honest replica agrees on, its proposer is in that set, and its certificate verifies
+    /// against that set (the old set stops deciding once the new one takes over).
+    fn check_commit(&mut self, n: usize, b: &hotstuff_core::CommittedBlock) {
+        if !self.nodes[n].honest() {
+            return;
+        }
+        let epoch = b.block.epoch.0;
+        let Some(set) = self.epoch_sets.get(&epoch) else {
+            self.report
+                .safety_violations
+                .push(format!("seed {}: node {n} committed a block of unknown epoch {epoch}", self.p.seed));
+            return;
+        };
+        let genesis = hotstuff_core::genesis_hash(self.chain, &self.validators);
+        if !set.contains(&b.block.proposer) {
+            self.report.safety_violations.push(format!(
+                "seed {}: node {n} committed a block of epoch {epoch} by a non-member",
+                self.p.seed
+            ));
+        }
+        if let Err(e) = hotstuff_core::certificate::verify_qc(&b.certificate, self.chain, set, &genesis) {
+            self.report.safety_violations.push(format!(
+                "seed {}: node {n} committed height {} whose certificate fails against epoch {epoch}'s set: {e}",
+                self.p.seed, b.block.height.0
+            ));
+        }
+        let key = self.publics.iter().position(|k| *k == b.block.proposer).unwrap_or(usize::MAX);
+        self.report.proposers.entry(epoch).or_default().insert(key);
+        let view = b.block.view.0;
+        if let Some((last_view, last_epoch)) = self.nodes[n].last_commit {
+            let gap = view.saturating_sub(last_view.0);
+            if last_epoch != epoch {
+                self.report.epoch_gaps.push(gap);
+            } else if !self.faults_active {
+                self.report.max_gap_within_epoch = self.report.max_gap_within_epoch.max(gap);
+            }
+        }
+        self.nodes[n].last_commit = Some((b.block.view, epoch));
+    }
+
+    /// An honest replica switched epochs: its new set must match every other honest replica's.
+    fn on_epoch_change(&mut self, n: usize, state: EpochState) {
+        if !self.nodes[n].honest() {
+            return;
+        }
+        let e = state.epoch.0;
+        self.report.max_epoch = self.report.max_epoch.max(e);
+        match self.epoch_sets.get(&e) {
+            Some(set) if *set != state.validators => self.report.safety_violations.push(format!(
+                "seed {}: node {n} derived a different validator set for epoch {e}",
+                self.p.seed
+            )),
+            Some(_) => {}
+            None => {
+                self.trace(|| format!("n{n} starts epoch {e} with {} validators", state.validators.len()));
+                self.epoch_sets.insert(e, state.validators);
+            }
+        }
+    }
+
+    /// What a Byzantine sync server sends instead of an honest response (`None`: nothing).
+    fn corrupt(&mut self, mut r: SyncResponse) -> Option<SyncResponse> {
+        match self.rng.gen_range(0..6) {
+            0 => None,
+            1 => Some(SyncResponse { id: r.id, blocks: Vec::new(), certificate: None }),
+            2 if r.blocks.len() > 2 => {
+                r.blocks.remove(1);
+                Some(r)
+            }
+            3 if !r.blocks.is_empty() => {
+                let i = self.rng.gen_range(0..r.blocks.len());
+                r.blocks[i].payload.push(0xee);
+                Some(r)
+            }
+            4 => {
+                if let Some(c) = &mut r.certificate {
+                    if let Some((_, sig)) = c.signatures.first_mut() {
+                        sig.0[0] ^= 1;
+                    }
+                }
+                Some(r)
+            }
+            _ => {
+                // Truncated: only the first block, with the last block's certificate.
+                r.blocks.truncate(1);
+                Some(r)
             }
         }
     }
@@ -764,11 +938,9 @@ impl Sim {
             Message::Proposal(p) => (0u8, p.block.view, p.block.hash().0),
             Message::Vote(v) => (1, v.view, v.block.0),
             Message::Timeout(t) => {
-                let mut s = [0u8; 32];
-                s[..8].copy_from_slice(&t.high_qc.view.0.to_le_bytes());
-                (2, t.view, s)
+                (2, t.view, hotstuff_core::crypto::timeout_subject(t.high_qc.view, t.epoch))
             }
-            Message::SyncRequest(_) | Message::SyncResponse(_) => return,
+            Message::SyncRequest(_) | Message::SyncResponse(_) | Message::Certificate(_) => return,
         };
         match self.signed.get(&(key, kind, view.0)) {
             Some(prev) if *prev != subject => {

@@ -214,6 +214,7 @@ fn large_frames_are_refused_before_allocating() {
     use hotstuff_core::message::SyncResponse;
     use hotstuff_core::{Block, BlockHash, ChainId, Height, Message, PublicKey, View};
     let block = Block {
+        epoch: hotstuff_core::Epoch(0),
         view: View(1),
         height: Height(1),
         justify: QuorumCertificate { view: View(0), block: BlockHash([0; 32]), signatures: Vec::new() },

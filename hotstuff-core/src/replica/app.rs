@@ -32,9 +32,18 @@ impl<P: Pacemaker> Replica<P> {
         if payload.len() > max {
             return Err(InputError::PayloadTooLarge { len: payload.len(), max });
         }
-        let Some((_, parent_height)) = self.tree.position(&parent) else {
+        if self.tree.position(&parent).is_none() {
             return Err(InputError::UnexpectedReply);
-        };
+        }
+        self.epoch.validators.apply(&outcome.validator_updates).map_err(InputError::BadValidatorUpdates)?;
+        self.propose(view, parent, payload, outcome);
+        Ok(())
+    }
+
+    /// Builds, signs and records this leader's block for `view` on `parent` (the high QC's
+    /// block), votes for it, and broadcasts it once durable.
+    pub(super) fn propose(&mut self, view: View, parent: BlockHash, payload: Vec<u8>, outcome: AppOutcome) {
+        let Some((_, parent_height)) = self.tree.position(&parent) else { return };
         let justify = self.safety.high_qc.clone();
         let tc = if justify.view.next() == view {
             None
@@ -42,6 +51,7 @@ impl<P: Pacemaker> Replica<P> {
             self.safety.last_tc.clone().filter(|tc| tc.view.next() == view)
         };
         let block = Block {
+            epoch: self.epoch.epoch,
             view,
             height: Height(parent_height.0.saturating_add(1)),
             justify,
@@ -65,7 +75,6 @@ impl<P: Pacemaker> Replica<P> {
         self.emit(Action::Event(Event::Proposed { view, hash, height }));
         self.try_vote(hash);
         self.after_valid(hash);
-        Ok(())
     }
 
     /// The app's verdict on a block the core asked about.
@@ -79,6 +88,17 @@ impl<P: Pacemaker> Replica<P> {
             return Err(InputError::UnexpectedReply);
         }
         let block = entry.block.clone();
+        self.settle_validation(hash, block, outcome);
+        Ok(())
+    }
+
+    /// Records a verdict on a block being validated. A verdict whose validator-set updates
+    /// cannot be applied (an empty or oversized set) makes the block invalid: the app is
+    /// deterministic, so every honest replica reaches the same verdict.
+    pub(super) fn settle_validation(&mut self, hash: BlockHash, block: Block, outcome: Option<AppOutcome>) {
+        let outcome = outcome.filter(|o| {
+            o.validator_updates.is_empty() || self.epoch.validators.apply(&o.validator_updates).is_ok()
+        });
         match outcome {
             Some(outcome) => {
                 if let Some(e) = self.tree.get_mut(&hash) {
@@ -95,7 +115,6 @@ impl<P: Pacemaker> Replica<P> {
                 self.emit(Action::Event(Event::BlockRejected { hash }));
             }
         }
-        Ok(())
     }
 
     /// A block became valid: its children may be validated, the leader may now propose on

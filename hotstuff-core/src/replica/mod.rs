@@ -1,6 +1,7 @@
 //! The replica: one state machine per validator or listener.
 
 mod app;
+mod epoch;
 mod persisted;
 pub(crate) mod progress;
 mod proposal;
@@ -20,8 +21,8 @@ use crate::error::{ConfigError, InputError};
 use crate::input::Input;
 use crate::message::{Envelope, Message};
 use crate::pacemaker::{DefaultPacemaker, Pacemaker};
-use crate::state::{BlockRecord, CommittedTip, Recovered, SafetyState};
-use crate::types::{BlockHash, Height, PublicKey, Signature, View};
+use crate::state::{BlockRecord, CommittedTip, EpochState, Recovered, SafetyState};
+use crate::types::{BlockHash, Epoch, Height, PublicKey, Signature, View};
 use crate::validators::ValidatorSet;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
@@ -48,6 +49,17 @@ struct TimeoutCollector {
     formed: bool,
 }
 
+/// The highest block known to be committed, with what proves it.
+#[derive(Clone, Debug)]
+struct CommitTarget {
+    /// `b0` of the two-chain rule.
+    block: BlockHash,
+    /// The QC for `b0` (the justify of its child `b1`).
+    qc: QuorumCertificate,
+    /// The QC for `b1`, which made `b0` committed.
+    proof: QuorumCertificate,
+}
+
 /// Outputs produced while handling one input, flushed when it succeeds.
 #[derive(Clone, Debug, Default)]
 struct Staged {
@@ -69,7 +81,11 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     config: Config,
     key: Keypair,
     pacemaker: P,
-    validators: ValidatorSet,
+    /// The epoch in force: its validator set, the previous set, and its root QC.
+    epoch: EpochState,
+    /// The QC that ended the previous epoch (committed its last block), sent to peers still in
+    /// it.
+    epoch_end_qc: Option<QuorumCertificate>,
     genesis: BlockHash,
     safety: SafetyState,
     tree: BlockTree,
@@ -85,13 +101,19 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     producing: Option<View>,
     /// The highest block known to be committed (by the two-chain rule) and the QC certifying
     /// it; blocks up to it are handed over as soon as their outcomes are known.
-    commit_target: Option<(BlockHash, QuorumCertificate)>,
+    commit_target: Option<CommitTarget>,
     /// The peer a block-sync request is outstanding with, and its id.
     sync_peer: Option<(PublicKey, u64)>,
     /// The id of the last sync request.
     sync_request_id: u64,
     /// Rotates sync requests over the peers.
     sync_rotation: u64,
+    /// Sync servers avoided after a bad, empty or missing response, with the generation of the
+    /// `SyncTimer::Avoid` that lifts it.
+    avoided: BTreeMap<PublicKey, u64>,
+    avoid_generation: u64,
+    /// The committed height when the no-progress timer last fired.
+    progress_mark: Height,
     ready: VecDeque<Action>,
     gated: VecDeque<(u64, Action)>,
     staged: Staged,
@@ -124,7 +146,20 @@ impl<P: Pacemaker> Replica<P> {
         recovered: Recovered,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let Recovered { genesis, safety, committed, validators, blocks } = recovered;
+        let Recovered { genesis, safety, committed, epoch, blocks } = recovered;
+        let mut safety = safety;
+        if safety.epoch > epoch.epoch {
+            return Err(ConfigError::Inconsistent("safety state from a later epoch than the store's"));
+        }
+        if safety.epoch < epoch.epoch {
+            // The commit that ended the old epoch became durable, the safety state written with
+            // it did not: start the new epoch from its root QC, as the switch itself does.
+            safety.epoch = epoch.epoch;
+            safety.high_qc = epoch.root_qc.clone();
+            safety.locked_qc = epoch.root_qc.clone();
+            safety.last_tc = None;
+            safety.view = safety.view.max(epoch.root_qc.view.next());
+        }
         if safety.high_qc.view < safety.locked_qc.view {
             return Err(ConfigError::Inconsistent("high QC below locked QC"));
         }
@@ -143,6 +178,9 @@ impl<P: Pacemaker> Replica<P> {
         let mut to_validate = Vec::new();
         for BlockRecord { block, outcome } in blocks {
             let hash = block.hash();
+            if block.epoch != epoch.epoch {
+                continue;
+            }
             let Some((pview, pheight)) = tree.position(&block.parent()) else { continue };
             if block.height.0 != pheight.0.saturating_add(1) || block.view <= pview || tree.contains(&hash) {
                 continue;
@@ -160,7 +198,8 @@ impl<P: Pacemaker> Replica<P> {
             config,
             key,
             pacemaker,
-            validators,
+            epoch,
+            epoch_end_qc: None,
             genesis,
             safety,
             tree,
@@ -174,6 +213,9 @@ impl<P: Pacemaker> Replica<P> {
             sync_peer: None,
             sync_request_id: 0,
             sync_rotation: 0,
+            avoided: BTreeMap::new(),
+            avoid_generation: 0,
+            progress_mark: committed.height,
             ready: VecDeque::new(),
             gated: VecDeque::new(),
             staged: Staged::default(),
@@ -186,6 +228,7 @@ impl<P: Pacemaker> Replica<P> {
             r.request_validation(h);
         }
         r.start_view(progress::Entry::Start);
+        r.arm_no_progress_timer();
         // What was durable before the crash may be re-sent as is. A vote is for the view the
         // replica voted in, and it stays in that view until a QC or TC for it arrives, so the
         // vote to re-send is the one for the current view.
@@ -193,7 +236,8 @@ impl<P: Pacemaker> Replica<P> {
         if let Some(vote) = r.safety.last_vote.clone().filter(|v| v.view == view) {
             r.send_vote(vote);
         }
-        if let Some(t) = r.safety.last_timeout.clone().filter(|t| t.view == view) {
+        if let Some(t) = r.safety.last_timeout.clone().filter(|t| t.view == view && t.epoch == r.epoch.epoch)
+        {
             r.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });
             r.collect_timeout(t);
         }
@@ -213,6 +257,7 @@ impl<P: Pacemaker> Replica<P> {
             }
             Input::BlockValidated { hash, outcome } => self.handle_block_validated(hash, outcome),
             Input::Persisted { seq } => self.handle_persisted(seq),
+            Input::SyncTimerFired { timer } => self.handle_sync_timer(timer),
         };
         debug_assert!(
             result.is_ok()
@@ -240,9 +285,10 @@ impl<P: Pacemaker> Replica<P> {
         match message {
             Message::Proposal(p) => self.handle_proposal(from, p),
             Message::Vote(v) => self.handle_vote(v),
-            Message::Timeout(t) => self.handle_timeout(t),
+            Message::Timeout(t) => self.handle_timeout(from, t),
             Message::SyncRequest(r) => self.handle_sync_request(from, r),
             Message::SyncResponse(r) => self.handle_sync_response(from, r),
+            Message::Certificate(qc) => self.handle_certificate(from, qc),
         }
     }
 
@@ -323,19 +369,36 @@ impl<P: Pacemaker> Replica<P> {
     /// The validator set in force.
     #[must_use]
     pub fn validators(&self) -> &ValidatorSet {
-        &self.validators
+        &self.epoch.validators
+    }
+
+    /// The current epoch.
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        self.epoch.epoch
+    }
+
+    /// The epoch in force: its set, the previous set and its root QC (what a driver stores).
+    #[must_use]
+    pub fn epoch_state(&self) -> &EpochState {
+        &self.epoch
+    }
+
+    /// Sync servers currently avoided.
+    pub fn avoided_sync_peers(&self) -> impl Iterator<Item = &PublicKey> {
+        self.avoided.keys()
     }
 
     /// Whether this replica votes (is in the validator set) or only listens.
     #[must_use]
     pub fn is_validator(&self) -> bool {
-        self.validators.contains(&self.key.public())
+        self.epoch.validators.contains(&self.key.public())
     }
 
     /// The leader of `view`.
     #[must_use]
     pub fn leader(&self, view: View) -> PublicKey {
-        self.pacemaker.leader(view, &self.validators)
+        self.pacemaker.leader(view, &self.epoch.validators)
     }
 
     /// The safety state (as last staged; the durable one is the last acknowledged `Persist`).
@@ -402,23 +465,43 @@ impl<P: Pacemaker> Replica<P> {
         }
     }
 
+    /// The set whose votes certify `block`: the previous epoch's for the block this epoch began
+    /// after, the current one for every other block (blocks of other epochs are never in the
+    /// tree, and a QC for an unknown block is taken to be of this epoch).
+    fn certifying_set(&self, block: &BlockHash) -> &ValidatorSet {
+        match &self.epoch.previous {
+            Some(previous) if *block == self.epoch.root_qc.block => previous,
+            _ => &self.epoch.validators,
+        }
+    }
+
     /// Verifies a QC unless an identical one was verified before. Returns its digest, to be
     /// remembered once the input is accepted.
     fn check_qc(&self, qc: &QuorumCertificate) -> Result<BlockHash, InputError> {
         let digest = qc.digest();
         if !self.is_verified(qc.view, &digest) {
-            certificate::verify_qc(qc, self.config.chain, &self.validators, &self.genesis)?;
+            certificate::verify_qc(qc, self.config.chain, self.certifying_set(&qc.block), &self.genesis)?;
         }
         Ok(digest)
     }
 
-    /// Verifies a TC (and its high QC) unless identical ones were verified before.
+    /// Verifies a TC of this epoch (and its high QC) unless identical ones were verified before.
     fn check_tc(&self, tc: &TimeoutCertificate) -> Result<(BlockHash, BlockHash), InputError> {
+        if tc.epoch != self.epoch.epoch {
+            return Err(InputError::WrongEpoch { expected: self.epoch.epoch, got: tc.epoch });
+        }
         let digest = tc.digest();
         let qc_digest = tc.high_qc.digest();
         if !self.is_verified(tc.view, &digest) {
             let qc_known = self.is_verified(tc.high_qc.view, &qc_digest);
-            certificate::verify_tc(tc, self.config.chain, &self.validators, &self.genesis, qc_known)?;
+            certificate::verify_tc(
+                tc,
+                self.config.chain,
+                &self.epoch.validators,
+                self.certifying_set(&tc.high_qc.block),
+                &self.genesis,
+                qc_known,
+            )?;
         }
         Ok((digest, qc_digest))
     }

@@ -113,7 +113,7 @@ impl<P: Pacemaker> Replica<P> {
         self.apply_commit_rule(qc);
         self.advance_to(qc.view.next(), ViewChange::Qc);
         self.try_propose();
-        if qc.view > self.tree.root().view && !self.tree.contains(&qc.block) {
+        if self.far_behind(qc.view) && !self.tree.contains(&qc.block) {
             self.request_sync(None);
         }
     }
@@ -140,7 +140,8 @@ impl<P: Pacemaker> Replica<P> {
             // commit a block as soon as it is certified (one-chain), ignoring the two-chain rule.
             // The simulator's safety oracle must catch the forks this causes.
             if b1.block.height > self.tree.root().height {
-                self.commit_target = Some((qc.block, qc.clone()));
+                self.commit_target =
+                    Some(super::CommitTarget { block: qc.block, qc: qc.clone(), proof: qc.clone() });
                 self.drain_commits();
             }
             return;
@@ -157,11 +158,12 @@ impl<P: Pacemaker> Replica<P> {
         if self
             .commit_target
             .as_ref()
-            .is_some_and(|(h, _)| self.tree.position(h).is_some_and(|(_, th)| th >= b0_height))
+            .is_some_and(|t| self.tree.position(&t.block).is_some_and(|(_, th)| th >= b0_height))
         {
             return;
         }
-        self.commit_target = Some((b0, b1.block.justify.clone()));
+        self.commit_target =
+            Some(super::CommitTarget { block: b0, qc: b1.block.justify.clone(), proof: qc.clone() });
         self.drain_commits();
     }
 
@@ -169,20 +171,49 @@ impl<P: Pacemaker> Replica<P> {
     /// known, and prunes the tree. A block whose validation is still outstanding holds back
     /// itself and its descendants until the app answers.
     pub(super) fn drain_commits(&mut self) {
-        let Some((target, target_qc)) = self.commit_target.clone() else { return };
+        let Some(super::CommitTarget { block: target, qc: target_qc, proof: proof_qc }) =
+            self.commit_target.clone()
+        else {
+            return;
+        };
         let Some(path) = self.tree.path_from_root(&target) else {
             self.commit_target = None;
             return;
         };
-        // Commit the longest prefix of the path whose blocks are all validated.
+        // Commit the longest prefix of the path whose blocks are all validated, but no further
+        // than the first block that changes the validator set: it ends the epoch, and the
+        // blocks after it in this epoch (empty suffix blocks) never commit.
         let mut upto = None;
+        let mut ends_epoch = false;
         for h in &path {
             match self.tree.get(h).map(|e| &e.validity) {
-                Some(Validity::Valid(_)) => upto = Some(*h),
+                Some(Validity::Valid(o)) => {
+                    upto = Some(*h);
+                    if !o.validator_updates.is_empty() {
+                        ends_epoch = true;
+                        break;
+                    }
+                }
                 _ => break,
             }
         }
         let Some(upto) = upto else { return };
+        // The epoch's proof of commit: the suffix blocks from just after `upto` to the block
+        // the commit QC certifies, and that QC.
+        let epoch_proof = ends_epoch.then(|| {
+            let mut blocks: Vec<crate::block::Block> = path
+                .iter()
+                .skip_while(|h| **h != upto)
+                .skip(1)
+                .filter_map(|h| self.tree.get(h).map(|e| e.block.clone()))
+                .collect();
+            if let Some(b1) = self.tree.get(&proof_qc.block) {
+                if b1.block.parent() == target {
+                    blocks.push(b1.block.clone());
+                }
+            }
+            crate::action::EpochProof { blocks, qc: proof_qc.clone() }
+        });
         // The QC for each block is the justify of its child on the path; for the target it is
         // the QC the commit rule saw. Gather them before the tree drops the committed blocks.
         let certificates: Vec<QuorumCertificate> = path
@@ -200,10 +231,20 @@ impl<P: Pacemaker> Replica<P> {
                 height: entry.block.height,
                 hash,
             }));
-            blocks.push(CommittedBlock { block: entry.block, hash, certificate, outcome });
+            blocks.push(CommittedBlock {
+                block: entry.block,
+                hash,
+                certificate,
+                outcome,
+                epoch_change: None,
+            });
         }
-        if upto == target {
+        if upto == target || ends_epoch {
             self.commit_target = None;
+        }
+        if let (Some(proof), Some(last)) = (epoch_proof, blocks.last_mut()) {
+            let change = self.end_epoch(last, proof);
+            last.epoch_change = change;
         }
         let root_view = self.tree.root().view;
         self.proposals_seen = self.proposals_seen.split_off(&root_view.next());
@@ -230,13 +271,22 @@ impl<P: Pacemaker> Replica<P> {
             return; // retried when the parent is validated
         }
         let Some((_, height)) = self.tree.position(&parent) else { return };
-        // Jolteon: a leader that entered by a TC must be able to justify extending high_qc.
+        // Jolteon: a leader that entered by a TC must be able to justify extending high_qc. At
+        // the start of an epoch nothing is certified yet, and its first block extends the root
+        // QC in any view (see `epoch_start`).
         if self.safety.high_qc.view.next() != view
             && self.safety.last_tc.as_ref().is_none_or(|tc| tc.view.next() != view)
+            && !self.epoch_start(&self.safety.high_qc.block)
         {
             return;
         }
         self.producing = Some(view);
+        if self.in_suffix(&parent) {
+            // After a block that changes the validator set, this epoch's blocks are empty: they
+            // only carry the certificates that commit it. The app is not asked.
+            self.propose(view, parent, Vec::new(), crate::app::AppOutcome::default());
+            return;
+        }
         self.emit(Action::ProduceBlock {
             view,
             parent,
@@ -252,6 +302,15 @@ impl<P: Pacemaker> Replica<P> {
         }
         let block = entry.block.clone();
         let for_sync = entry.via_sync;
+        if self.in_suffix(&block.parent()) {
+            // A suffix block is valid iff it is empty; the app has nothing to say about it.
+            let outcome = block.payload.is_empty().then(crate::app::AppOutcome::default);
+            if let Some(e) = self.tree.get_mut(&hash) {
+                e.validity = Validity::Validating;
+            }
+            self.settle_validation(hash, block, outcome);
+            return;
+        }
         if let Some(e) = self.tree.get_mut(&hash) {
             e.validity = Validity::Validating;
         }
@@ -271,12 +330,22 @@ impl<P: Pacemaker> Replica<P> {
         if block.view != self.safety.view || !matches!(entry.validity, Validity::Valid(_)) {
             return;
         }
-        if !safe_to_vote(
-            block.view,
-            block.justify.view,
-            self.safety.highest_voted_view,
-            self.safety.last_tc.as_ref(),
-        ) {
+        // Epoch-start rule: the first blocks of an epoch extend its root QC (signed by the
+        // previous set, whose epoch is over) in any later view, while this replica's lock is
+        // still that root QC. Once a quorum has voted for a block certifying a block of this
+        // epoch, its members' locks have left the root, so no later block can bypass what this
+        // epoch committed (the quorum-intersection argument of Jolteon's lemma, unchanged).
+        let epoch_start = self.epoch_start(&block.justify.block)
+            && self.safety.locked_qc.block == self.epoch.root_qc.block
+            && block.view > self.safety.highest_voted_view.max(block.justify.view);
+        if !epoch_start
+            && !safe_to_vote(
+                block.view,
+                block.justify.view,
+                self.safety.highest_voted_view,
+                self.safety.last_tc.as_ref(),
+            )
+        {
             return;
         }
         let view = block.view;

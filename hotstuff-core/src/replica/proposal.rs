@@ -15,7 +15,11 @@ impl<P: Pacemaker> Replica<P> {
     /// changing anything; then takes in its certificates (which may advance the view and commit),
     /// adds the block to the tree and asks the app to validate it. The vote comes when the app
     /// accepts the block (`handle_block_validated`).
-    pub(super) fn handle_proposal(&mut self, _from: PublicKey, p: Proposal) -> Result<(), InputError> {
+    pub(super) fn handle_proposal(&mut self, from: PublicKey, p: Proposal) -> Result<(), InputError> {
+        if p.block.epoch != self.epoch.epoch {
+            self.other_epoch(from, p.block.epoch);
+            return Ok(());
+        }
         let block = &p.block;
         let view = block.view;
         let root = *self.tree.root();
@@ -30,7 +34,8 @@ impl<P: Pacemaker> Replica<P> {
         // Jolteon Fig. 2 "propose": a block not extending the previous view's QC must carry the
         // TC of the previous view.
         let tc_ok = p.tc.as_ref().is_some_and(|tc| tc.view.next() == view);
-        if block.justify.view.next() != view && !tc_ok {
+        // ... except an epoch's first blocks, which extend its root QC in any view.
+        if block.justify.view.next() != view && !tc_ok && !self.epoch_start(&block.justify.block) {
             return Err(InputError::MissingTc { view });
         }
         if p.tc.is_some() && !tc_ok {
@@ -48,6 +53,7 @@ impl<P: Pacemaker> Replica<P> {
             return Err(InputError::Equivocation { signer: block.proposer, view });
         }
         let vk = self
+            .epoch
             .validators
             .verifying_key(&block.proposer)
             .ok_or(InputError::NotAValidator(block.proposer))?;
@@ -72,7 +78,9 @@ impl<P: Pacemaker> Replica<P> {
             if block.justify.view <= root.view {
                 return Err(InputError::UnknownParent(block.parent()));
             }
-            self.request_sync(Some(block.proposer));
+            if self.far_behind(block.justify.view) {
+                self.request_sync(Some(from));
+            }
             let justify = p.block.justify;
             self.observe_qc(&justify, qc_digest);
             if let (Some(tc), Some(d)) = (p.tc, tc_digests) {

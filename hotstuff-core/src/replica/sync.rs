@@ -8,7 +8,7 @@
 //! proposals. If the peer does not answer within a view timeout, the next peer is asked.
 
 use super::Replica;
-use crate::action::Action;
+use crate::action::{Action, EpochProof, SyncTimer};
 use crate::block::Block;
 use crate::block_tree::Validity;
 use crate::certificate::QuorumCertificate;
@@ -19,6 +19,13 @@ use crate::pacemaker::Pacemaker;
 use crate::types::{BlockHash, Height, PublicKey, View};
 use alloc::vec::Vec;
 
+/// What checking a sync response yields: the blocks' hashes and the digests of their QCs (each
+/// block's justify, then the response's certificate).
+struct CheckedSync {
+    hashes: Vec<BlockHash>,
+    digests: Vec<BlockHash>,
+}
+
 impl<P: Pacemaker> Replica<P> {
     /// Whether the replica knows of a certified block it does not have.
     pub(super) fn needs_sync(&self) -> bool {
@@ -27,16 +34,22 @@ impl<P: Pacemaker> Replica<P> {
     }
 
     /// Asks `preferred` (or the next peer in rotation) for blocks, unless a request is out.
+    /// Avoided peers are skipped until their avoidance expires.
     pub(super) fn request_sync(&mut self, preferred: Option<PublicKey>) {
         if self.sync_peer.is_some() {
             return;
         }
         let me = self.key.public();
-        let peer = match preferred.filter(|p| *p != me) {
+        let peer = match preferred.filter(|p| *p != me && !self.avoided.contains_key(p)) {
             Some(p) => p,
             None => {
-                let peers: Vec<PublicKey> =
-                    self.validators.members().iter().map(|v| v.key).filter(|k| *k != me).collect();
+                let others = self.epoch.validators.members().iter().map(|v| v.key).filter(|k| *k != me);
+                let mut peers: Vec<PublicKey> =
+                    others.clone().filter(|k| !self.avoided.contains_key(k)).collect();
+                if peers.is_empty() {
+                    // Every peer is avoided: asking one of them beats not syncing at all.
+                    peers = others.collect();
+                }
                 if peers.is_empty() {
                     return;
                 }
@@ -60,12 +73,58 @@ impl<P: Pacemaker> Replica<P> {
         });
     }
 
-    /// The current sync request (if any) got no answer in time: ask the next peer.
+    /// The view timer fired: if blocks are still missing, the next peer is asked (an unanswered
+    /// request is dropped; a lost message is no proof of a bad server, so it is not avoided).
     pub(super) fn retry_sync(&mut self) {
+        self.sync_peer = None;
         if self.needs_sync() {
-            self.sync_peer = None;
             self.request_sync(None);
         }
+    }
+
+    /// Stops asking `peer` for blocks until `config.sync_avoid` has passed (a
+    /// [`SyncTimer::Avoid`] with a fresh generation lifts it; an older timer does not).
+    pub(super) fn avoid(&mut self, peer: PublicKey, reason: &'static str) {
+        self.avoid_generation = self.avoid_generation.wrapping_add(1);
+        let generation = self.avoid_generation;
+        self.avoided.insert(peer, generation);
+        self.emit(Action::Event(Event::SyncPeerAvoided { peer, reason }));
+        self.emit(Action::SetSyncTimer {
+            timer: SyncTimer::Avoid { peer, generation },
+            after: self.config.sync_avoid,
+        });
+    }
+
+    /// Arms the no-progress timer (block sync starts if nothing commits for
+    /// `config.sync_no_progress`).
+    pub(super) fn arm_no_progress_timer(&mut self) {
+        self.emit(Action::SetSyncTimer { timer: SyncTimer::NoProgress, after: self.config.sync_no_progress });
+    }
+
+    /// A sync timer fired: lift an avoidance (if it is still the one the timer was set for), or
+    /// check for progress.
+    pub(super) fn handle_sync_timer(&mut self, timer: SyncTimer) -> Result<(), InputError> {
+        match timer {
+            SyncTimer::Avoid { peer, generation } => {
+                if self.avoided.get(&peer) == Some(&generation) {
+                    self.avoided.remove(&peer);
+                    if self.needs_sync() {
+                        self.request_sync(Some(peer));
+                    }
+                }
+            }
+            SyncTimer::NoProgress => {
+                let height = self.tree.root().height;
+                if height == self.progress_mark {
+                    // Nothing committed for a whole period: some peer may have what is missing.
+                    self.emit(Action::Event(Event::NoProgress { height }));
+                    self.request_sync(None);
+                }
+                self.progress_mark = height;
+                self.arm_no_progress_timer();
+            }
+        }
+        Ok(())
     }
 
     /// A peer asks for blocks: hand the request, bounded by our limit, to the driver to serve.
@@ -85,6 +144,9 @@ impl<P: Pacemaker> Replica<P> {
     }
 
     /// Checks a sync response completely, then adds its blocks and takes in its certificates.
+    /// A response to a request this replica made is always accepted as an input: if it is bad
+    /// (or empty while blocks are missing), nothing of it is taken in and its server is avoided
+    /// for `config.sync_avoid` (an [`Event::SyncPeerAvoided`] says why).
     pub(super) fn handle_sync_response(
         &mut self,
         from: PublicKey,
@@ -93,30 +155,51 @@ impl<P: Pacemaker> Replica<P> {
         if self.sync_peer != Some((from, resp.id)) {
             return Err(InputError::UnexpectedSync(from));
         }
-        let Some(first) = resp.blocks.first() else {
-            if resp.certificate.is_some() {
-                return Err(InputError::BadSyncResponse("certificate without blocks"));
-            }
-            // The peer has nothing for us; the next timer tries another.
+        if resp.blocks.is_empty() && resp.certificate.is_none() {
+            // The peer has nothing for us. That is a failure only if we know blocks exist.
             self.sync_peer = None;
+            if self.needs_sync() {
+                self.avoid(from, "empty sync response while blocks are missing");
+                self.request_sync(None);
+            }
             return Ok(());
-        };
-        let cert = resp.certificate.as_ref().ok_or(InputError::BadSyncResponse("no certificate"))?;
+        }
+        match self.check_sync_response(&resp) {
+            Ok(checked) => {
+                self.accept_sync_response(from, resp, checked);
+                Ok(())
+            }
+            Err(reason) => {
+                self.sync_peer = None;
+                self.avoid(from, reason);
+                self.request_sync(None);
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks a non-empty response as a whole: blocks of this epoch chaining from a known block,
+    /// heights and views consistent, every QC verified. Returns the blocks' hashes and the QC
+    /// digests.
+    fn check_sync_response(&self, resp: &SyncResponse) -> Result<CheckedSync, &'static str> {
+        let first = resp.blocks.first().ok_or("certificate without blocks")?;
+        let cert = resp.certificate.as_ref().ok_or("no certificate")?;
         let mut prev = first.parent();
-        let (mut prev_view, mut prev_height) = self
-            .tree
-            .position(&prev)
-            .ok_or(InputError::BadSyncResponse("first block's parent is unknown"))?;
+        let (mut prev_view, mut prev_height) =
+            self.tree.position(&prev).ok_or("first block's parent is unknown")?;
         let mut hashes = Vec::with_capacity(resp.blocks.len());
         for b in &resp.blocks {
+            if b.epoch != self.epoch.epoch {
+                return Err("block of another epoch");
+            }
             if b.parent() != prev {
-                return Err(InputError::BadSyncResponse("blocks do not chain"));
+                return Err("blocks do not chain");
             }
             if b.height.0 != prev_height.0.saturating_add(1) {
-                return Err(InputError::BadSyncResponse("heights not consecutive"));
+                return Err("heights not consecutive");
             }
             if b.justify.view != prev_view || b.view <= prev_view {
-                return Err(InputError::BadSyncResponse("views inconsistent"));
+                return Err("views inconsistent");
             }
             prev = b.hash();
             hashes.push(prev);
@@ -124,14 +207,26 @@ impl<P: Pacemaker> Replica<P> {
             prev_height = b.height;
         }
         if cert.block != prev || cert.view != prev_view {
-            return Err(InputError::BadSyncResponse("certificate does not certify the last block"));
+            return Err("certificate does not certify the last block");
         }
-        let mut certs: Vec<(&QuorumCertificate, BlockHash)> = Vec::with_capacity(resp.blocks.len() + 1);
+        let mut digests = Vec::with_capacity(resp.blocks.len() + 1);
         for qc in resp.blocks.iter().map(|b| &b.justify).chain(core::iter::once(cert)) {
-            certs.push((qc, self.check_qc(qc)?));
+            digests.push(self.check_qc(qc).map_err(|_| "invalid certificate")?);
         }
+        Ok(CheckedSync { hashes, digests })
+    }
 
-        // Accepted.
+    /// Takes in a checked response: adds its blocks, takes in its certificates, and asks the
+    /// same peer for more while it brings new blocks.
+    fn accept_sync_response(&mut self, from: PublicKey, resp: SyncResponse, checked: CheckedSync) {
+        let CheckedSync { hashes, digests } = checked;
+        let certs: Vec<(QuorumCertificate, BlockHash)> = resp
+            .blocks
+            .iter()
+            .map(|b| b.justify.clone())
+            .chain(resp.certificate.clone())
+            .zip(digests)
+            .collect();
         self.sync_peer = None;
         let mut added = 0;
         for (b, h) in resp.blocks.iter().zip(&hashes) {
@@ -144,8 +239,12 @@ impl<P: Pacemaker> Replica<P> {
             self.tree.insert(*h, b.clone(), Validity::Waiting, true);
             added += 1;
         }
+        let epoch = self.epoch.epoch;
         for (qc, digest) in certs {
-            self.observe_qc(qc, digest);
+            if self.epoch.epoch != epoch {
+                break; // the response's blocks ended the epoch; the rest is of no use now
+            }
+            self.observe_qc(&qc, digest);
         }
         for h in &hashes {
             self.request_validation(*h);
@@ -156,27 +255,43 @@ impl<P: Pacemaker> Replica<P> {
         if added > 0 && (resp.blocks.len() >= self.config.limits.max_sync_blocks || self.needs_sync()) {
             self.request_sync(Some(from));
         }
-        Ok(())
     }
 
     /// Builds the answer to a peer's [`SyncRequest`] (see [`Action::ServeSync`]): committed
-    /// blocks from the driver's store (`committed(height)` gives a committed block and a QC for
-    /// it, as handed over in [`Action::Commit`]), then this replica's certified uncommitted
-    /// blocks up to its highest QC, at most `min(request.max_blocks, limits.max_sync_blocks)`.
+    /// blocks from the driver's store (`committed(height)` gives a committed block, a QC for it
+    /// and, for a block that ended its epoch, the [`EpochProof`], all as handed over in
+    /// [`Action::Commit`]), then this replica's certified uncommitted blocks up to its highest
+    /// QC, at most `min(request.max_blocks, limits.max_sync_blocks)` in all. A response never
+    /// crosses an epoch boundary: it ends with an epoch's last block and its proof, and the
+    /// client asks again once it has switched sets.
     #[must_use]
     pub fn sync_response(
         &self,
         request: &SyncRequest,
-        committed: impl Fn(Height) -> Option<(Block, QuorumCertificate)>,
+        committed: impl Fn(Height) -> Option<(Block, QuorumCertificate, Option<EpochProof>)>,
     ) -> SyncResponse {
         let max = (request.max_blocks as usize).min(self.config.limits.max_sync_blocks);
         let root = *self.tree.root();
         let mut items: Vec<(Block, QuorumCertificate)> = Vec::new();
         let mut h = request.from_height.0.max(1);
         while h <= root.height.0 && items.len() < max {
-            match committed(Height(h)) {
-                Some(item) => items.push(item),
-                None => break,
+            let Some((block, qc, proof)) = committed(Height(h)) else { break };
+            match proof {
+                None => items.push((block, qc)),
+                Some(proof) => {
+                    // The epoch's last block, then its proof. If they do not fit after other
+                    // blocks, stop before them; alone they may use the whole wire limit.
+                    let room = if items.is_empty() { self.config.limits.max_sync_blocks } else { max };
+                    if items.len() + 1 + proof.blocks.len() > room || proof.blocks.is_empty() {
+                        break;
+                    }
+                    let mut chain: Vec<(Block, QuorumCertificate)> = Vec::new();
+                    chain.push((block, qc));
+                    let certs = proof.blocks.iter().skip(1).map(|b| b.justify.clone()).chain(Some(proof.qc));
+                    chain.extend(proof.blocks.iter().cloned().zip(certs));
+                    items.extend(chain);
+                    return Self::response(request.id, items);
+                }
             }
             h += 1;
         }
@@ -197,8 +312,12 @@ impl<P: Pacemaker> Replica<P> {
                 }
             }
         }
+        Self::response(request.id, items)
+    }
+
+    fn response(id: u64, items: Vec<(Block, QuorumCertificate)>) -> SyncResponse {
         let certificate = items.last().map(|(_, c)| c.clone());
-        SyncResponse { id: request.id, blocks: items.into_iter().map(|(b, _)| b).collect(), certificate }
+        SyncResponse { id, blocks: items.into_iter().map(|(b, _)| b).collect(), certificate }
     }
 
     /// The view of the highest certified block this replica could serve.

@@ -8,11 +8,16 @@ use crate::error::InputError;
 use crate::event::Event;
 use crate::message::TimeoutVote;
 use crate::pacemaker::Pacemaker;
+use crate::types::PublicKey;
 
 impl<P: Pacemaker> Replica<P> {
     /// Checks a timeout vote (live view, validator, no duplicate or conflicting vote, high QC
     /// below the view, signature, high QC) before taking in its high QC and counting it.
-    pub(super) fn handle_timeout(&mut self, t: TimeoutVote) -> Result<(), InputError> {
+    pub(super) fn handle_timeout(&mut self, from: PublicKey, t: TimeoutVote) -> Result<(), InputError> {
+        if t.epoch != self.epoch.epoch {
+            self.other_epoch(from, t.epoch);
+            return Ok(());
+        }
         let view = t.view;
         let current = self.safety.view;
         if view < current {
@@ -24,7 +29,7 @@ impl<P: Pacemaker> Replica<P> {
         if t.high_qc.view >= view || t.last_tc.as_ref().is_some_and(|tc| tc.view.next() != view) {
             return Err(InputError::BadTimeout);
         }
-        let vk = self.validators.verifying_key(&t.voter).ok_or(InputError::NotAValidator(t.voter))?;
+        let vk = self.epoch.validators.verifying_key(&t.voter).ok_or(InputError::NotAValidator(t.voter))?;
         if let Some((prev_qc_view, _)) = self.timeouts.get(&view).and_then(|c| c.votes.get(&t.voter)) {
             return Err(if *prev_qc_view == t.high_qc.view {
                 InputError::Duplicate
@@ -37,7 +42,7 @@ impl<P: Pacemaker> Replica<P> {
             self.config.chain,
             SignKind::Timeout,
             view,
-            &crypto::timeout_subject(t.high_qc.view),
+            &crypto::timeout_subject(t.high_qc.view, t.epoch),
             &t.signature,
         )
         .map_err(|source| InputError::BadSignature { signer: t.voter, source })?;
@@ -60,8 +65,8 @@ impl<P: Pacemaker> Replica<P> {
     /// 2f+1 timeouts", DiemBFT v4 `process_timeout_msg`) and takes it in, which advances to the
     /// next view.
     pub(super) fn collect_timeout(&mut self, t: TimeoutVote) {
-        let Some(power) = self.validators.power(&t.voter) else { return };
-        let quorum = self.validators.quorum();
+        let Some(power) = self.epoch.validators.power(&t.voter) else { return };
+        let quorum = self.epoch.validators.quorum();
         let collector: &mut TimeoutCollector = self.timeouts.entry(t.view).or_default();
         if collector.votes.contains_key(&t.voter) {
             return;
@@ -77,6 +82,7 @@ impl<P: Pacemaker> Replica<P> {
         let Some(high_qc) = collector.high_qc.clone() else { return };
         collector.formed = true;
         let tc = TimeoutCertificate {
+            epoch: t.epoch,
             view: t.view,
             high_qc,
             signatures: collector.votes.iter().map(|(k, (v, s))| (*k, *v, *s)).collect(),

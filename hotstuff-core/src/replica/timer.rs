@@ -24,7 +24,9 @@ impl<P: Pacemaker> Replica<P> {
         if !self.is_validator() {
             return Ok(());
         }
-        if let Some(t) = self.safety.last_timeout.clone().filter(|t| t.view == view) {
+        if let Some(t) =
+            self.safety.last_timeout.clone().filter(|t| t.view == view && t.epoch == self.epoch.epoch)
+        {
             self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });
             // After a restart the collector is empty: count our own vote again (a no-op if it is
             // already counted), or a quorum that needs it never forms.
@@ -33,21 +35,34 @@ impl<P: Pacemaker> Replica<P> {
         }
         let high_qc = self.safety.high_qc.clone();
         // Timeout rule: DiemBFT v4 `safe_to_timeout` (see `progress::safe_to_timeout`).
-        if !super::progress::safe_to_timeout(
-            view,
-            high_qc.view,
-            self.safety.locked_qc.view,
-            self.safety.highest_voted_view,
-            self.safety.last_tc.as_ref(),
-        ) {
+        // At the start of an epoch no QC of the epoch exists yet, so the replica is in its view
+        // by neither a QC nor a TC of it; timing out is still safe (the report is the root QC,
+        // the lowest possible lock, and `highest_voted_view` rises as usual).
+        let epoch_start = self.epoch_start(&high_qc.block)
+            && high_qc.view >= self.safety.locked_qc.view
+            && view > View(self.safety.highest_voted_view.0.saturating_sub(1)).max(high_qc.view);
+        if !epoch_start
+            && !super::progress::safe_to_timeout(
+                view,
+                high_qc.view,
+                self.safety.locked_qc.view,
+                self.safety.highest_voted_view,
+                self.safety.last_tc.as_ref(),
+            )
+        {
             return Ok(());
         }
         // DiemBFT v4 `make_timeout`: never vote in this view after timing out of it.
         self.safety.highest_voted_view = self.safety.highest_voted_view.max(view);
-        let signature =
-            self.key.sign(self.config.chain, SignKind::Timeout, view, &crypto::timeout_subject(high_qc.view));
+        let epoch = self.epoch.epoch;
+        let signature = self.key.sign(
+            self.config.chain,
+            SignKind::Timeout,
+            view,
+            &crypto::timeout_subject(high_qc.view, epoch),
+        );
         let last_tc = self.safety.last_tc.clone().filter(|tc| tc.view.next() == view);
-        let t = TimeoutVote { view, high_qc, voter: self.key.public(), signature, last_tc };
+        let t = TimeoutVote { epoch, view, high_qc, voter: self.key.public(), signature, last_tc };
         self.safety.last_timeout = Some(t.clone());
         self.staged.safety_dirty = true;
         self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });

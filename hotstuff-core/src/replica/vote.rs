@@ -24,7 +24,8 @@ impl<P: Pacemaker> Replica<P> {
         if self.leader(view.next()) != self.key.public() {
             return Err(InputError::NotNextLeader { view });
         }
-        let vk = self.validators.verifying_key(&vote.voter).ok_or(InputError::NotAValidator(vote.voter))?;
+        let vk =
+            self.epoch.validators.verifying_key(&vote.voter).ok_or(InputError::NotAValidator(vote.voter))?;
         if let Some(prev) = self.votes.get(&view).and_then(|c| c.by_voter.get(&vote.voter)) {
             return Err(if *prev == vote.block {
                 InputError::Duplicate
@@ -48,8 +49,8 @@ impl<P: Pacemaker> Replica<P> {
     /// Counts a checked vote; at a quorum (by power) forms the QC (Jolteon Fig. 2 "upon
     /// receiving 2f+1 votes") and takes it in, which advances to the next view.
     pub(super) fn collect_vote(&mut self, vote: Vote) {
-        let Some(power) = self.validators.power(&vote.voter) else { return };
-        let quorum = self.validators.quorum();
+        let Some(power) = self.epoch.validators.power(&vote.voter) else { return };
+        let quorum = self.epoch.validators.quorum();
         let collector: &mut VoteCollector = self.votes.entry(vote.view).or_default();
         if collector.by_voter.insert(vote.voter, vote.block).is_some() {
             return;
@@ -68,6 +69,12 @@ impl<P: Pacemaker> Replica<P> {
         };
         self.emit(Action::Event(Event::QcFormed { view: qc.view, hash: qc.block }));
         let digest = qc.digest();
+        let epoch = self.epoch.epoch;
         self.observe_qc(&qc, digest);
+        if self.epoch.epoch != epoch {
+            // This QC committed the epoch's last block: everyone else needs it to switch too,
+            // and the next proposal (by the new set's leader) will not carry it.
+            self.emit(Action::Broadcast { message: crate::message::Message::Certificate(qc) });
+        }
     }
 }

@@ -6,9 +6,9 @@
 
 use hotstuff_core::crypto::{self, SignKind};
 use hotstuff_core::{
-    Action, AppOutcome, Block, BlockHash, BlockTree, ChainId, CommittedTip, Config, DefaultPacemaker, Height,
-    Input, InputError, Keypair, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate, Recovered,
-    Replica, SafetyState, Signature, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote,
+    Action, AppOutcome, Block, BlockHash, BlockTree, ChainId, CommittedTip, Config, DefaultPacemaker, Epoch,
+    Height, Input, InputError, Keypair, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
+    Recovered, Replica, SafetyState, Signature, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote,
 };
 
 /// The chain every test runs.
@@ -101,6 +101,7 @@ impl Cluster {
     /// A block for `view` by the leader of `view`.
     pub fn block(&self, view: u64, height: u64, justify: QuorumCertificate, payload: &[u8]) -> Block {
         Block {
+            epoch: Epoch(0),
             view: View(view),
             height: Height(height),
             justify,
@@ -141,9 +142,16 @@ impl Cluster {
             self.chain,
             SignKind::Timeout,
             View(view),
-            &crypto::timeout_subject(high_qc.view),
+            &crypto::timeout_subject(high_qc.view, Epoch(0)),
         );
-        TimeoutVote { view: View(view), high_qc, voter: self.pk(i), signature, last_tc: None }
+        TimeoutVote {
+            epoch: Epoch(0),
+            view: View(view),
+            high_qc,
+            voter: self.pk(i),
+            signature,
+            last_tc: None,
+        }
     }
 
     /// A TC for `view` from `(signer, its high QC)`; its high QC is the highest of them.
@@ -158,7 +166,7 @@ impl Cluster {
                 (t.voter, q.view, t.signature)
             })
             .collect();
-        TimeoutCertificate { view: View(view), high_qc, signatures }
+        TimeoutCertificate { epoch: Epoch(0), view: View(view), high_qc, signatures }
     }
 
     pub fn input(&self, from: usize, message: Message) -> Input {
