@@ -26,7 +26,8 @@
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion};
 use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
 use hotstuff_core::certificate::{verify_qc, verify_qc_unbatched};
-use hotstuff_core::crypto::{block_subject, signed_bytes, SignKind, SIGNED_LEN};
+use hotstuff_core::crypto::{block_subject, signed_bytes, vote_subject, SignKind, SIGNED_LEN};
+use hotstuff_core::Epoch;
 use hotstuff_core::{
     genesis_hash, Action, AppOutcome, Block, BlockHash, ChainId, Config, DefaultPacemaker, Height, Input,
     InputError, Keypair, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate, Recovered, Replica,
@@ -92,10 +93,12 @@ impl Net {
     fn qc(&self, view: View, block: BlockHash) -> QuorumCertificate {
         let mut signatures: Vec<_> = self
             .keys()
-            .map(|pk| (pk, self.keypair(&pk).sign(CHAIN, SignKind::Vote, view, &block_subject(&block))))
+            .map(|pk| {
+                (pk, self.keypair(&pk).sign(CHAIN, SignKind::Vote, view, &vote_subject(&block, Epoch(0))))
+            })
             .collect();
         signatures.sort_by_key(|(pk, _)| *pk);
-        QuorumCertificate { view, block, signatures }
+        QuorumCertificate { epoch: Epoch(0), view, block, signatures }
     }
 
     fn proposal(&self, view: View, height: u64, justify: QuorumCertificate) -> Proposal {
@@ -141,7 +144,7 @@ struct RawBatch {
 
 impl RawBatch {
     fn of_qc(qc: &QuorumCertificate) -> Self {
-        let msg = signed_bytes(CHAIN, SignKind::Vote, qc.view, &block_subject(&qc.block));
+        let msg = signed_bytes(CHAIN, SignKind::Vote, qc.view, &vote_subject(&qc.block, Epoch(0)));
         RawBatch {
             msgs: vec![msg; qc.signatures.len()],
             sigs: qc.signatures.iter().map(|(_, s)| DalekSignature::from_bytes(&s.0)).collect(),
@@ -180,14 +183,17 @@ impl VoteFixture {
         let leader = net.leader(view.next());
         let voter = net.keys().find(|k| *k != leader).expect("a second validator");
         let block = BlockHash([0x11; 32]);
-        let signature = net.keypair(&voter).sign(CHAIN, SignKind::Vote, view, &block_subject(&block));
+        let signature =
+            net.keypair(&voter).sign(CHAIN, SignKind::Vote, view, &vote_subject(&block, Epoch(0)));
         let raw = RawSig {
             vk: Net::vk(&voter),
-            msg: signed_bytes(CHAIN, SignKind::Vote, view, &block_subject(&block)),
+            msg: signed_bytes(CHAIN, SignKind::Vote, view, &vote_subject(&block, Epoch(0))),
             sig: DalekSignature::from_bytes(&signature.0),
         };
-        let input =
-            Input::Message { from: voter, message: Message::Vote(Vote { view, block, voter, signature }) };
+        let input = Input::Message {
+            from: voter,
+            message: Message::Vote(Vote { epoch: Epoch(0), view, block, voter, signature }),
+        };
         let f = VoteFixture { net, leader, input, raw };
         f.sanity();
         f

@@ -10,6 +10,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 /// one view.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct QuorumCertificate {
+    /// The epoch whose validator set signed it (the certified block's epoch).
+    pub epoch: Epoch,
     /// The view the votes were cast in.
     pub view: View,
     /// The certified block.
@@ -22,7 +24,7 @@ impl QuorumCertificate {
     /// The QC that certifies the genesis block.
     #[must_use]
     pub fn genesis(genesis: BlockHash) -> Self {
-        QuorumCertificate { view: View(0), block: genesis, signatures: Vec::new() }
+        QuorumCertificate { epoch: Epoch(0), view: View(0), block: genesis, signatures: Vec::new() }
     }
 
     /// Whether this is the (unsigned) genesis QC.
@@ -124,14 +126,14 @@ fn qc_items(
     out: &mut Vec<BatchItem>,
 ) -> Result<(), CertificateError> {
     if qc.view == View(0) {
-        return if qc.signatures.is_empty() && qc.block == *genesis {
+        return if qc.signatures.is_empty() && qc.block == *genesis && qc.epoch == Epoch(0) {
             Ok(())
         } else {
             Err(CertificateError::BadGenesis)
         };
     }
     check_signers(qc.signatures.iter().map(|(k, _)| k), validators)?;
-    let subject = crypto::block_subject(&qc.block);
+    let subject = crypto::vote_subject(&qc.block, qc.epoch);
     for (key, sig) in &qc.signatures {
         let vk = validators.verifying_key(key).ok_or(CertificateError::UnknownSigner(*key))?;
         out.push(BatchItem {

@@ -2,7 +2,8 @@
 //!
 //! Every signed byte string has the fixed layout
 //! `DOMAIN (16 bytes) || chain id (u64 LE) || kind (1 byte) || view (u64 LE) || subject (32 bytes)`,
-//! where the subject is the block hash for proposals and votes, and for timeout votes the view of
+//! where the subject is the block hash for proposals, a digest of the block hash and the epoch
+//! for votes, and for timeout votes the view of
 //! the sender's highest QC (u64 LE), the sender's epoch (u64 LE) and 16 zero bytes. A signature made for one chain,
 //! kind, view or subject therefore never verifies as any other.
 
@@ -58,10 +59,21 @@ pub fn timeout_subject(high_qc_view: View, epoch: Epoch) -> [u8; 32] {
     s
 }
 
-/// The subject of a proposal or vote: the block hash.
+/// The subject of a proposal: the block hash (the block names its epoch).
 #[must_use]
 pub fn block_subject(hash: &BlockHash) -> [u8; 32] {
     hash.0
+}
+
+/// The subject of a vote: the block hash and the voter's epoch, so a QC names the epoch whose
+/// set signed it even to a replica that does not have the block.
+#[must_use]
+pub fn vote_subject(hash: &BlockHash, epoch: Epoch) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"hotstuff-core/vote/v1");
+    h.update(&hash.0);
+    h.update(&epoch.0.to_le_bytes());
+    *h.finalize().as_bytes()
 }
 
 /// A replica's signing key.

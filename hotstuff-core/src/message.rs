@@ -25,13 +25,15 @@ pub struct Proposal {
 /// A vote for a block, sent to the leader of the next view.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Vote {
+    /// The voter's epoch (the block's).
+    pub epoch: Epoch,
     /// The view of the block voted for.
     pub view: View,
     /// The block voted for.
     pub block: BlockHash,
     /// The voter.
     pub voter: PublicKey,
-    /// Signature over `(chain, Vote, view, block)`.
+    /// Signature over `(chain, Vote, view, vote_subject(block, epoch))`.
     pub signature: Signature,
 }
 
@@ -218,7 +220,7 @@ impl Envelope {
 }
 
 /// Smallest encodings, used to bound how many elements the remaining bytes can hold.
-const MIN_QC: usize = 8 + 32 + 4;
+const MIN_QC: usize = 8 + 8 + 32 + 4;
 const MIN_BLOCK: usize = 8 + 8 + 8 + MIN_QC + 32 + 4;
 const QC_SIGNER: usize = 32 + 64;
 const TC_SIGNER: usize = 32 + 8 + 64;
@@ -303,6 +305,7 @@ impl Reader<'_> {
     }
 
     fn qc(&mut self, limits: &Limits) -> Result<QuorumCertificate, DecodeError> {
+        let epoch = Epoch(self.u64()?);
         let view = self.view()?;
         let block = self.hash()?;
         let (len, reserve) = self.len("qc.signatures", limits.max_signers, QC_SIGNER)?;
@@ -313,7 +316,7 @@ impl Reader<'_> {
                 signatures.push(item);
             }
         }
-        Ok(QuorumCertificate { view, block, signatures })
+        Ok(QuorumCertificate { epoch, view, block, signatures })
     }
 
     fn tc(&mut self, limits: &Limits) -> Result<TimeoutCertificate, DecodeError> {
@@ -360,6 +363,7 @@ impl Reader<'_> {
                 Message::Proposal(Proposal { block, tc, signature: self.signature()? })
             }
             1 => Message::Vote(Vote {
+                epoch: Epoch(self.u64()?),
                 view: self.view()?,
                 block: self.hash()?,
                 voter: self.key()?,

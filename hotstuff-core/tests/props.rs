@@ -43,7 +43,7 @@ fn view() -> impl Strategy<Value = View> {
 
 fn qc() -> impl Strategy<Value = QuorumCertificate> {
     (view(), block_hash(), btree_map(public_key(), signature(), 0..5)).prop_map(|(view, block, sigs)| {
-        QuorumCertificate { view, block, signatures: sigs.into_iter().collect() }
+        QuorumCertificate { epoch: Epoch(0), view, block, signatures: sigs.into_iter().collect() }
     })
 }
 
@@ -76,7 +76,7 @@ fn message() -> impl Strategy<Value = Message> {
         (block(), proptest::option::of(tc()), signature())
             .prop_map(|(block, tc, signature)| Message::Proposal(Proposal { block, tc, signature })),
         (view(), block_hash(), public_key(), signature()).prop_map(|(view, block, voter, signature)| {
-            Message::Vote(Vote { view, block, voter, signature })
+            Message::Vote(Vote { epoch: Epoch(0), view, block, voter, signature })
         }),
         (view(), qc(), public_key(), signature(), proptest::option::of(tc())).prop_map(
             |(view, high_qc, voter, signature, last_tc)| Message::Timeout(TimeoutVote {

@@ -25,7 +25,12 @@ fn tc_with(view: u64, reported: &[u64]) -> TimeoutCertificate {
     TimeoutCertificate {
         epoch: Epoch(0),
         view: View(view),
-        high_qc: QuorumCertificate { view: View(max), block: BlockHash([1; 32]), signatures: Vec::new() },
+        high_qc: QuorumCertificate {
+            epoch: Epoch(0),
+            view: View(max),
+            block: BlockHash([1; 32]),
+            signatures: Vec::new(),
+        },
         signatures: reported
             .iter()
             .enumerate()
@@ -831,8 +836,19 @@ fn vote_to_replica_not_leading_next_view_is_refused() {
 fn messages_from_non_validators_are_refused() {
     let mut s = three_views();
     let o = outsider();
-    let sig = o.sign(CHAIN, SignKind::Vote, View(4), &s.b4().hash().0);
-    let v = hotstuff_core::Vote { view: View(4), block: s.b4().hash(), voter: o.public(), signature: sig };
+    let sig = o.sign(
+        CHAIN,
+        SignKind::Vote,
+        View(4),
+        &hotstuff_core::crypto::vote_subject(&s.b4().hash(), Epoch(0)),
+    );
+    let v = hotstuff_core::Vote {
+        epoch: Epoch(0),
+        view: View(4),
+        block: s.b4().hash(),
+        voter: o.public(),
+        signature: sig,
+    };
     s.reject(
         Input::Message { from: o.public(), message: Message::Vote(v) },
         InputError::NotAValidator(o.public()),
@@ -881,7 +897,10 @@ fn proposals_with_bad_qc_are_refused() {
     // A signer outside the validator set (with a valid signature of its own).
     let o = outsider();
     let mut qc = good.clone();
-    qc.signatures.push((o.public(), o.sign(CHAIN, SignKind::Vote, View(3), &s.b3.hash().0)));
+    qc.signatures.push((
+        o.public(),
+        o.sign(CHAIN, SignKind::Vote, View(3), &hotstuff_core::crypto::vote_subject(&s.b3.hash(), Epoch(0))),
+    ));
     qc.signatures.sort_by_key(|(k, _)| *k);
     s.reject(b4_with(&s, qc), InputError::BadCertificate(CertificateError::UnknownSigner(o.public())));
     // One bad signature among good ones, for each position.
@@ -1143,9 +1162,10 @@ fn certificate_verification_reports_each_defect() {
         verify_qc(&other_view, CHAIN, &c.set, &c.genesis),
         Err(CertificateError::Signature(SignatureError::Invalid))
     );
-    let fake_genesis = QuorumCertificate { view: View(0), block: h, signatures: Vec::new() };
+    let fake_genesis = QuorumCertificate { epoch: Epoch(0), view: View(0), block: h, signatures: Vec::new() };
     assert_eq!(verify_qc(&fake_genesis, CHAIN, &c.set, &c.genesis), Err(CertificateError::BadGenesis));
-    let signed_genesis = QuorumCertificate { view: View(0), ..c.qc(0, c.genesis, &[0, 1, 2]) };
+    let signed_genesis =
+        QuorumCertificate { epoch: Epoch(0), view: View(0), ..c.qc(0, c.genesis, &[0, 1, 2]) };
     assert_eq!(verify_qc(&signed_genesis, CHAIN, &c.set, &c.genesis), Err(CertificateError::BadGenesis));
 
     let tc = c.tc(6, &[(0, good.clone()), (1, c.qc(4, h, &[1, 2, 3])), (3, c.genesis_qc())]);

@@ -15,7 +15,7 @@ use crate::scenario::{self, Kind};
 use crate::sim::{Params, Report, Sim};
 use arbitrary::Arbitrary;
 use borsh::{BorshDeserialize, BorshSerialize};
-use hotstuff_core::crypto::{block_subject, timeout_subject, SignKind};
+use hotstuff_core::crypto::{block_subject, timeout_subject, vote_subject, SignKind};
 use hotstuff_core::message::{SyncRequest, SyncResponse};
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker,
@@ -83,13 +83,13 @@ pub fn validator_set(keys: &[Keypair]) -> ValidatorSet {
 }
 
 fn sign_qc(keys: &[Keypair], view: View, block: BlockHash, signers: &[usize]) -> QuorumCertificate {
-    let subject = block_subject(&block);
+    let subject = vote_subject(&block, Epoch(0));
     let mut signatures: Vec<_> = signers
         .iter()
         .map(|&i| (keys[i].public(), keys[i].sign(CHAIN, SignKind::Vote, view, &subject)))
         .collect();
     signatures.sort_by_key(|(k, _)| *k);
-    QuorumCertificate { view, block, signatures }
+    QuorumCertificate { epoch: Epoch(0), view, block, signatures }
 }
 
 fn sign_tc(keys: &[Keypair], view: View, reports: &[(usize, QuorumCertificate)]) -> TimeoutCertificate {
@@ -104,9 +104,13 @@ fn sign_tc(keys: &[Keypair], view: View, reports: &[(usize, QuorumCertificate)])
         })
         .collect();
     signatures.sort_by_key(|(k, _, _)| *k);
-    let high_qc = reports.iter().map(|(_, q)| q).max_by_key(|q| q.view).cloned().unwrap_or_else(|| {
-        QuorumCertificate { view: View(0), block: BlockHash::default(), signatures: Vec::new() }
-    });
+    let high_qc =
+        reports.iter().map(|(_, q)| q).max_by_key(|q| q.view).cloned().unwrap_or_else(|| QuorumCertificate {
+            epoch: Epoch(0),
+            view: View(0),
+            block: BlockHash::default(),
+            signatures: Vec::new(),
+        });
     TimeoutCertificate { epoch: Epoch(0), view, high_qc, signatures }
 }
 
@@ -116,8 +120,8 @@ fn sign_proposal(key: &Keypair, block: Block, tc: Option<TimeoutCertificate>) ->
 }
 
 fn sign_vote(key: &Keypair, view: View, block: BlockHash) -> Vote {
-    let signature = key.sign(CHAIN, SignKind::Vote, view, &block_subject(&block));
-    Vote { view, block, voter: key.public(), signature }
+    let signature = key.sign(CHAIN, SignKind::Vote, view, &vote_subject(&block, Epoch(0)));
+    Vote { epoch: Epoch(0), view, block, voter: key.public(), signature }
 }
 
 fn sign_timeout(
@@ -810,7 +814,7 @@ impl Harness {
                 let b = self.blocks.get(&hash)?;
                 let mut qc = sign_qc(&self.keys, b.view, hash, &self.signers(signers.unwrap_or(0)));
                 if mutation == Mutation::WrongChain {
-                    let subject = block_subject(&hash);
+                    let subject = vote_subject(&hash, Epoch(0));
                     for (k, s) in &mut qc.signatures {
                         let i = self.key_index(k);
                         *s = self.keys[i].sign(self.chain(mutation), SignKind::Vote, qc.view, &subject);
@@ -825,8 +829,9 @@ impl Harness {
                 let view = self.blocks.get(&hash)?.view;
                 let voter = usize::from(voter) % N;
                 let key = &self.keys[voter];
-                let signature = key.sign(self.chain(mutation), SignKind::Vote, view, &block_subject(&hash));
-                let mut vote = Vote { view, block: hash, voter: key.public(), signature };
+                let signature =
+                    key.sign(self.chain(mutation), SignKind::Vote, view, &vote_subject(&hash, Epoch(0)));
+                let mut vote = Vote { epoch: Epoch(0), view, block: hash, voter: key.public(), signature };
                 match mutation {
                     Mutation::ShiftView(d) => vote.view = View(view.0.saturating_add_signed(i64::from(d))),
                     Mutation::SwapHash(i) => {

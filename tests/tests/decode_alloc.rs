@@ -217,7 +217,12 @@ fn large_frames_are_refused_before_allocating() {
         epoch: hotstuff_core::Epoch(0),
         view: View(1),
         height: Height(1),
-        justify: QuorumCertificate { view: View(0), block: BlockHash([0; 32]), signatures: Vec::new() },
+        justify: QuorumCertificate {
+            epoch: hotstuff_core::Epoch(0),
+            view: View(0),
+            block: BlockHash([0; 32]),
+            signatures: Vec::new(),
+        },
         proposer: PublicKey([1; 32]),
         payload: Vec::new(),
     };

@@ -465,13 +465,18 @@ impl<P: Pacemaker> Replica<P> {
         }
     }
 
-    /// The set whose votes certify `block`: the previous epoch's for the block this epoch began
-    /// after, the current one for every other block (blocks of other epochs are never in the
-    /// tree, and a QC for an unknown block is taken to be of this epoch).
-    fn certifying_set(&self, block: &BlockHash) -> &ValidatorSet {
+    /// The set that signed `qc`: this epoch's for a QC of this epoch; the previous epoch's only
+    /// for a QC of the block this epoch began after. Any other epoch is refused: its QCs
+    /// certify blocks this replica can neither use nor fetch.
+    fn certifying_set(&self, qc: &QuorumCertificate) -> Result<&ValidatorSet, InputError> {
+        if qc.epoch == self.epoch.epoch {
+            return Ok(&self.epoch.validators);
+        }
         match &self.epoch.previous {
-            Some(previous) if *block == self.epoch.root_qc.block => previous,
-            _ => &self.epoch.validators,
+            Some(previous) if qc.epoch.next() == self.epoch.epoch && qc.block == self.epoch.root_qc.block => {
+                Ok(previous)
+            }
+            _ => Err(InputError::WrongEpoch { expected: self.epoch.epoch, got: qc.epoch }),
         }
     }
 
@@ -480,7 +485,7 @@ impl<P: Pacemaker> Replica<P> {
     fn check_qc(&self, qc: &QuorumCertificate) -> Result<BlockHash, InputError> {
         let digest = qc.digest();
         if !self.is_verified(qc.view, &digest) {
-            certificate::verify_qc(qc, self.config.chain, self.certifying_set(&qc.block), &self.genesis)?;
+            certificate::verify_qc(qc, self.config.chain, self.certifying_set(qc)?, &self.genesis)?;
         }
         Ok(digest)
     }
@@ -498,7 +503,7 @@ impl<P: Pacemaker> Replica<P> {
                 tc,
                 self.config.chain,
                 &self.epoch.validators,
-                self.certifying_set(&tc.high_qc.block),
+                self.certifying_set(&tc.high_qc)?,
                 &self.genesis,
                 qc_known,
             )?;

@@ -356,13 +356,14 @@ impl<P: Pacemaker> Replica<P> {
         if justify.view > self.safety.locked_qc.view {
             self.safety.locked_qc = justify;
         }
+        let epoch = self.epoch.epoch;
         let signature = self.key.sign(
             self.config.chain,
             crate::crypto::SignKind::Vote,
             view,
-            &crate::crypto::block_subject(&hash),
+            &crate::crypto::vote_subject(&hash, epoch),
         );
-        let vote = Vote { view, block: hash, voter: self.key.public(), signature };
+        let vote = Vote { epoch, view, block: hash, voter: self.key.public(), signature };
         self.safety.last_vote = Some(vote.clone());
         self.staged.safety_dirty = true;
         self.emit(Action::Event(Event::Voted { view, hash }));

@@ -13,6 +13,9 @@ impl<P: Pacemaker> Replica<P> {
     /// Checks a vote (addressed to the next view's leader, for a live view, from a validator,
     /// not a duplicate or a second vote, signature) before counting it.
     pub(super) fn handle_vote(&mut self, vote: Vote) -> Result<(), InputError> {
+        if vote.epoch != self.epoch.epoch {
+            return Err(InputError::WrongEpoch { expected: self.epoch.epoch, got: vote.epoch });
+        }
         let view = vote.view;
         let current = self.safety.view;
         if view.next() < current || view <= self.tree.root().view {
@@ -38,7 +41,7 @@ impl<P: Pacemaker> Replica<P> {
             self.config.chain,
             SignKind::Vote,
             view,
-            &crypto::block_subject(&vote.block),
+            &crypto::vote_subject(&vote.block, vote.epoch),
             &vote.signature,
         )
         .map_err(|source| InputError::BadSignature { signer: vote.voter, source })?;
@@ -63,6 +66,7 @@ impl<P: Pacemaker> Replica<P> {
         }
         collector.formed = true;
         let qc = QuorumCertificate {
+            epoch: vote.epoch,
             view: vote.view,
             block: vote.block,
             signatures: sigs.iter().map(|(k, s)| (*k, *s)).collect(),

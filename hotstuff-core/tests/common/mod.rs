@@ -85,12 +85,12 @@ impl Cluster {
     pub fn qc(&self, view: u64, block: BlockHash, signers: &[usize]) -> QuorumCertificate {
         let mut signers = signers.to_vec();
         signers.sort_by_key(|i| self.pk(*i));
-        let subject = crypto::block_subject(&block);
+        let subject = crypto::vote_subject(&block, Epoch(0));
         let signatures = signers
             .iter()
             .map(|i| (self.pk(*i), self.keys[*i].sign(self.chain, SignKind::Vote, View(view), &subject)))
             .collect();
-        QuorumCertificate { view: View(view), block, signatures }
+        QuorumCertificate { epoch: Epoch(0), view: View(view), block, signatures }
     }
 
     /// The QC certifying `block`, signed by the first three validators.
@@ -132,9 +132,13 @@ impl Cluster {
     }
 
     pub fn vote(&self, i: usize, view: u64, block: BlockHash) -> Vote {
-        let signature =
-            self.keys[i].sign(self.chain, SignKind::Vote, View(view), &crypto::block_subject(&block));
-        Vote { view: View(view), block, voter: self.pk(i), signature }
+        let signature = self.keys[i].sign(
+            self.chain,
+            SignKind::Vote,
+            View(view),
+            &crypto::vote_subject(&block, Epoch(0)),
+        );
+        Vote { epoch: Epoch(0), view: View(view), block, voter: self.pk(i), signature }
     }
 
     pub fn timeout(&self, i: usize, view: u64, high_qc: QuorumCertificate) -> TimeoutVote {
