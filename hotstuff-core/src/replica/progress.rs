@@ -99,6 +99,11 @@ impl<P: Pacemaker> Replica<P> {
     /// Takes in a verified QC (DiemBFT v4 `process_certificates` / Jolteon Fig. 2 "upon
     /// receiving a QC"): raise the high QC, apply the commit rule, advance the view.
     pub(super) fn observe_qc(&mut self, qc: &QuorumCertificate, digest: BlockHash) {
+        if qc.epoch != self.epoch.epoch {
+            // Checked under an epoch that has since ended (earlier in this same input): it can
+            // no longer count. The new epoch's root QC is already the high QC.
+            return;
+        }
         self.remember_verified(qc.view, digest);
         if qc.view > self.safety.high_qc.view {
             self.safety.high_qc = qc.clone();
@@ -120,6 +125,9 @@ impl<P: Pacemaker> Replica<P> {
 
     /// Takes in a verified TC: its high QC, then the view after it.
     pub(super) fn observe_tc(&mut self, tc: &TimeoutCertificate, digests: (BlockHash, BlockHash)) {
+        if tc.epoch != self.epoch.epoch {
+            return; // as in `observe_qc`
+        }
         self.remember_verified(tc.view, digests.0);
         self.observe_qc(&tc.high_qc, digests.1);
         if self.safety.last_tc.as_ref().is_none_or(|t| t.view < tc.view) {

@@ -65,6 +65,9 @@ impl<P: Pacemaker> Replica<P> {
     /// 2f+1 timeouts", DiemBFT v4 `process_timeout_msg`) and takes it in, which advances to the
     /// next view.
     pub(super) fn collect_timeout(&mut self, t: TimeoutVote) {
+        if t.epoch != self.epoch.epoch {
+            return; // its own certificates ended its epoch while it was being handled
+        }
         let Some(power) = self.epoch.validators.power(&t.voter) else { return };
         let quorum = self.epoch.validators.quorum();
         let collector: &mut TimeoutCollector = self.timeouts.entry(t.view).or_default();

@@ -52,6 +52,9 @@ impl<P: Pacemaker> Replica<P> {
     /// Counts a checked vote; at a quorum (by power) forms the QC (Jolteon Fig. 2 "upon
     /// receiving 2f+1 votes") and takes it in, which advances to the next view.
     pub(super) fn collect_vote(&mut self, vote: Vote) {
+        if vote.epoch != self.epoch.epoch {
+            return;
+        }
         let Some(power) = self.epoch.validators.power(&vote.voter) else { return };
         let quorum = self.epoch.validators.quorum();
         let collector: &mut VoteCollector = self.votes.entry(vote.view).or_default();
