@@ -52,6 +52,44 @@
 //!
 //! Safety holds while the Byzantine validators hold less than a third of the voting power.
 //!
+//! ## Validator-set changes (epochs that end on commit)
+//! The mechanism is DiemBFT v4's / Aptos' reconfiguration ("epoch change on commit"):
+//! - The app changes the set through a block: its [`AppOutcome::validator_updates`] (add a key
+//!   with power, change a power, remove with power 0). Updates that cannot be applied (an empty
+//!   or oversized set) make the block invalid, the same verdict on every honest replica.
+//! - Such a block `B` is its epoch's last block. Its descendants in the same epoch form the
+//!   *suffix*: the core proposes them itself with empty payloads (the app is not asked) and
+//!   refuses non-empty ones. They only carry the QCs that commit `B` by the ordinary two-chain
+//!   rule, and never commit themselves.
+//! - When `B` commits, the replica applies the updates, starts epoch `e + 1` with the new set,
+//!   makes `B` the root, drops the suffix, and starts the new epoch from `B`'s QC: high QC and
+//!   lock are that QC, the old TC is dropped, and views continue (they never repeat). The
+//!   [`Action::Commit`] that hands over `B` carries the [`EpochChange`] (the new [`EpochState`]
+//!   to store, and the [`EpochProof`] for block sync).
+//! - Every block, QC, vote, timeout vote and TC names its epoch, and the epoch is signed (in
+//!   the block hash, the vote subject, the timeout subject), so nothing of one epoch counts in
+//!   another. A QC is checked against its epoch's set: the current one, or the previous one
+//!   only for the QC of `B` itself.
+//! - **Epoch-start rule.** The new epoch's first blocks extend `B`'s QC in any view (there is no
+//!   QC of the new epoch yet to make views consecutive). A replica votes for such a block only
+//!   while its lock is still `B`'s QC, and times out reporting that QC.
+//! - The leader that forms the QC committing `B` broadcasts it ([`Message::Certificate`]); a
+//!   replica still in the old epoch that sends old-epoch messages is sent that QC; a replica
+//!   that receives a message of a later epoch fetches the blocks by sync.
+//!
+//! Why it is safe: (1) the old epoch's safety is the two-chain protocol's, so every honest
+//! replica that commits anything in epoch `e` commits the same chain, and `B` (the first block
+//! on it that changes the set) is the same for all; so is the new set, computed from `B` by the
+//! deterministic app. (2) Nothing after `B` in epoch `e` commits, so the epochs do not overlap.
+//! (3) Within epoch `e + 1`, Jolteon's lemma holds unchanged: once a block `X` of the new epoch
+//! is committed (QCs for `X` and its child in the next view), a quorum of the new set locked on
+//! `X`'s QC, so no later block can get a quorum by the epoch-start rule (which needs the lock
+//! to be `B`'s QC) or by the ordinary rules (which need a QC at least as high as that lock).
+//! (4) A replica that has not committed `B` cannot verify the new set's messages and takes no
+//! part in the new epoch until it has `B` and its proof. The simulator checks all of this on
+//! every commit: each committed block's proposer and certificate belong to its epoch's set, and
+//! every honest replica derives the same set for every epoch.
+//!
 //! ## Certificates and signatures
 //! Every signed byte string is domain separated (chain id, kind, view, subject; see [`crypto`]).
 //! QCs and TCs are checked with ed25519 batch verification, and a certificate already verified is

@@ -305,8 +305,9 @@ pub struct Sim {
     commits: BTreeMap<u64, (BlockHash, usize)>,
     /// Epoch -> its validator set, as the first honest replica to reach it derived it.
     epoch_sets: BTreeMap<u64, ValidatorSet>,
-    /// (key, kind, view) -> what was signed, for honest keys.
-    signed: BTreeMap<(usize, u8, u64), [u8; 32]>,
+    /// (key, kind, epoch, view) -> what was signed, for honest keys. A statement of one epoch
+    /// never counts in another (the epoch is signed), so only same-epoch pairs conflict.
+    signed: BTreeMap<(usize, u8, u64, u64), [u8; 32]>,
     report: Report,
     hasher: blake3::Hasher,
 }
@@ -513,6 +514,19 @@ impl Sim {
                     log.push_back(bytes.clone());
                     if log.len() > 64 {
                         log.pop_front();
+                    }
+                }
+                if self.p.trace {
+                    if let Ok(env) = Envelope::decode(&bytes, &hotstuff_core::Limits::default()) {
+                        if let Message::Timeout(t) = &env.message {
+                            let line = format!(
+                                "n{to} gets timeout e{} v{} last_tc {:?}",
+                                t.epoch.0,
+                                t.view.0,
+                                t.last_tc.as_ref().map(|tc| (tc.epoch.0, tc.view.0))
+                            );
+                            self.trace(|| line);
+                        }
                     }
                 }
                 let replica = self.nodes[to].replica.as_mut().expect("checked above");
@@ -743,6 +757,24 @@ impl Sim {
                 if matches!(e, hotstuff_core::Event::SyncPeerAvoided { .. }) && self.nodes[n].honest() {
                     self.report.avoided_sync_servers += 1;
                 }
+                if self.p.trace {
+                    if let (hotstuff_core::Event::ViewTimedOut { .. }, Some(r)) =
+                        (&e, self.nodes[n].replica.as_ref())
+                    {
+                        let line = format!(
+                            "n{n} epoch {} last_tc {:?} high_qc e{} v{} {} known={} root v{} h{}",
+                            r.epoch().0,
+                            r.last_tc().map(|t| (t.epoch.0, t.view.0)),
+                            r.high_qc().epoch.0,
+                            r.high_qc().view.0,
+                            r.high_qc().block,
+                            r.block_tree().contains(&r.high_qc().block),
+                            r.committed().view.0,
+                            r.committed().height.0
+                        );
+                        self.trace(|| line);
+                    }
+                }
                 self.trace(|| format!("n{n} {e:?}"));
             }
         }
@@ -934,15 +966,15 @@ impl Sim {
 
     fn check_double_sign(&mut self, n: usize, message: &Message) {
         let key = self.nodes[n].key;
-        let (kind, view, subject) = match message {
-            Message::Proposal(p) => (0u8, p.block.view, p.block.hash().0),
-            Message::Vote(v) => (1, v.view, v.block.0),
+        let (kind, view, epoch, subject) = match message {
+            Message::Proposal(p) => (0u8, p.block.view, p.block.epoch.0, p.block.hash().0),
+            Message::Vote(v) => (1, v.view, v.epoch.0, v.block.0),
             Message::Timeout(t) => {
-                (2, t.view, hotstuff_core::crypto::timeout_subject(t.high_qc.view, t.epoch))
+                (2, t.view, t.epoch.0, hotstuff_core::crypto::timeout_subject(t.high_qc.view, t.epoch))
             }
             Message::SyncRequest(_) | Message::SyncResponse(_) | Message::Certificate(_) => return,
         };
-        match self.signed.get(&(key, kind, view.0)) {
+        match self.signed.get(&(key, kind, epoch, view.0)) {
             Some(prev) if *prev != subject => {
                 self.report.double_signs.push(format!(
                     "seed {}: key {key} signed two different {} for {view}",
@@ -952,7 +984,7 @@ impl Sim {
             }
             Some(_) => {}
             None => {
-                self.signed.insert((key, kind, view.0), subject);
+                self.signed.insert((key, kind, epoch, view.0), subject);
             }
         }
     }

@@ -241,8 +241,8 @@ fn large_frames_are_refused_before_allocating() {
     // A short proposal whose payload length prefix claims 4 GiB: plain borsh would reserve 1 MiB
     // for a `Vec<u8>`; `Block`'s chunked payload reader and the bounded decoder reserve nothing.
     let mut frame = samples::messages()[0].encode();
-    // version, chain, kind, view, height, genesis justify (no signers), proposer.
-    let at = 2 + 8 + 1 + 8 + 8 + (8 + 32 + 4) + 32;
+    // version, chain, kind, epoch, view, height, genesis justify (no signers), proposer.
+    let at = 2 + 8 + 1 + 8 + 8 + 8 + (8 + 8 + 32 + 4) + 32;
     assert_eq!(frame[at..at + 4], 24u32.to_le_bytes());
     frame[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     frame.truncate(at + 30);

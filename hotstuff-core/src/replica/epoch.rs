@@ -81,12 +81,10 @@ impl<P: Pacemaker> Replica<P> {
         self.safety.locked_qc = state.root_qc.clone();
         self.safety.last_tc = None;
         self.staged.safety_dirty = true;
-        // A replica that already voted or timed out in its current view moves past it: each
-        // view gets at most one vote and one timeout vote from a replica, across epochs too.
-        if self.safety.highest_voted_view >= self.safety.view {
-            self.safety.view = self.safety.highest_voted_view.next();
-            self.start_view(crate::event::ViewChange::Start);
-        }
+        // The view does not move: a replica is in a view only by a certificate for the one
+        // before (or its start), so its peers can follow it. If it already timed out in this
+        // view under the old epoch, it may time out again under the new one; the two timeout
+        // votes name different epochs and never count together.
         self.emit(Action::Event(Event::EpochChanged {
             epoch: state.epoch,
             height: last.block.height,
