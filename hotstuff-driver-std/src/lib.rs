@@ -8,3 +8,13 @@ pub mod storage;
 
 pub use error::StoreError;
 pub use storage::{Genesis, RedbStore, Storage, Stored, WriteBatch};
+pub mod net;
+pub use error::{FrameError, HandshakeError, NetError};
+pub use net::{Inbox, NetEvent, Network, TcpNetwork, TcpSettings};
+pub mod app;
+pub mod event;
+pub mod node;
+pub use app::{App, BlockContext, Produced};
+pub use event::Event;
+pub use node::{BuildError, Node, NodeBuilder, NodeError, Reader, Status};
+pub mod kv;
