@@ -18,3 +18,10 @@ pub use app::{App, BlockContext, Produced};
 pub use event::Event;
 pub use node::{BuildError, Node, NodeBuilder, NodeError, Reader, Status};
 pub mod kv;
+
+/// A new keypair from the operating system's randomness.
+pub fn generate_key() -> Result<hotstuff_core::Keypair, std::io::Error> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
+    Ok(hotstuff_core::Keypair::from_secret(&secret))
+}
