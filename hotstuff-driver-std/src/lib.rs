@@ -7,7 +7,7 @@ pub mod error;
 pub mod storage;
 
 pub use error::StoreError;
-pub use storage::{Genesis, RedbStore, Storage, Stored, WriteBatch};
+pub use storage::{CommittedEntry, Genesis, RedbStore, Storage, Stored, WriteBatch};
 pub mod net;
 pub use error::{FrameError, HandshakeError, NetError};
 pub use net::{Inbox, NetEvent, Network, TcpNetwork, TcpSettings};

@@ -3,7 +3,7 @@
 
 use hotstuff_core::{
     Action, AppOutcome, AppStateUpdates, ChainId, Config, DefaultPacemaker, Height, Input, Keypair, Replica,
-    ValidatorSet,
+    ValidatorSet, ValidatorSetUpdates,
 };
 use hotstuff_driver_std::{Genesis, RedbStore, Storage, StoreError, WriteBatch};
 
@@ -34,11 +34,17 @@ fn run_replica(store: &RedbStore, key: &Keypair, g: &Genesis, steps: usize) -> u
                     n += 1;
                     let mut app_updates = AppStateUpdates::default();
                     app_updates.insert(format!("k{n}").into_bytes(), view.0.to_le_bytes().to_vec());
+                    // The first block raises this validator's power: a validator-set change, so
+                    // the chain moves to epoch 1 when it commits.
+                    let mut validator_updates = ValidatorSetUpdates::default();
+                    if n == 1 && replica.epoch().0 == 0 {
+                        validator_updates.0.insert(replica.id(), 2);
+                    }
                     inputs.push(Input::BlockProduced {
                         view,
                         parent,
                         payload: n.to_le_bytes().to_vec(),
-                        outcome: AppOutcome { app_updates, validator_updates: Default::default() },
+                        outcome: AppOutcome { app_updates, validator_updates },
                     });
                 }
                 Action::Persist { seq, safety, blocks } => {
@@ -49,7 +55,6 @@ fn run_replica(store: &RedbStore, key: &Keypair, g: &Genesis, steps: usize) -> u
                 }
                 Action::Commit { blocks } => {
                     batch.commits = blocks;
-                    batch.validators = Some(replica.validators().clone());
                     store.write(&batch).unwrap();
                 }
                 _ => {}
@@ -84,13 +89,19 @@ fn round_trip_and_recovery_after_reopen() {
     assert!(h1 >= 10, "committed {h1}");
     let (tip, validators) = store.tip().unwrap().unwrap();
     assert_eq!(tip.height.0, h1, "the store's tip is the replica's committed height");
-    assert_eq!(validators, g.validators);
+    assert_eq!(validators.power(&key.public()), Some(2), "the validator set in force is the new one");
+    let epoch = store.load().unwrap().unwrap().epoch.expect("the epoch change is stored");
+    assert_eq!(epoch.epoch.0, 1);
+    assert_eq!(epoch.previous.as_ref(), Some(&g.validators));
+    let mut proofs = 0;
     for h in 1..=h1 {
-        let (block, qc) = store.committed_block(Height(h)).unwrap().expect("committed block stored");
+        let (block, qc, proof) = store.committed_block(Height(h)).unwrap().expect("committed block stored");
+        proofs += usize::from(proof.is_some());
         assert_eq!(block.height.0, h);
         assert_eq!(qc.block, block.hash(), "the certificate certifies the block");
         assert!(store.app_get(format!("k{h}").as_bytes()).unwrap().is_some(), "app update of block {h}");
     }
+    assert_eq!(proofs, 1, "the epoch's last block is stored with its proof");
     let before = store.load().unwrap().unwrap();
     assert!(before.safety.is_some());
     assert!(before.blocks.iter().all(|b| b.block.height > tip.height), "committed blocks pruned");

@@ -254,10 +254,10 @@ impl<A: App> NodeBuilder<A> {
         self.check()?;
         let chain = self.genesis.chain;
         let config = Config {
-            chain,
             limits: self.limits,
             view_window: self.view_window,
             max_uncommitted_blocks: self.max_uncommitted_blocks,
+            ..Config::new(chain)
         };
         config.validate()?;
         self.store.initialise(&self.genesis)?;

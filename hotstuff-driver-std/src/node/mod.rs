@@ -7,8 +7,8 @@ pub use builder::{BuildError, NodeBuilder};
 
 use crate::error::StoreError;
 use crate::net::CoreMsg;
-use crate::storage::Storage;
-use hotstuff_core::{Block, CommittedTip, Height, PublicKey, QuorumCertificate, ValidatorSet, View};
+use crate::storage::{CommittedEntry, Storage};
+use hotstuff_core::{CommittedTip, Height, PublicKey, ValidatorSet, View};
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -122,8 +122,9 @@ impl Reader {
         Reader { store }
     }
 
-    /// The committed block at `height` and a certificate for it.
-    pub fn block(&self, height: Height) -> Result<Option<(Block, QuorumCertificate)>, StoreError> {
+    /// The committed block at `height`, a certificate for it, and the epoch proof if it ended
+    /// an epoch.
+    pub fn block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
         self.store.committed_block(height)
     }
 

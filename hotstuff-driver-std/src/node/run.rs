@@ -13,8 +13,9 @@ use crate::error::StoreError;
 use crate::event::Event;
 use crate::net::{CoreMsg, Frame, NetEvent, Network};
 use crate::storage::{Storage, WriteBatch};
+use hotstuff_core::action::SyncTimer;
 use hotstuff_core::{Action, BlockHash, Envelope, Height, Input, InputError, Message, Replica, View};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -43,8 +44,10 @@ pub(super) struct Loop<A: App> {
 /// What the loop keeps between turns.
 #[derive(Default)]
 pub(super) struct TurnState {
-    /// The latest timer asked for (a timer for an older view is obsolete).
+    /// The latest view timer asked for (a timer for an older view is obsolete).
     timer: Option<(View, Instant)>,
+    /// Block-sync timers (a few at most).
+    sync_timers: BTreeMap<SyncTimer, Instant>,
     deferred: Option<Deferred>,
     /// Inputs produced locally (acknowledgements, app replies), handled before the inbox.
     local: VecDeque<Input>,
@@ -79,6 +82,11 @@ impl<A: App> Loop<A> {
             if let Some((view, _)) = self.turn.timer.filter(|(_, at)| *at <= now) {
                 self.turn.timer = None;
                 self.handle(Input::TimerFired { view });
+                continue;
+            }
+            if let Some(timer) = self.turn.sync_timers.iter().find(|(_, at)| **at <= now).map(|(t, _)| *t) {
+                self.turn.sync_timers.remove(&timer);
+                self.handle(Input::SyncTimerFired { timer });
                 continue;
             }
             if let Some(d) = self.turn.deferred.filter(|d| d.at <= now) {
@@ -119,7 +127,7 @@ impl<A: App> Loop<A> {
     fn handle(&mut self, input: Input) {
         let what = match &input {
             Input::Persisted { .. } => "persisted",
-            Input::TimerFired { .. } => "timer",
+            Input::TimerFired { .. } | Input::SyncTimerFired { .. } => "timer",
             _ => "app reply",
         };
         match self.replica.handle(input) {
@@ -158,10 +166,7 @@ impl<A: App> Loop<A> {
                 self.turn.batch.blocks.extend(blocks);
                 self.turn.batch_seq = Some(seq);
             }
-            Action::Commit { blocks } => {
-                self.turn.batch.commits.extend(blocks);
-                self.turn.batch.validators = Some(self.replica.validators().clone());
-            }
+            Action::Commit { blocks } => self.turn.batch.commits.extend(blocks),
             Action::Send { to, message } => {
                 let frame = self.frame(message);
                 self.net.send(to, frame);
@@ -171,6 +176,9 @@ impl<A: App> Loop<A> {
                 self.net.broadcast(frame);
             }
             Action::SetTimer { view, after } => self.turn.timer = Some((view, Instant::now() + after)),
+            Action::SetSyncTimer { timer, after } => {
+                self.turn.sync_timers.insert(timer, Instant::now() + after);
+            }
             Action::ProduceBlock { view, parent, height } => {
                 // The app reads committed state: what this drain committed must be in the store.
                 self.flush()?;
@@ -226,8 +234,8 @@ impl<A: App> Loop<A> {
         }
         if !batch.commits.is_empty() {
             self.app.committed(&batch.commits);
-            if let Some(v) = &batch.validators {
-                self.net.validators_changed(v);
+            if batch.commits.iter().any(|c| c.epoch_change.is_some()) {
+                self.net.validators_changed(self.replica.validators());
             }
         }
         Ok(())
@@ -303,6 +311,11 @@ fn log_core_event(event: &hotstuff_core::Event) {
         E::TcFormed { view } => tracing::info!(%view, "timeout certificate formed"),
         E::SyncRequested { peer, from_height } => tracing::info!(%peer, %from_height, "block sync requested"),
         E::SyncReceived { peer, blocks } => tracing::info!(%peer, blocks, "block sync received"),
+        E::EpochChanged { epoch, height, validators, total_power } => {
+            tracing::info!(%epoch, %height, validators, total_power, "validator set changed");
+        }
+        E::SyncPeerAvoided { peer, reason } => tracing::warn!(%peer, reason, "avoiding a sync server"),
+        E::NoProgress { height } => tracing::info!(%height, "no progress; block sync starts"),
         E::BlockRejected { hash } => tracing::warn!(%hash, "block rejected by the app"),
         other => tracing::trace!(event = ?other, "consensus event"),
     }

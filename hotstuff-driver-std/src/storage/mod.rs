@@ -3,8 +3,9 @@
 //!
 //! A store holds five things: the safety state, the uncommitted blocks (as
 //! [`BlockRecord`]s with their app-state updates), the committed blocks with a certificate each
-//! (by height, to serve block sync), the committed tip with the validator set in force, and the
-//! committed app state (key-value). Everything the core asks to persist arrives as one
+//! (by height, to serve block sync, with the epoch proof of each epoch's last block), the
+//! committed tip with the epoch in force (its validator set), and the committed app state
+//! (key-value). Everything the core asks to persist arrives as one
 //! [`WriteBatch`], which a store applies atomically and durably.
 
 mod redb_store;
@@ -13,9 +14,13 @@ pub use redb_store::RedbStore;
 
 use crate::error::StoreError;
 use hotstuff_core::{
-    Block, BlockRecord, ChainId, CommittedBlock, CommittedTip, Height, QuorumCertificate, Recovered,
-    SafetyState, ValidatorSet,
+    Block, BlockRecord, ChainId, CommittedBlock, CommittedTip, EpochProof, EpochState, Height,
+    QuorumCertificate, Recovered, SafetyState, ValidatorSet,
 };
+
+/// A committed block as stored for block sync: the block, a QC for it, and for the last block
+/// of an epoch the proof that it is committed.
+pub type CommittedEntry = (Block, QuorumCertificate, Option<EpochProof>);
 
 /// What a new chain starts from: its id, the initial validator set and the initial app state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,8 +59,8 @@ pub struct Stored {
     pub safety: Option<SafetyState>,
     /// The last committed block.
     pub tip: CommittedTip,
-    /// The validator set in force after `tip`.
-    pub validators: ValidatorSet,
+    /// The epoch in force after `tip` (`None`: still epoch 0, the genesis set).
+    pub epoch: Option<EpochState>,
     /// Uncommitted blocks, lowest height first.
     pub blocks: Vec<BlockRecord>,
 }
@@ -69,7 +74,7 @@ impl Stored {
             &self.initial_validators,
             self.safety,
             self.tip,
-            self.validators,
+            self.epoch,
             self.blocks,
         )
     }
@@ -77,8 +82,8 @@ impl Stored {
 
 /// The writes of one or more `Persist` and `Commit` actions, applied in one atomic, durable
 /// transaction: first `blocks`, then `commits` in order (each applies its app-state updates,
-/// stores the block with its certificate by height and drops stored uncommitted blocks at or
-/// below it), then `safety`, the tip and `validators`.
+/// stores the block with its certificate (and epoch proof) by height, stores the new epoch if
+/// it ends one, and drops stored uncommitted blocks at or below it), then `safety` and the tip.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
     /// The newest safety state, if it changed.
@@ -87,8 +92,6 @@ pub struct WriteBatch {
     pub blocks: Vec<BlockRecord>,
     /// Newly committed blocks, oldest first.
     pub commits: Vec<CommittedBlock>,
-    /// The validator set in force after `commits` (set whenever `commits` is not empty).
-    pub validators: Option<ValidatorSet>,
 }
 
 impl WriteBatch {
@@ -120,13 +123,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Applies `batch` atomically and makes it durable (fsync) before returning.
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError>;
 
-    /// The committed block at `height` with a certificate for it.
-    fn committed_block(&self, height: Height) -> Result<Option<(Block, QuorumCertificate)>, StoreError>;
+    /// The committed block at `height` with a certificate for it (and its epoch proof if it
+    /// ended an epoch).
+    fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError>;
 
     /// The committed app state of `key`.
     fn app_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// The committed tip and the validator set in force, read together.
+    /// The committed tip and the validator set in force (of the current epoch), read together.
     fn tip(&self) -> Result<Option<(CommittedTip, ValidatorSet)>, StoreError>;
 
     /// Visits the whole committed app state in key order, in one consistent snapshot, and

@@ -1,19 +1,20 @@
 //! The default store: one redb database file.
 
-use super::{Genesis, Storage, Stored, WriteBatch};
+use super::{CommittedEntry, Genesis, Storage, Stored, WriteBatch};
 use crate::error::StoreError;
 use borsh::{BorshDeserialize, BorshSerialize};
 use hotstuff_core::{
-    genesis_hash, Block, BlockRecord, ChainId, CommittedTip, Height, QuorumCertificate, ValidatorSet, View,
+    genesis_hash, BlockRecord, ChainId, CommittedTip, EpochState, Height, ValidatorSet, View,
 };
 use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableError};
 use std::path::Path;
 
-/// Settings and tip: `chain`, `initial_validators`, `validators`, `tip`, `safety`, `format`.
+/// Settings and tip: `chain`, `initial_validators`, `epoch` (once the set changed), `tip`,
+/// `safety`, `format`.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Uncommitted blocks: key `height (u64 BE) || hash`, value a borsh `BlockRecord`.
 const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
-/// Committed blocks by height: a borsh `(Block, QuorumCertificate)`.
+/// Committed blocks by height: a borsh `(Block, QuorumCertificate, Option<EpochProof>)`.
 const COMMITTED: TableDefinition<u64, &[u8]> = TableDefinition::new("committed");
 /// The committed app state.
 const APP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("app");
@@ -138,7 +139,6 @@ impl Storage for RedbStore {
             meta.insert("format", &encode(&FORMAT)[..])?;
             meta.insert("chain", &encode(&genesis.chain.0)[..])?;
             meta.insert("initial_validators", &encode(&genesis.validators)[..])?;
-            meta.insert("validators", &encode(&genesis.validators)[..])?;
             meta.insert("tip", &encode(&tip)[..])?;
             let mut app = txn.open_table(APP)?;
             for (k, v) in &genesis.app_state {
@@ -182,7 +182,7 @@ impl Storage for RedbStore {
             initial_validators: meta_require(&meta, "initial_validators")?,
             safety: meta_get(&meta, "safety")?,
             tip,
-            validators: meta_require(&meta, "validators")?,
+            epoch: meta_get(&meta, "epoch")?,
             blocks,
         }))
     }
@@ -204,7 +204,11 @@ impl Storage for RedbStore {
                 let mut committed = txn.open_table(COMMITTED)?;
                 let mut app = txn.open_table(APP)?;
                 for c in &batch.commits {
-                    committed.insert(c.block.height.0, &encode(&(&c.block, &c.certificate))[..])?;
+                    let proof = c.epoch_change.as_ref().map(|e| &e.proof);
+                    committed.insert(c.block.height.0, &encode(&(&c.block, &c.certificate, proof))[..])?;
+                    if let Some(change) = &c.epoch_change {
+                        meta.insert("epoch", &encode(&change.state)[..])?;
+                    }
                     for (k, v) in &c.outcome.app_updates.0 {
                         match v {
                             Some(v) => app.insert(&k[..], &v[..])?,
@@ -215,9 +219,6 @@ impl Storage for RedbStore {
                 let end = pending_key(Height(tip.height.0.saturating_add(1)), &[0; 32]);
                 pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
                 meta.insert("tip", &encode(&tip)[..])?;
-                if let Some(v) = &batch.validators {
-                    meta.insert("validators", &encode(v)[..])?;
-                }
             }
             if let Some(s) = &batch.safety {
                 meta.insert("safety", &encode(s)[..])?;
@@ -227,7 +228,7 @@ impl Storage for RedbStore {
         Ok(())
     }
 
-    fn committed_block(&self, height: Height) -> Result<Option<(Block, QuorumCertificate)>, StoreError> {
+    fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
         let txn = self.read()?;
         let Some(table) = open_read(&txn, COMMITTED)? else { return Ok(None) };
         let value = table.get(height.0)?;
@@ -245,7 +246,11 @@ impl Storage for RedbStore {
         let txn = self.read()?;
         let Some(meta) = open_read(&txn, META)? else { return Ok(None) };
         let Some(tip) = meta_get(&meta, "tip")? else { return Ok(None) };
-        Ok(Some((tip, meta_require(&meta, "validators")?)))
+        let validators = match meta_get::<EpochState>(&meta, "epoch")? {
+            Some(epoch) => epoch.validators,
+            None => meta_require(&meta, "initial_validators")?,
+        };
+        Ok(Some((tip, validators)))
     }
 
     fn scan_app_state(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<CommittedTip, StoreError> {
