@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 pub const MAX_KEY: usize = 256;
 /// Largest value, in bytes.
 pub const MAX_VALUE: usize = 4096;
+/// Most transactions in one block. Validation checks this constant, never a local setting:
+/// every replica must reach the same verdict.
+pub const MAX_BLOCK_TXS: usize = 10_000;
 /// The app-state key of the committed transaction counter (u64 LE).
 pub const TX_COUNT_KEY: &[u8] = b"meta/txs";
 
@@ -193,10 +196,11 @@ pub struct KvApp {
 }
 
 impl KvApp {
-    /// An app proposing from `mempool`, at most `max_block_txs` transactions per block.
+    /// An app proposing from `mempool`, at most `max_block_txs` transactions per block (and
+    /// never more than [`MAX_BLOCK_TXS`]).
     #[must_use]
     pub fn new(mempool: Mempool, max_block_txs: usize) -> Self {
-        KvApp { mempool, max_block_txs: max_block_txs.max(1) }
+        KvApp { mempool, max_block_txs: max_block_txs.clamp(1, MAX_BLOCK_TXS) }
     }
 }
 
@@ -234,7 +238,7 @@ impl App for KvApp {
             return Some(AppOutcome::default());
         }
         let txs: Vec<Tx> = borsh::from_slice(&block.payload).ok()?;
-        if txs.is_empty() || txs.len() > self.max_block_txs || !txs.iter().all(Tx::valid) {
+        if txs.is_empty() || txs.len() > MAX_BLOCK_TXS || !txs.iter().all(Tx::valid) {
             return None;
         }
         apply(ctx, &txs).map_err(|error| tracing::error!(%error, "cannot read app state")).ok()
