@@ -145,6 +145,9 @@ pub enum NetError {
     /// Too many connections are in their handshake at once.
     #[error("too many connections in handshake (limit {0})")]
     TooManyHandshakes(usize),
+    /// The peer already holds this many inbound connections.
+    #[error("too many connections from this peer (limit {0})")]
+    TooManyConnections(usize),
     /// A socket operation failed.
     #[error("I/O: {0}")]
     Io(std::sync::Arc<std::io::Error>),

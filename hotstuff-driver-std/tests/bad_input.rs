@@ -1,5 +1,6 @@
 //! Bad input from the network: garbage, oversized and truncated frames, a key outside the set,
-//! a handshake for another chain, a replayed handshake, a message for another chain. Each is
+//! a handshake for another chain, a replayed handshake, a message for another chain, too many
+//! connections from one peer. Each is
 //! refused with a typed error (asserted on through the event handlers), and the node goes on
 //! committing.
 
@@ -138,6 +139,11 @@ fn bad_input_is_refused_with_a_typed_error_and_the_node_keeps_committing() {
         }
     };
     assert_eq!(frame.blocks.first().map(|b| b.height.0), Some(1), "served block 1");
+
+    // One peer cannot hold more than 4 inbound connections (one is open from above).
+    let held: Vec<TcpStream> = (0..4).map(|_| handshake_as(addr, &listener, CHAIN).0).collect();
+    refused(&c, "fifth connection of one peer", |e| matches!(e, NetError::TooManyConnections(4)));
+    drop(held);
 
     // The node is unharmed: it keeps committing with the others.
     let h = c.height(0);

@@ -41,6 +41,8 @@ pub struct TcpSettings {
     pub write_timeout: Duration,
     /// Inbound connections allowed in their handshake at once (default 64).
     pub max_handshakes: usize,
+    /// Inbound connections kept per authenticated peer (default 4); more are refused.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for TcpSettings {
@@ -55,6 +57,7 @@ impl Default for TcpSettings {
             handshake_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             max_handshakes: 64,
+            max_connections_per_peer: 4,
         }
     }
 }
@@ -90,6 +93,9 @@ struct Shared {
     handshake_timeout: Duration,
     write_timeout: Duration,
     max_handshakes: usize,
+    max_per_peer: usize,
+    /// Inbound connections per authenticated peer.
+    inbound: Mutex<BTreeMap<PublicKey, usize>>,
     stop: AtomicBool,
     allowed: RwLock<BTreeSet<PublicKey>>,
     configured: BTreeSet<PublicKey>,
@@ -206,6 +212,8 @@ impl Network for TcpNetwork {
             handshake_timeout: settings.handshake_timeout,
             write_timeout: settings.write_timeout,
             max_handshakes: settings.max_handshakes.max(1),
+            max_per_peer: settings.max_connections_per_peer.max(1),
+            inbound: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             allowed: RwLock::new(allowed),
             configured,
@@ -344,6 +352,16 @@ fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
     match result {
         Err(error) => sh.refuse(addr, None, error),
         Ok(peer) => {
+            {
+                let mut inbound = lock(&sh.inbound);
+                let n = inbound.entry(peer).or_insert(0);
+                if *n >= sh.max_per_peer {
+                    drop(inbound);
+                    sh.refuse(addr, Some(peer), NetError::TooManyConnections(sh.max_per_peer));
+                    return;
+                }
+                *n += 1;
+            }
             if let Ok(clone) = stream.try_clone() {
                 sh.offer(peer, clone);
             }
@@ -351,6 +369,9 @@ fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
                 sh.inbox.report(NetEvent::Connected { peer, addr, outbound: false });
             }
             read_loop(sh, peer, &stream, addr);
+            if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 }

@@ -65,6 +65,10 @@ impl<A: App> Loop<A> {
             tracing::error!(error = %e, "consensus loop stopped on a store failure");
             self.emit(&Event::Fatal { error: e.to_string() });
         }
+        // Network threads may be blocked delivering into a full inbox: close it first, so
+        // their sends fail and they can be joined.
+        let (_, closed) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, closed));
         self.net.shutdown();
         self.status.lock().unwrap_or_else(PoisonError::into_inner).running = false;
         result.map_err(NodeError::from)
