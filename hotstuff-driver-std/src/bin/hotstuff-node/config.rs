@@ -1,0 +1,241 @@
+//! The node's TOML configuration file, and the key file.
+
+use hotstuff_core::{ChainId, Keypair, PublicKey, ValidatorSet};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A field with a bad value.
+    #[error("{path}: field `{field}`: {reason}")]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// The field, e.g. `validators[2].key`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One validator of the genesis set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorEntry {
+    /// Public key, 64 hex characters.
+    pub key: String,
+    /// Voting power (default 1).
+    #[serde(default = "one")]
+    pub power: u64,
+    /// Where to reach it (`host:port`); omit for a validator that dials in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A listener (a non-voting follower) allowed to connect.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerEntry {
+    /// Public key, 64 hex characters.
+    pub key: String,
+    /// Where to reach it, if it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Timing settings; each has the node's default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// View timeout after progress, in ms (default 1000).
+    #[serde(default = "base_timeout")]
+    pub base_timeout_ms: u64,
+    /// Largest view timeout, in ms (default 60000).
+    #[serde(default = "max_timeout")]
+    pub max_timeout_ms: u64,
+    /// Wait before an empty block, in ms (default 100).
+    #[serde(default = "idle_block_delay")]
+    pub idle_block_delay_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            base_timeout_ms: base_timeout(),
+            max_timeout_ms: max_timeout(),
+            idle_block_delay_ms: idle_block_delay(),
+        }
+    }
+}
+
+fn one() -> u64 {
+    1
+}
+fn base_timeout() -> u64 {
+    1000
+}
+fn max_timeout() -> u64 {
+    60_000
+}
+fn idle_block_delay() -> u64 {
+    100
+}
+
+/// The configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The chain id (all nodes of a chain agree on it).
+    pub chain_id: u64,
+    /// The secret key file (relative paths are relative to the config file).
+    pub key_file: PathBuf,
+    /// The data directory (the redb store lives in it).
+    pub data_dir: PathBuf,
+    /// Consensus listen address.
+    pub listen: String,
+    /// Client (key-value) listen address.
+    pub client_listen: String,
+    /// Timing (optional).
+    #[serde(default)]
+    pub timing: Timing,
+    /// The genesis validator set, with addresses.
+    pub validators: Vec<ValidatorEntry>,
+    /// Listeners allowed to connect (optional).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerEntry>,
+}
+
+/// A configuration checked and resolved.
+pub struct NodeConfig {
+    pub chain: ChainId,
+    pub key: Keypair,
+    pub store: PathBuf,
+    pub listen: SocketAddr,
+    pub client_listen: SocketAddr,
+    pub timing: Timing,
+    pub validators: ValidatorSet,
+    pub peers: Vec<(PublicKey, Option<SocketAddr>)>,
+}
+
+pub fn hex_decode<const N: usize>(s: &str) -> Result<[u8; N], String> {
+    let s = s.trim();
+    if s.len() != 2 * N {
+        return Err(format!("expected {} hex characters, found {}", 2 * N, s.len()));
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        let pair = s.get(2 * i..2 * i + 2).ok_or("not ASCII hex")?;
+        *b = u8::from_str_radix(pair, 16).map_err(|_| format!("`{pair}` is not hex"))?;
+    }
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })
+}
+
+/// Reads a key file (64 hex characters of secret seed).
+pub fn read_key(path: &Path) -> Result<Keypair, ConfigError> {
+    let text = read(path)?;
+    let secret = hex_decode::<32>(&text).map_err(|reason| ConfigError::Field {
+        path: path.to_path_buf(),
+        field: "secret key".into(),
+        reason,
+    })?;
+    Ok(Keypair::from_secret(&secret))
+}
+
+/// Writes a key file readable by its owner only.
+pub fn write_key(path: &Path, key: &Keypair) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io { path: path.to_path_buf(), source };
+    std::fs::write(path, format!("{}\n", hotstuff_driver_std::kv::hex(&key.secret()))).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+impl FileConfig {
+    /// Parses and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = read(path)?;
+        let file: FileConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        file.resolve(path)
+    }
+
+    fn resolve(self, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let field =
+            |field: String, reason: String| ConfigError::Field { path: path.to_path_buf(), field, reason };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let addr = |name: String, s: &str| {
+            s.parse::<SocketAddr>().map_err(|e| field(name, format!("`{s}` is not a host:port address: {e}")))
+        };
+        let pubkey = |name: String, s: &str| hex_decode::<32>(s).map(PublicKey).map_err(|r| field(name, r));
+        if self.validators.is_empty() {
+            return Err(field("validators".into(), "at least one validator is needed".into()));
+        }
+        let mut members = Vec::new();
+        let mut peers = Vec::new();
+        for (i, v) in self.validators.iter().enumerate() {
+            let key = pubkey(format!("validators[{i}].key"), &v.key)?;
+            if v.power == 0 {
+                return Err(field(format!("validators[{i}].power"), "must be at least 1".into()));
+            }
+            let a = v.address.as_deref().map(|a| addr(format!("validators[{i}].address"), a)).transpose()?;
+            members.push((key, v.power));
+            peers.push((key, a));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = pubkey(format!("listeners[{i}].key"), &l.key)?;
+            let a = l.address.as_deref().map(|a| addr(format!("listeners[{i}].address"), a)).transpose()?;
+            peers.push((key, a));
+        }
+        let validators = ValidatorSet::new(members).map_err(|e| field("validators".into(), e.to_string()))?;
+        let t = &self.timing;
+        if t.base_timeout_ms == 0 {
+            return Err(field("timing.base_timeout_ms".into(), "must be above 0".into()));
+        }
+        if t.max_timeout_ms < t.base_timeout_ms {
+            return Err(field("timing.max_timeout_ms".into(), "must be at least base_timeout_ms".into()));
+        }
+        if t.idle_block_delay_ms >= t.base_timeout_ms {
+            return Err(field("timing.idle_block_delay_ms".into(), "must be below base_timeout_ms".into()));
+        }
+        let key = read_key(&base.join(&self.key_file)).map_err(|e| match e {
+            ConfigError::Io { source, .. } => field("key_file".into(), source.to_string()),
+            other => other,
+        })?;
+        let data_dir = base.join(&self.data_dir);
+        Ok(NodeConfig {
+            chain: ChainId(self.chain_id),
+            store: data_dir.join("store.redb"),
+            listen: addr("listen".into(), &self.listen)?,
+            client_listen: addr("client_listen".into(), &self.client_listen)?,
+            timing: self.timing,
+            validators,
+            peers,
+            key,
+        })
+    }
+}

@@ -1,0 +1,239 @@
+//! `hotstuff-node`: run a replica of the replicated key-value store, make keys and local test
+//! networks, and talk to a node as a client.
+
+mod config;
+
+use clap::{Parser, Subcommand};
+use config::{FileConfig, ListenerEntry, Timing, ValidatorEntry};
+use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool};
+use hotstuff_driver_std::{generate_key, Genesis, NodeBuilder, RedbStore};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "hotstuff-node", version, about = "HotStuff BFT replicated key-value store node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a new key: writes the secret to FILE (or prints it) and prints the public key.
+    Keygen {
+        /// Where to write the secret key (owner-readable only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write keys and config files for a local test network.
+    Testnet {
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// Chain id.
+        #[arg(long, default_value_t = 1)]
+        chain_id: u64,
+        /// Host the nodes listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Consensus port of node 0; node i uses base_port + i, its client port base_port + 100 + i.
+        #[arg(long, default_value_t = 7100)]
+        base_port: u16,
+        /// View timeout after progress, in ms.
+        #[arg(long, default_value_t = 1000)]
+        base_timeout_ms: u64,
+        /// Also write configs for this many listeners (non-voting followers).
+        #[arg(long, default_value_t = 0)]
+        listeners: usize,
+    },
+    /// Run a node until it is killed.
+    Run {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log level: error, warn, info, debug or trace.
+        #[arg(long, default_value = "info")]
+        log_level: tracing::Level,
+    },
+    /// Talk to a node's client port.
+    Client {
+        /// The node's client address.
+        #[arg(long, default_value = "127.0.0.1:7200")]
+        addr: String,
+        /// How long to wait for an answer or for a write to commit, in ms.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        #[command(subcommand)]
+        op: ClientOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientOp {
+    /// Set KEY to VALUE and wait until it is committed at that node.
+    Put { key: String, value: String },
+    /// Read the committed value of KEY.
+    Get { key: String },
+    /// Delete KEY and wait until the delete is committed at that node.
+    Delete { key: String },
+    /// Show the node's view, leader, committed height and transaction count.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen { out } => keygen(out),
+        Command::Testnet { validators, out, chain_id, host, base_port, base_timeout_ms, listeners } => {
+            testnet(validators, listeners, &out, chain_id, &host, base_port, base_timeout_ms)
+        }
+        Command::Run { config, log_level } => run(&config, log_level),
+        Command::Client { addr, timeout_ms, op } => client(&addr, Duration::from_millis(timeout_ms), op),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn keygen(out: Option<PathBuf>) -> Result<()> {
+    let key = generate_key()?;
+    match out {
+        Some(path) => {
+            config::write_key(&path, &key)?;
+            println!("secret key written to {}", path.display());
+        }
+        None => println!("secret key: {}", hex(&key.secret())),
+    }
+    println!("public key: {}", hex(&key.public().0));
+    Ok(())
+}
+
+fn testnet(
+    n: usize,
+    listeners: usize,
+    out: &std::path::Path,
+    chain_id: u64,
+    host: &str,
+    base_port: u16,
+    base_timeout_ms: u64,
+) -> Result<()> {
+    if n == 0 || n > 100 {
+        return Err("--validators must be between 1 and 100".into());
+    }
+    let total = n + listeners;
+    if usize::from(base_port) + 100 + total > usize::from(u16::MAX) || total > 100 {
+        return Err("--base-port too high (or too many nodes) for the ports to fit".into());
+    }
+    std::fs::create_dir_all(out)?;
+    let keys: Vec<_> = (0..total).map(|_| generate_key()).collect::<std::result::Result<_, _>>()?;
+    let port = |i: usize, offset: usize| format!("{host}:{}", usize::from(base_port) + offset + i);
+    let validators: Vec<ValidatorEntry> = (0..n)
+        .map(|i| ValidatorEntry { key: hex(&keys[i].public().0), power: 1, address: Some(port(i, 0)) })
+        .collect();
+    let listener_entries: Vec<ListenerEntry> =
+        (n..total).map(|i| ListenerEntry { key: hex(&keys[i].public().0), address: None }).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let name = if i < n { format!("node{i}") } else { format!("listener{}", i - n) };
+        config::write_key(&out.join(format!("{name}.key")), key)?;
+        let cfg = FileConfig {
+            chain_id,
+            key_file: format!("{name}.key").into(),
+            data_dir: format!("{name}-data").into(),
+            listen: port(i, 0),
+            client_listen: port(i, 100),
+            timing: Timing { base_timeout_ms, ..Timing::default() },
+            validators: validators.clone(),
+            listeners: listener_entries.clone(),
+        };
+        let path = out.join(format!("{name}.toml"));
+        std::fs::write(&path, toml::to_string(&cfg)?)?;
+        println!("{}: consensus {}, client {}", path.display(), cfg.listen, cfg.client_listen);
+    }
+    Ok(())
+}
+
+fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    let cfg = FileConfig::load(path)?;
+    if let Some(dir) = cfg.store.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let store = RedbStore::open(&cfg.store)?;
+    let mempool = Mempool::new(100_000);
+    let client_listener = TcpListener::bind(cfg.client_listen)?;
+    let node = NodeBuilder::new(
+        cfg.key,
+        Genesis::new(cfg.chain, cfg.validators),
+        KvApp::new(mempool.clone(), 2000),
+        store,
+    )
+    .listen(cfg.listen)
+    .peers(cfg.peers)
+    .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
+    .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
+    .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
+    .start()?;
+    let _clients = ClientServer::start(client_listener, mempool, node.reader(), node.status_handle())?;
+    tracing::info!(
+        id = %hex(&node.id().0),
+        consensus = %cfg.listen,
+        client = %cfg.client_listen,
+        "node running; stop it with a signal"
+    );
+    // The node runs on its own threads until the process is killed; the store is crash-safe.
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if !node.status().running {
+            node.shutdown()?;
+            return Err("the consensus loop stopped".into());
+        }
+    }
+}
+
+fn client(addr: &str, timeout: Duration, op: ClientOp) -> Result<()> {
+    let mut c = Client::connect(addr, timeout)?;
+    let wait = |c: &mut Client, key: &str, want: Option<&str>| -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if c.get(key)?.as_deref() == want {
+                println!("committed in {} ms", start.elapsed().as_millis());
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("not committed within {} ms", timeout.as_millis()).into())
+    };
+    match op {
+        ClientOp::Put { key, value } => {
+            c.put(&key, &value)?;
+            wait(&mut c, &key, Some(&value))
+        }
+        ClientOp::Delete { key } => {
+            c.delete(&key)?;
+            wait(&mut c, &key, None)
+        }
+        ClientOp::Get { key } => {
+            match c.get(&key)? {
+                Some(v) => println!("{v}"),
+                None => println!("(none)"),
+            }
+            Ok(())
+        }
+        ClientOp::Status => {
+            let s = c.status()?;
+            println!("view {} leader {} height {} txs {}", s.view, s.leader, s.height, s.txs);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Errors. Bad input from peers or the disk is one of these, logged, never a panic.
+
+use hotstuff_core::ChainId;
+
+/// A store failed or holds data this code cannot accept.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database engine failed (I/O, a corrupt file, a lock held by another process).
+    #[error("database: {0}")]
+    Db(#[from] Box<redb::Error>),
+    /// An I/O error outside the database engine.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value does not decode, or contradicts its key. The store is not reset.
+    #[error("corrupt store data in `{what}`: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store was initialised for another chain.
+    #[error("the store belongs to chain {stored:?}, not {expected:?}")]
+    WrongChain {
+        /// The store's chain.
+        stored: ChainId,
+        /// The configured chain.
+        expected: ChainId,
+    },
+    /// The store was initialised with another genesis validator set.
+    #[error("the store was initialised with a different genesis validator set")]
+    WrongGenesis,
+    /// The store has never been initialised.
+    #[error("the store is not initialised")]
+    NotInitialised,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A frame that could not be read.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix is over the limit; nothing was allocated for the body.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream ended inside a frame.
+    #[error("truncated frame: {got} of {expected} bytes")]
+    Truncated {
+        /// Bytes announced (or the 4 of the prefix).
+        expected: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// The connection failed.
+    #[error("I/O: {0}")]
+    Io(std::sync::Arc<std::io::Error>),
+}
+
+/// A connection handshake that failed; the connection is closed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The connection failed or timed out.
+    #[error("I/O: {0}")]
+    Io(std::sync::Arc<std::io::Error>),
+    /// The peer closed the connection during the handshake.
+    #[error("closed during the handshake")]
+    Closed,
+    /// The hello is not this protocol (or another version of it).
+    #[error("not a hotstuff-driver-std hello (bad magic or version)")]
+    BadHello,
+    /// The peer runs another chain.
+    #[error("peer runs chain {got:?}, this node runs {expected:?}")]
+    WrongChain {
+        /// Our chain.
+        expected: ChainId,
+        /// The peer's chain.
+        got: ChainId,
+    },
+    /// The peer presented our own key.
+    #[error("peer presented this node's own key")]
+    SelfConnection,
+    /// The dialled address answered with another key than configured.
+    #[error("expected peer {expected}, it presented {got}")]
+    UnexpectedKey {
+        /// The configured key.
+        expected: hotstuff_core::PublicKey,
+        /// The presented key.
+        got: hotstuff_core::PublicKey,
+    },
+    /// The key is neither a configured peer nor a validator.
+    #[error("key {0} is not a known peer or validator")]
+    NotAllowed(hotstuff_core::PublicKey),
+    /// The key is not a valid ed25519 point.
+    #[error("key {0} is not a valid ed25519 key")]
+    BadKey(hotstuff_core::PublicKey),
+    /// The signature over the nonces does not verify (wrong key, or a replayed handshake).
+    #[error("handshake signature of {0} does not verify")]
+    BadSignature(hotstuff_core::PublicKey),
+    /// The OS gave no randomness for the nonce.
+    #[error("no entropy for the handshake nonce: {0}")]
+    Entropy(String),
+}
+
+/// Why a connection or a message was refused.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NetError {
+    /// A bad frame.
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    /// A failed handshake.
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// A frame whose envelope does not decode.
+    #[error("message: {0}")]
+    Decode(#[from] hotstuff_core::DecodeError),
+    /// An envelope for another chain.
+    #[error("message for chain {got:?}, this node runs {expected:?}")]
+    WrongChain {
+        /// Our chain.
+        expected: ChainId,
+        /// The message's chain.
+        got: ChainId,
+    },
+    /// Too many connections are in their handshake at once.
+    #[error("too many connections in handshake (limit {0})")]
+    TooManyHandshakes(usize),
+    /// The peer already holds this many inbound connections.
+    #[error("too many connections from this peer (limit {0})")]
+    TooManyConnections(usize),
+    /// A socket operation failed.
+    #[error("I/O: {0}")]
+    Io(std::sync::Arc<std::io::Error>),
+    /// The node is shutting down.
+    #[error("the node is stopped")]
+    Stopped,
+}
+
+impl From<std::io::Error> for NetError {
+    fn from(e: std::io::Error) -> Self {
+        NetError::Io(e.into())
+    }
+}

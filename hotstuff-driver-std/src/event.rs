@@ -1,0 +1,25 @@
+//! Events passed to the handlers registered on the builder.
+
+use crate::net::NetEvent;
+use hotstuff_core::{InputError, PublicKey};
+
+/// Something happened in the node. Handlers run on the node's consensus thread: keep them short.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A consensus event (proposed, voted, committed, view changed, sync, ...).
+    Core(hotstuff_core::Event),
+    /// A connection event, including refused connections and frames with the typed reason.
+    Net(NetEvent),
+    /// The core refused a message from a peer (stale, duplicate, bad signature, ...).
+    MessageRefused {
+        /// The peer it came from.
+        from: PublicKey,
+        /// Why.
+        error: InputError,
+    },
+    /// The node stopped on a fatal error (the store failed); it no longer runs consensus.
+    Fatal {
+        /// What failed.
+        error: String,
+    },
+}

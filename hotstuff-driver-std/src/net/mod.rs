@@ -1,0 +1,126 @@
+//! Networking: the [`Network`] trait the node sends through, the [`Inbox`] a network delivers
+//! into, and the default [`TcpNetwork`].
+
+pub mod frame;
+pub mod handshake;
+mod tcp;
+
+pub use tcp::{TcpNetwork, TcpSettings};
+
+use crate::error::NetError;
+use hotstuff_core::{ChainId, Envelope, Keypair, Limits, Message, PublicKey, ValidatorSet};
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+/// An encoded [`Envelope`] (one frame body), shared between the peers it goes to.
+pub type Frame = Arc<Vec<u8>>;
+
+/// What the network reports besides messages.
+#[derive(Clone, Debug)]
+pub enum NetEvent {
+    /// A connection to `peer` passed the handshake.
+    Connected {
+        /// The peer.
+        peer: PublicKey,
+        /// Its address.
+        addr: SocketAddr,
+        /// Whether we dialled it.
+        outbound: bool,
+    },
+    /// A connection to `peer` ended.
+    Disconnected {
+        /// The peer.
+        peer: PublicKey,
+        /// Why.
+        reason: String,
+    },
+    /// A connection or a message was refused; the connection is closed.
+    Refused {
+        /// The remote address, if known.
+        addr: Option<SocketAddr>,
+        /// The peer, if it got through the handshake.
+        peer: Option<PublicKey>,
+        /// Why.
+        error: NetError,
+    },
+}
+
+/// What the network hands the node's loop.
+pub(crate) enum CoreMsg {
+    /// A decoded message from an authenticated peer.
+    Message { from: PublicKey, message: Message },
+    /// A connection event.
+    Net(NetEvent),
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// Where a network delivers messages and connection events (cheap to clone, any thread).
+/// Delivery blocks while the node's loop is behind (back-pressure onto the connection).
+#[derive(Clone)]
+pub struct Inbox {
+    pub(crate) tx: SyncSender<CoreMsg>,
+    pub(crate) chain: ChainId,
+    pub(crate) limits: Limits,
+}
+
+impl Inbox {
+    /// Delivers a message received from the authenticated peer `from`.
+    pub fn deliver(&self, from: PublicKey, message: Message) -> Result<(), NetError> {
+        self.tx.send(CoreMsg::Message { from, message }).map_err(|_| NetError::Stopped)
+    }
+
+    /// Decodes one frame body (bounded by the node's limits; this chain only) and delivers it.
+    pub fn deliver_frame(&self, from: PublicKey, bytes: &[u8]) -> Result<(), NetError> {
+        let env = Envelope::decode(bytes, &self.limits)?;
+        if env.chain != self.chain {
+            return Err(NetError::WrongChain { expected: self.chain, got: env.chain });
+        }
+        self.deliver(from, env.message)
+    }
+
+    /// Reports a connection event (logged and passed to the event handlers).
+    pub fn report(&self, event: NetEvent) {
+        // Only fails when the node is stopping.
+        let _ = self.tx.send(CoreMsg::Net(event));
+    }
+}
+
+/// What a network gets when the node starts.
+pub struct NetContext {
+    /// This node's key (for handshakes).
+    pub key: Keypair,
+    /// The chain.
+    pub chain: ChainId,
+    /// Wire limits (`max_frame` bounds every frame).
+    pub limits: Limits,
+    /// The validator set in force (its members may connect).
+    pub validators: ValidatorSet,
+    /// Where to deliver.
+    pub inbox: Inbox,
+}
+
+/// A transport between replicas. Sends are best effort and must never block the caller for
+/// long: a slow or dead peer must not hold up the others.
+pub trait Network: Send + 'static {
+    /// Starts the network's threads.
+    fn start(&mut self, ctx: NetContext) -> Result<(), NetError>;
+
+    /// Queues `frame` for `to`; drops it if `to` is unknown or its queue is full.
+    fn send(&mut self, to: PublicKey, frame: Frame);
+
+    /// Queues `frame` for every peer (validators and listeners).
+    fn broadcast(&mut self, frame: Frame);
+
+    /// The validator set changed (its members may connect).
+    fn validators_changed(&mut self, _validators: &ValidatorSet) {}
+
+    /// The address it listens on, if any.
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Stops and joins every thread.
+    fn shutdown(&mut self);
+}

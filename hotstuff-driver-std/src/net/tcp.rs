@@ -1,0 +1,487 @@
+//! The default network: TCP, one thread per connection direction, bounded per-peer queues.
+//!
+//! Threads: one acceptor; per accepted connection one thread that runs the handshake and then
+//! reads; per peer one writer that owns the peer's bounded queue, dials the peer's configured
+//! address (with exponential back-off) or writes on a connection the peer opened, and a reader
+//! for each connection it dials. Nothing polls: every thread blocks in `accept`, `read` or a
+//! queue receive with a deadline. A peer that is slow or gone fills only its own queue; frames
+//! for it are dropped when that queue is full.
+
+use super::frame::{read_frame, write_frame};
+use super::{handshake, Frame, Inbox, NetContext, NetEvent, Network};
+use crate::error::{FrameError, NetError};
+use hotstuff_core::{ChainId, Keypair, Limits, PublicKey, ValidatorSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufReader;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Settings of the TCP network (see each field for its default).
+#[derive(Debug)]
+pub struct TcpSettings {
+    /// Where to listen (default: nowhere; a node that does not listen can still dial out).
+    pub listen: Option<SocketAddr>,
+    /// An already bound listener, used instead of `listen` (handy for port 0).
+    pub listener: Option<TcpListener>,
+    /// Known peers: key -> address to dial (`None`: the peer dials us, e.g. a listener).
+    pub peers: BTreeMap<PublicKey, Option<SocketAddr>>,
+    /// Frames queued per peer before new ones are dropped (default 1,024).
+    pub send_queue: usize,
+    /// First reconnect delay (default 50 ms), doubled per failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay (default 1 s).
+    pub backoff_max: Duration,
+    /// Time allowed to connect and complete the handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// A write blocked this long drops the connection (default 5 s).
+    pub write_timeout: Duration,
+    /// Inbound connections allowed in their handshake at once (default 64).
+    pub max_handshakes: usize,
+    /// Inbound connections kept per authenticated peer (default 4); more are refused.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        TcpSettings {
+            listen: None,
+            listener: None,
+            peers: BTreeMap::new(),
+            send_queue: 1024,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            max_handshakes: 64,
+            max_connections_per_peer: 4,
+        }
+    }
+}
+
+/// The TCP [`Network`].
+pub struct TcpNetwork {
+    settings: Option<TcpSettings>,
+    shared: Option<Arc<Shared>>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl TcpNetwork {
+    /// A network with these settings; nothing runs until the node starts it.
+    #[must_use]
+    pub fn new(settings: TcpSettings) -> Self {
+        TcpNetwork { settings: Some(settings), shared: None, local_addr: None }
+    }
+}
+
+struct Slot {
+    tx: SyncSender<Frame>,
+    /// A connection the peer opened, offered to the writer (used when we have none of our own).
+    offered: Arc<Mutex<Option<TcpStream>>>,
+}
+
+struct Shared {
+    key: Keypair,
+    chain: ChainId,
+    limits: Limits,
+    inbox: Inbox,
+    send_queue: usize,
+    backoff: (Duration, Duration),
+    handshake_timeout: Duration,
+    write_timeout: Duration,
+    max_handshakes: usize,
+    max_per_peer: usize,
+    /// Inbound connections per authenticated peer.
+    inbound: Mutex<BTreeMap<PublicKey, usize>>,
+    stop: AtomicBool,
+    allowed: RwLock<BTreeSet<PublicKey>>,
+    configured: BTreeSet<PublicKey>,
+    slots: Mutex<BTreeMap<PublicKey, Slot>>,
+    streams: Mutex<BTreeMap<u64, TcpStream>>,
+    next_stream: AtomicU64,
+    handshaking: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes a stream from the shutdown registry when its user is done with it.
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.streams).remove(&self.id);
+    }
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn is_allowed(&self, key: &PublicKey) -> bool {
+        self.allowed.read().unwrap_or_else(PoisonError::into_inner).contains(key)
+    }
+
+    fn spawn(self: &Arc<Self>, name: &str, f: impl FnOnce(Arc<Shared>) + Send + 'static) {
+        let mut threads = lock(&self.threads);
+        if self.stopping() {
+            return;
+        }
+        threads.retain(|t| !t.is_finished());
+        let sh = self.clone();
+        match std::thread::Builder::new().name(name.to_string()).spawn(move || f(sh)) {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::error!(error = %e, "cannot spawn a network thread"),
+        }
+    }
+
+    /// Keeps a handle to `stream` so that shutdown can unblock whoever reads or writes it.
+    fn register(&self, stream: &TcpStream) -> Option<Registered<'_>> {
+        let clone = stream.try_clone().ok()?;
+        let mut streams = lock(&self.streams);
+        if self.stopping() {
+            let _ = stream.shutdown(Shutdown::Both);
+            return None;
+        }
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        streams.insert(id, clone);
+        Some(Registered { shared: self, id })
+    }
+
+    /// The writer's queue for `peer`, creating the slot and its writer thread if needed.
+    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<SocketAddr>) -> Option<SyncSender<Frame>> {
+        let mut slots = lock(&self.slots);
+        if let Some(s) = slots.get(&peer) {
+            return Some(s.tx.clone());
+        }
+        if self.stopping() {
+            return None;
+        }
+        let (tx, rx) = sync_channel(self.send_queue);
+        let offered = Arc::new(Mutex::new(None));
+        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone() });
+        drop(slots);
+        self.spawn("hotstuff-net-writer", move |sh| writer_loop(&sh, peer, addr, &rx, &offered));
+        Some(tx)
+    }
+
+    fn offer(self: &Arc<Self>, peer: PublicKey, stream: TcpStream) {
+        self.slot(peer, None);
+        if let Some(s) = lock(&self.slots).get(&peer) {
+            *lock(&s.offered) = Some(stream);
+        }
+    }
+
+    fn refuse(&self, addr: Option<SocketAddr>, peer: Option<PublicKey>, error: NetError) {
+        if !self.stopping() {
+            self.inbox.report(NetEvent::Refused { addr, peer, error });
+        }
+    }
+}
+
+impl Network for TcpNetwork {
+    fn start(&mut self, ctx: NetContext) -> Result<(), NetError> {
+        let Some(mut settings) = self.settings.take() else { return Ok(()) };
+        let listener = match (settings.listener.take(), settings.listen) {
+            (Some(l), _) => Some(l),
+            (None, Some(addr)) => Some(TcpListener::bind(addr)?),
+            (None, None) => None,
+        };
+        self.local_addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let me = ctx.key.public();
+        settings.peers.remove(&me);
+        let configured: BTreeSet<PublicKey> = settings.peers.keys().copied().collect();
+        let mut allowed = configured.clone();
+        allowed.extend(ctx.validators.members().iter().map(|v| v.key).filter(|k| *k != me));
+        let shared = Arc::new(Shared {
+            key: ctx.key,
+            chain: ctx.chain,
+            limits: ctx.limits,
+            inbox: ctx.inbox,
+            send_queue: settings.send_queue.max(1),
+            backoff: (settings.backoff_min, settings.backoff_max.max(settings.backoff_min)),
+            handshake_timeout: settings.handshake_timeout,
+            write_timeout: settings.write_timeout,
+            max_handshakes: settings.max_handshakes.max(1),
+            max_per_peer: settings.max_connections_per_peer.max(1),
+            inbound: Mutex::new(BTreeMap::new()),
+            stop: AtomicBool::new(false),
+            allowed: RwLock::new(allowed),
+            configured,
+            slots: Mutex::new(BTreeMap::new()),
+            streams: Mutex::new(BTreeMap::new()),
+            next_stream: AtomicU64::new(0),
+            handshaking: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+        });
+        for (peer, addr) in &settings.peers {
+            shared.slot(*peer, *addr);
+        }
+        if let Some(listener) = listener {
+            tracing::info!(addr = ?self.local_addr, "listening");
+            shared.spawn("hotstuff-net-accept", move |sh| accept_loop(&sh, &listener));
+        }
+        self.shared = Some(shared);
+        Ok(())
+    }
+
+    fn send(&mut self, to: PublicKey, frame: Frame) {
+        let Some(sh) = &self.shared else { return };
+        let tx = lock(&sh.slots).get(&to).map(|s| s.tx.clone());
+        match tx {
+            Some(tx) => enqueue(&tx, to, frame),
+            None => tracing::debug!(peer = %to, "no connection to peer; message dropped"),
+        }
+    }
+
+    fn broadcast(&mut self, frame: Frame) {
+        let Some(sh) = &self.shared else { return };
+        let targets: Vec<(PublicKey, SyncSender<Frame>)> =
+            lock(&sh.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
+        for (peer, tx) in targets {
+            enqueue(&tx, peer, frame.clone());
+        }
+    }
+
+    fn validators_changed(&mut self, validators: &ValidatorSet) {
+        let Some(sh) = &self.shared else { return };
+        let me = sh.key.public();
+        let mut allowed = sh.configured.clone();
+        allowed.extend(validators.members().iter().map(|v| v.key).filter(|k| *k != me));
+        *sh.allowed.write().unwrap_or_else(PoisonError::into_inner) = allowed;
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    fn shutdown(&mut self) {
+        let Some(sh) = self.shared.take() else { return };
+        sh.stop.store(true, Ordering::Release);
+        // Writers end when their queue's senders are gone; readers when their socket is shut.
+        lock(&sh.slots).clear();
+        for s in lock(&sh.streams).values() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        if let Some(mut addr) = self.local_addr {
+            // Wake the acceptor.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        }
+        loop {
+            let threads = std::mem::take(&mut *lock(&sh.threads));
+            if threads.is_empty() {
+                break;
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for TcpNetwork {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn enqueue(tx: &SyncSender<Frame>, peer: PublicKey, frame: Frame) {
+    match tx.try_send(frame) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => tracing::debug!(peer = %peer, "send queue full; message dropped"),
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
+    for conn in listener.incoming() {
+        if sh.stopping() {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin on it.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let addr = stream.peer_addr().ok();
+        if sh.handshaking.fetch_add(1, Ordering::AcqRel) >= sh.max_handshakes {
+            sh.handshaking.fetch_sub(1, Ordering::AcqRel);
+            sh.refuse(addr, None, NetError::TooManyHandshakes(sh.max_handshakes));
+            continue;
+        }
+        sh.spawn("hotstuff-net-inbound", move |sh| inbound(&sh, stream, addr));
+    }
+}
+
+/// Sets the socket up for the handshake (bounded) or for the connection's life.
+fn set_timeouts(stream: &TcpStream, handshake: Option<Duration>, write: Duration) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(handshake)?;
+    stream.set_write_timeout(Some(handshake.unwrap_or(write)))
+}
+
+fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
+    let registered = sh.register(&stream);
+    let result = set_timeouts(&stream, Some(sh.handshake_timeout), sh.write_timeout)
+        .map_err(NetError::from)
+        .and_then(|()| Ok(handshake::run(&mut stream, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?))
+        .and_then(|peer| {
+            set_timeouts(&stream, None, sh.write_timeout)?;
+            Ok(peer)
+        });
+    sh.handshaking.fetch_sub(1, Ordering::AcqRel);
+    if registered.is_none() {
+        return;
+    }
+    match result {
+        Err(error) => sh.refuse(addr, None, error),
+        Ok(peer) => {
+            {
+                let mut inbound = lock(&sh.inbound);
+                let n = inbound.entry(peer).or_insert(0);
+                if *n >= sh.max_per_peer {
+                    drop(inbound);
+                    sh.refuse(addr, Some(peer), NetError::TooManyConnections(sh.max_per_peer));
+                    return;
+                }
+                *n += 1;
+            }
+            if let Ok(clone) = stream.try_clone() {
+                sh.offer(peer, clone);
+            }
+            if let Some(addr) = addr {
+                sh.inbox.report(NetEvent::Connected { peer, addr, outbound: false });
+            }
+            read_loop(sh, peer, &stream, addr);
+            if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// Reads frames until the connection ends or misbehaves.
+fn read_loop(sh: &Shared, peer: PublicKey, stream: &TcpStream, addr: Option<SocketAddr>) {
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let reason = loop {
+        match read_frame(&mut reader, sh.limits.max_frame) {
+            Ok(Some(bytes)) => match sh.inbox.deliver_frame(peer, &bytes) {
+                Ok(()) => {}
+                Err(NetError::Stopped) => break None,
+                Err(error) => {
+                    sh.refuse(addr, Some(peer), error);
+                    break None;
+                }
+            },
+            Ok(None) => break Some("closed by peer".to_string()),
+            Err(FrameError::Io(e)) => break Some(e.to_string()),
+            Err(error) => {
+                sh.refuse(addr, Some(peer), error.into());
+                break None;
+            }
+        }
+    };
+    let _ = stream.shutdown(Shutdown::Both);
+    if let Some(reason) = reason.filter(|_| !sh.stopping()) {
+        sh.inbox.report(NetEvent::Disconnected { peer, reason });
+    }
+}
+
+fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<TcpStream, NetError> {
+    let mut stream = TcpStream::connect_timeout(&addr, sh.handshake_timeout)?;
+    set_timeouts(&stream, Some(sh.handshake_timeout), sh.write_timeout)?;
+    handshake::run(&mut stream, &sh.key, sh.chain, |k| sh.is_allowed(k), Some(peer))?;
+    set_timeouts(&stream, None, sh.write_timeout)?;
+    let reader = stream.try_clone()?;
+    sh.spawn("hotstuff-net-reader", move |sh| {
+        if let Some(_registered) = sh.register(&reader) {
+            read_loop(&sh, peer, &reader, Some(addr));
+        }
+    });
+    sh.inbox.report(NetEvent::Connected { peer, addr, outbound: true });
+    Ok(stream)
+}
+
+/// Owns `peer`'s queue: keeps a connection (dialled, or offered by the acceptor) and writes.
+fn writer_loop(
+    sh: &Arc<Shared>,
+    peer: PublicKey,
+    addr: Option<SocketAddr>,
+    rx: &Receiver<Frame>,
+    offered: &Mutex<Option<TcpStream>>,
+) {
+    let (min, max) = sh.backoff;
+    let mut backoff = min;
+    let mut next_dial = Instant::now();
+    let mut conn: Option<TcpStream> = None;
+    let mut registered = None;
+    loop {
+        if sh.stopping() {
+            break;
+        }
+        if conn.is_none() {
+            if let Some(a) = addr.filter(|_| Instant::now() >= next_dial) {
+                match dial(sh, peer, a) {
+                    Ok(s) => {
+                        backoff = min;
+                        conn = Some(s);
+                    }
+                    Err(e) => {
+                        if let NetError::Handshake(_) = e {
+                            sh.refuse(Some(a), Some(peer), e);
+                        } else {
+                            tracing::debug!(peer = %peer, error = %e, "dial failed");
+                        }
+                        next_dial = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(max);
+                    }
+                }
+            }
+        }
+        let wait = match (conn.is_some(), addr) {
+            (false, Some(_)) => {
+                next_dial.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+            }
+            _ => Duration::from_secs(3600),
+        };
+        let frame = match rx.recv_timeout(wait) {
+            Ok(f) => f,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if conn.is_none() {
+            conn = lock(offered).take();
+        }
+        let Some(stream) = conn.as_mut() else { continue }; // unreachable peer: dropped
+        if registered.is_none() {
+            registered = sh.register(stream).map(|r| r.id);
+        }
+        if let Err(e) = write_frame(stream, &frame) {
+            tracing::debug!(peer = %peer, error = %e, "write failed; reconnecting");
+            let _ = stream.shutdown(Shutdown::Both);
+            conn = None;
+            if let Some(id) = registered.take() {
+                lock(&sh.streams).remove(&id);
+            }
+        }
+    }
+    if let Some(id) = registered {
+        lock(&sh.streams).remove(&id);
+    }
+}

@@ -1,0 +1,311 @@
+//! Building a node: required parts up front, every other setting with a documented default.
+
+use super::run::{Loop, TurnState};
+use super::{Node, Reader, Status};
+use crate::app::App;
+use crate::error::{NetError, StoreError};
+use crate::event::Event;
+use crate::net::{Inbox, NetContext, Network, TcpNetwork, TcpSettings};
+use crate::storage::{Genesis, Storage};
+use hotstuff_core::{Config, ConfigError, DefaultPacemaker, Keypair, Limits, PublicKey, Replica};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A registered event handler.
+pub(crate) type Handler = Box<dyn Fn(&Event) + Send + 'static>;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A setting out of range, by name.
+    #[error("setting `{name}`: {reason}")]
+    Setting {
+        /// The setting (the builder method's name).
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store could not be opened, initialised or read.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The core refused the configuration or the recovered state.
+    #[error("replica: {0}")]
+    Replica(#[from] ConfigError),
+    /// The network could not start (for example the listen address is taken).
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    /// The consensus thread could not be spawned.
+    #[error("spawning the consensus thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+fn setting(name: &'static str, reason: impl Into<String>) -> BuildError {
+    BuildError::Setting { name, reason: reason.into() }
+}
+
+/// Builds a [`Node`]. Required: the key, the genesis (chain id and initial validator set), the
+/// app and the store (in [`NodeBuilder::new`]), and the peers (every other genesis validator must
+/// be given with [`NodeBuilder::peer`]). Everything else has the default its method states.
+pub struct NodeBuilder<A: App> {
+    key: Keypair,
+    genesis: Genesis,
+    app: A,
+    store: Arc<dyn Storage>,
+    tcp: TcpSettings,
+    network: Option<Box<dyn Network>>,
+    limits: Limits,
+    view_window: u64,
+    max_uncommitted_blocks: usize,
+    pacemaker: DefaultPacemaker,
+    idle_block_delay: Duration,
+    inbox_capacity: usize,
+    handlers: Vec<Handler>,
+}
+
+impl<A: App> NodeBuilder<A> {
+    /// A builder with the required parts. `store` is initialised from `genesis` on first start
+    /// and must belong to the same chain afterwards.
+    pub fn new(key: Keypair, genesis: Genesis, app: A, store: impl Storage) -> Self {
+        Self::with_shared_store(key, genesis, app, Arc::new(store))
+    }
+
+    /// Like [`NodeBuilder::new`] with a store the caller keeps a handle to.
+    pub fn with_shared_store(key: Keypair, genesis: Genesis, app: A, store: Arc<dyn Storage>) -> Self {
+        NodeBuilder {
+            key,
+            genesis,
+            app,
+            store,
+            tcp: TcpSettings::default(),
+            network: None,
+            limits: Limits::default(),
+            view_window: 1_000,
+            max_uncommitted_blocks: 10_000,
+            pacemaker: DefaultPacemaker::default(),
+            idle_block_delay: Duration::from_millis(100),
+            inbox_capacity: 4096,
+            handlers: Vec::new(),
+        }
+    }
+
+    /// A peer and the address to dial it at (`None`: it dials us, like a listener behind NAT).
+    /// Required for every other genesis validator; listeners that may connect are listed too.
+    #[must_use]
+    pub fn peer(mut self, key: PublicKey, addr: Option<SocketAddr>) -> Self {
+        self.tcp.peers.insert(key, addr);
+        self
+    }
+
+    /// Several peers at once (see [`NodeBuilder::peer`]).
+    #[must_use]
+    pub fn peers(mut self, peers: impl IntoIterator<Item = (PublicKey, Option<SocketAddr>)>) -> Self {
+        self.tcp.peers.extend(peers);
+        self
+    }
+
+    /// The address to listen on (default: none; the node only dials out).
+    #[must_use]
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.tcp.listen = Some(addr);
+        self
+    }
+
+    /// An already bound listener (instead of [`NodeBuilder::listen`]).
+    #[must_use]
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.tcp.listener = Some(listener);
+        self
+    }
+
+    /// Frames queued per peer before new ones are dropped (default 1,024).
+    #[must_use]
+    pub fn send_queue(mut self, frames: usize) -> Self {
+        self.tcp.send_queue = frames;
+        self
+    }
+
+    /// Reconnect back-off: first delay and largest delay (default 50 ms and 1 s).
+    #[must_use]
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.tcp.backoff_min = min;
+        self.tcp.backoff_max = max;
+        self
+    }
+
+    /// Time allowed to connect and finish the handshake (default 5 s).
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp.handshake_timeout = timeout;
+        self
+    }
+
+    /// A network of your own instead of TCP (the TCP settings above are then unused).
+    #[must_use]
+    pub fn network(mut self, network: impl Network) -> Self {
+        self.network = Some(Box::new(network));
+        self
+    }
+
+    /// Wire limits (default [`Limits::default`]: 64 MiB frames, 4 MiB payloads, 1,024
+    /// signers, 64 blocks per sync response). Every replica of a chain must use the same.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Views ahead of the current one whose messages are accepted (default 1,000).
+    #[must_use]
+    pub fn view_window(mut self, views: u64) -> Self {
+        self.view_window = views;
+        self
+    }
+
+    /// Most uncommitted blocks kept (default 10,000).
+    #[must_use]
+    pub fn max_uncommitted_blocks(mut self, blocks: usize) -> Self {
+        self.max_uncommitted_blocks = blocks;
+        self
+    }
+
+    /// View timeout after progress (default 1 s); doubled per failed view up to
+    /// [`NodeBuilder::max_timeout`].
+    #[must_use]
+    pub fn base_timeout(mut self, timeout: Duration) -> Self {
+        self.pacemaker.base_timeout = timeout;
+        self
+    }
+
+    /// Largest view timeout (default 60 s).
+    #[must_use]
+    pub fn max_timeout(mut self, timeout: Duration) -> Self {
+        self.pacemaker.max_timeout = timeout;
+        self
+    }
+
+    /// How long a leader waits before proposing an empty block when the app has nothing to
+    /// propose and no uncommitted ancestor carries updates (default 100 ms; must be below the
+    /// base timeout). It bounds the block rate, and so the CPU use, of an idle chain.
+    #[must_use]
+    pub fn idle_block_delay(mut self, delay: Duration) -> Self {
+        self.idle_block_delay = delay;
+        self
+    }
+
+    /// Messages and network events queued for the consensus thread before readers wait
+    /// (default 4,096).
+    #[must_use]
+    pub fn inbox_capacity(mut self, messages: usize) -> Self {
+        self.inbox_capacity = messages;
+        self
+    }
+
+    /// Registers an event handler. Handlers run on the consensus thread, in registration order.
+    #[must_use]
+    pub fn on_event(mut self, handler: impl Fn(&Event) + Send + 'static) -> Self {
+        self.handlers.push(Box::new(handler));
+        self
+    }
+
+    fn check(&self) -> Result<(), BuildError> {
+        let p = &self.pacemaker;
+        if p.base_timeout.is_zero() {
+            return Err(setting("base_timeout", "must be above zero"));
+        }
+        if p.max_timeout < p.base_timeout {
+            return Err(setting("max_timeout", "must be at least base_timeout"));
+        }
+        if self.idle_block_delay >= p.base_timeout {
+            return Err(setting("idle_block_delay", "must be below base_timeout, or views time out"));
+        }
+        if self.inbox_capacity == 0 {
+            return Err(setting("inbox_capacity", "must be at least 1"));
+        }
+        if self.network.is_none() {
+            let t = &self.tcp;
+            if t.send_queue == 0 {
+                return Err(setting("send_queue", "must be at least 1"));
+            }
+            if t.backoff_min.is_zero() || t.backoff_max < t.backoff_min {
+                return Err(setting("reconnect_backoff", "need 0 < min <= max"));
+            }
+            if t.handshake_timeout.is_zero() {
+                return Err(setting("handshake_timeout", "must be above zero"));
+            }
+            let me = self.key.public();
+            if let Some(v) = self
+                .genesis
+                .validators
+                .members()
+                .iter()
+                .find(|v| v.key != me && !t.peers.contains_key(&v.key))
+            {
+                return Err(setting("peers", format!("genesis validator {} is not among the peers", v.key)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the settings, opens (or initialises) the store, recovers the replica from it,
+    /// starts the network and the consensus thread.
+    pub fn start(self) -> Result<Node, BuildError> {
+        self.check()?;
+        let chain = self.genesis.chain;
+        let config = Config {
+            limits: self.limits,
+            view_window: self.view_window,
+            max_uncommitted_blocks: self.max_uncommitted_blocks,
+            ..Config::new(chain)
+        };
+        config.validate()?;
+        self.store.initialise(&self.genesis)?;
+        let stored = self.store.load()?.ok_or(StoreError::NotInitialised)?;
+        let id = self.key.public();
+        let net_key = Keypair::from_secret(&self.key.secret());
+        let replica = Replica::new(config, self.key, self.pacemaker, stored.recovered())?;
+        tracing::info!(
+            node = %id,
+            view = %replica.view(),
+            committed = %replica.committed_height(),
+            "recovered from the store"
+        );
+        let (tx, rx) = sync_channel(self.inbox_capacity);
+        let mut network = match self.network {
+            Some(n) => n,
+            None => Box::new(TcpNetwork::new(self.tcp)),
+        };
+        network.start(NetContext {
+            key: net_key,
+            chain,
+            limits: self.limits,
+            validators: replica.validators().clone(),
+            inbox: Inbox { tx: tx.clone(), chain, limits: self.limits },
+        })?;
+        let local_addr = network.local_addr();
+        let status = Arc::new(Mutex::new(Status::default()));
+        let run = Loop {
+            replica,
+            app: self.app,
+            store: self.store.clone(),
+            net: network,
+            rx,
+            handlers: self.handlers,
+            idle_block_delay: self.idle_block_delay,
+            status: status.clone(),
+            turn: TurnState::default(),
+        };
+        let core = std::thread::Builder::new()
+            .name("hotstuff-consensus".into())
+            .spawn(move || run.run())
+            .map_err(BuildError::Spawn)?;
+        Ok(Node { id, tx, core: Some(core), reader: Reader::new(self.store), status, local_addr })
+    }
+}
+
+impl<A: App> std::fmt::Debug for NodeBuilder<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder").field("key", &self.key.public()).finish_non_exhaustive()
+    }
+}

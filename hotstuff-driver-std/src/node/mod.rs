@@ -1,0 +1,158 @@
+//! The node: a replica, its app, store and network, run on std threads.
+
+mod builder;
+mod run;
+
+pub use builder::{BuildError, NodeBuilder};
+
+use crate::error::StoreError;
+use crate::net::CoreMsg;
+use crate::storage::{CommittedEntry, Storage};
+use hotstuff_core::{CommittedTip, Height, PublicKey, ValidatorSet, View};
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Why a node stopped running.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store failed; the node stopped rather than run without durability.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The consensus thread panicked (a bug).
+    #[error("the consensus thread panicked")]
+    Panicked,
+}
+
+/// A snapshot of the replica's progress, updated after every input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The current view.
+    pub view: View,
+    /// The leader of the current view.
+    pub leader: PublicKey,
+    /// The committed height.
+    pub committed: Height,
+    /// The view of the highest QC.
+    pub high_qc: View,
+    /// False once the consensus loop has ended.
+    pub running: bool,
+}
+
+/// A running replica. Dropping it shuts it down.
+pub struct Node {
+    id: PublicKey,
+    tx: SyncSender<CoreMsg>,
+    core: Option<JoinHandle<Result<(), NodeError>>>,
+    reader: Reader,
+    status: Arc<Mutex<Status>>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl Node {
+    /// This node's key.
+    #[must_use]
+    pub fn id(&self) -> PublicKey {
+        self.id
+    }
+
+    /// The address the network listens on, if it does.
+    #[must_use]
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// A read handle on the committed state (clonable, any thread).
+    #[must_use]
+    pub fn reader(&self) -> Reader {
+        self.reader.clone()
+    }
+
+    /// The replica's progress.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A function returning the replica's progress, for other threads.
+    pub fn status_handle(&self) -> impl Fn() -> Status + Send + Sync + 'static {
+        let status = self.status.clone();
+        move || *status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops the consensus loop and the network and joins every thread. Returns the error the
+    /// loop stopped on, if it stopped on its own.
+    pub fn shutdown(mut self) -> Result<Duration, NodeError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<Duration, NodeError> {
+        let started = Instant::now();
+        let Some(core) = self.core.take() else { return Ok(Duration::ZERO) };
+        // Fails only if the loop already ended.
+        let _ = self.tx.send(CoreMsg::Shutdown);
+        let result = core.join().map_err(|_| NodeError::Panicked)?;
+        let took = started.elapsed();
+        tracing::info!(node = %self.id, ?took, "node stopped");
+        result.map(|()| took)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(node = %self.id, error = %e, "node stopped with an error");
+        }
+    }
+}
+
+/// A read handle on a node's committed state: blocks by height, app state by key, the tip and
+/// the validator set. Clonable and usable from any thread while the node runs.
+#[derive(Clone)]
+pub struct Reader {
+    store: Arc<dyn Storage>,
+}
+
+impl Reader {
+    /// A reader over `store` (for example a store opened while no node runs).
+    #[must_use]
+    pub fn new(store: Arc<dyn Storage>) -> Self {
+        Reader { store }
+    }
+
+    /// The committed block at `height`, a certificate for it, and the epoch proof if it ended
+    /// an epoch.
+    pub fn block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
+        self.store.committed_block(height)
+    }
+
+    /// The committed app state of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.app_get(key)
+    }
+
+    /// The committed tip.
+    pub fn tip(&self) -> Result<CommittedTip, StoreError> {
+        Ok(self.store.tip()?.ok_or(StoreError::NotInitialised)?.0)
+    }
+
+    /// The validator set in force.
+    pub fn validators(&self) -> Result<ValidatorSet, StoreError> {
+        Ok(self.store.tip()?.ok_or(StoreError::NotInitialised)?.1)
+    }
+
+    /// A blake3 digest of the whole committed app state and the tip it belongs to, from one
+    /// consistent snapshot.
+    pub fn app_state_digest(&self) -> Result<(CommittedTip, [u8; 32]), StoreError> {
+        let mut h = blake3::Hasher::new();
+        let tip = self.store.scan_app_state(&mut |k, v| {
+            h.update(&(k.len() as u64).to_le_bytes());
+            h.update(k);
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(v);
+        })?;
+        Ok((tip, *h.finalize().as_bytes()))
+    }
+}

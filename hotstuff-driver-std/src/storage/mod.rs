@@ -1,0 +1,139 @@
+//! Durable storage: the [`Storage`] trait, the [`RedbStore`] behind it, and the [`Genesis`] a
+//! new store is initialised from.
+//!
+//! A store holds five things: the safety state, the uncommitted blocks (as
+//! [`BlockRecord`]s with their app-state updates), the committed blocks with a certificate each
+//! (by height, to serve block sync, with the epoch proof of each epoch's last block), the
+//! committed tip with the epoch in force (its validator set), and the committed app state
+//! (key-value). Everything the core asks to persist arrives as one
+//! [`WriteBatch`], which a store applies atomically and durably.
+
+mod redb_store;
+
+pub use redb_store::RedbStore;
+
+use crate::error::StoreError;
+use hotstuff_core::{
+    Block, BlockRecord, ChainId, CommittedBlock, CommittedTip, EpochProof, EpochState, Height,
+    QuorumCertificate, Recovered, SafetyState, ValidatorSet,
+};
+
+/// A committed block as stored for block sync: the block, a QC for it, and for the last block
+/// of an epoch the proof that it is committed.
+pub type CommittedEntry = (Block, QuorumCertificate, Option<EpochProof>);
+
+/// What a new chain starts from: its id, the initial validator set and the initial app state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Genesis {
+    /// The chain id (part of every signature and message).
+    pub chain: ChainId,
+    /// The validator set in force at genesis.
+    pub validators: ValidatorSet,
+    /// The initial app state, key -> value.
+    pub app_state: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Genesis {
+    /// A genesis with an empty app state.
+    #[must_use]
+    pub fn new(chain: ChainId, validators: ValidatorSet) -> Self {
+        Genesis { chain, validators, app_state: Vec::new() }
+    }
+
+    /// Sets the initial app state.
+    #[must_use]
+    pub fn with_app_state(mut self, app_state: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
+        self.app_state = app_state.into_iter().collect();
+        self
+    }
+}
+
+/// Everything a store holds for restarting a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The chain the store belongs to.
+    pub chain: ChainId,
+    /// The genesis validator set (it fixes the genesis hash).
+    pub initial_validators: ValidatorSet,
+    /// The durable safety state (`None` until the first `Persist` with one).
+    pub safety: Option<SafetyState>,
+    /// The last committed block.
+    pub tip: CommittedTip,
+    /// The epoch in force after `tip` (`None`: still epoch 0, the genesis set).
+    pub epoch: Option<EpochState>,
+    /// Uncommitted blocks, lowest height first.
+    pub blocks: Vec<BlockRecord>,
+}
+
+impl Stored {
+    /// The core's restart state ([`Recovered::resume`]).
+    #[must_use]
+    pub fn recovered(self) -> Recovered {
+        Recovered::resume(
+            self.chain,
+            &self.initial_validators,
+            self.safety,
+            self.tip,
+            self.epoch,
+            self.blocks,
+        )
+    }
+}
+
+/// The writes of one or more `Persist` and `Commit` actions, applied in one atomic, durable
+/// transaction: first `blocks`, then `commits` in order (each applies its app-state updates,
+/// stores the block with its certificate (and epoch proof) by height, stores the new epoch if
+/// it ends one, and drops stored uncommitted blocks at or below it), then `safety` and the tip.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// The newest safety state, if it changed.
+    pub safety: Option<SafetyState>,
+    /// Uncommitted blocks to store (new ones, or ones whose outcome is now known).
+    pub blocks: Vec<BlockRecord>,
+    /// Newly committed blocks, oldest first.
+    pub commits: Vec<CommittedBlock>,
+}
+
+impl WriteBatch {
+    /// True if there is nothing to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.safety.is_none() && self.blocks.is_empty() && self.commits.is_empty()
+    }
+
+    /// The committed tip after this batch, if it commits anything.
+    #[must_use]
+    pub fn tip(&self) -> Option<CommittedTip> {
+        self.commits.last().map(|c| CommittedTip { hash: c.hash, view: c.block.view, height: c.block.height })
+    }
+}
+
+/// A crash-safe store. Every method takes `&self`: the node's loop writes while read handles
+/// ([`crate::Reader`]) read from other threads.
+pub trait Storage: Send + Sync + 'static {
+    /// Writes `genesis` into an empty store. On a store already initialised it checks that the
+    /// store belongs to the same chain and genesis validator set (a clear error otherwise) and
+    /// changes nothing.
+    fn initialise(&self, genesis: &Genesis) -> Result<(), StoreError>;
+
+    /// Everything needed to restart the replica, or `None` for a store never initialised.
+    /// Undecodable data is [`StoreError::Corrupt`], never a silent reset.
+    fn load(&self) -> Result<Option<Stored>, StoreError>;
+
+    /// Applies `batch` atomically and makes it durable (fsync) before returning.
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+
+    /// The committed block at `height` with a certificate for it (and its epoch proof if it
+    /// ended an epoch).
+    fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError>;
+
+    /// The committed app state of `key`.
+    fn app_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The committed tip and the validator set in force (of the current epoch), read together.
+    fn tip(&self) -> Result<Option<(CommittedTip, ValidatorSet)>, StoreError>;
+
+    /// Visits the whole committed app state in key order, in one consistent snapshot, and
+    /// returns the tip it belongs to.
+    fn scan_app_state(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<CommittedTip, StoreError>;
+}

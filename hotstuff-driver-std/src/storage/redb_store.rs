@@ -1,0 +1,268 @@
+//! The default store: one redb database file.
+
+use super::{CommittedEntry, Genesis, Storage, Stored, WriteBatch};
+use crate::error::StoreError;
+use borsh::{BorshDeserialize, BorshSerialize};
+use hotstuff_core::{
+    genesis_hash, BlockRecord, ChainId, CommittedTip, EpochState, Height, ValidatorSet, View,
+};
+use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableError};
+use std::path::Path;
+
+/// Settings and tip: `chain`, `initial_validators`, `epoch` (once the set changed), `tip`,
+/// `safety`, `format`.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Uncommitted blocks: key `height (u64 BE) || hash`, value a borsh `BlockRecord`.
+const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+/// Committed blocks by height: a borsh `(Block, QuorumCertificate, Option<EpochProof>)`.
+const COMMITTED: TableDefinition<u64, &[u8]> = TableDefinition::new("committed");
+/// The committed app state.
+const APP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("app");
+
+/// The layout version written by this code.
+const FORMAT: u32 = 1;
+
+/// A [`Storage`] in a redb database.
+///
+/// redb is the default because it is pure Rust (no C toolchain, no unsafe FFI surface), ACID,
+/// and crash-safe by design: copy-on-write B-trees with a checksummed two-phase commit, so a
+/// crash at any point leaves the last committed transaction intact, and a write transaction
+/// with the default `Durability::Immediate` returns from `commit` only after fsync. Each
+/// [`WriteBatch`] is one such transaction.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens the database file at `path`, creating it (and fsyncing its directory) if it does
+    /// not exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let existed = path.exists();
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+        if !existed {
+            // Make the new file's directory entry durable too.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(RedbStore { db })
+    }
+
+    /// A store that lives in memory only (for tests and throw-away nodes): the same code as the
+    /// file store, on redb's in-memory backend.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Ok(RedbStore { db })
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+}
+
+/// redb's page cache; the default (1 GiB) is far more than a replica's working set.
+const CACHE_BYTES: usize = 32 << 20;
+
+fn encode<T: BorshSerialize>(value: &T) -> Vec<u8> {
+    borsh::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: BorshDeserialize>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    borsh::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { what: what.to_string(), reason: e.to_string() })
+}
+
+fn pending_key(height: Height, hash: &[u8; 32]) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    let (h, rest) = k.split_at_mut(8);
+    h.copy_from_slice(&height.0.to_be_bytes());
+    rest.copy_from_slice(hash);
+    k
+}
+
+/// Opens a table for reading; `None` if the store was never initialised.
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn meta_get<T: BorshDeserialize>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    meta.get(key)?.map(|v| decode(key, v.value())).transpose()
+}
+
+fn meta_require<T: BorshDeserialize>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<T, StoreError> {
+    meta_get(meta, key)?
+        .ok_or_else(|| StoreError::Corrupt { what: key.to_string(), reason: "missing".into() })
+}
+
+impl Storage for RedbStore {
+    fn initialise(&self, genesis: &Genesis) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if let Some(chain) = meta_get::<u64>(&meta, "chain")? {
+                if chain != genesis.chain.0 {
+                    return Err(StoreError::WrongChain { stored: ChainId(chain), expected: genesis.chain });
+                }
+                let initial: ValidatorSet = meta_require(&meta, "initial_validators")?;
+                if initial != genesis.validators {
+                    return Err(StoreError::WrongGenesis);
+                }
+                return Ok(());
+            }
+            let tip = CommittedTip {
+                hash: genesis_hash(genesis.chain, &genesis.validators),
+                view: View(0),
+                height: Height(0),
+            };
+            meta.insert("format", &encode(&FORMAT)[..])?;
+            meta.insert("chain", &encode(&genesis.chain.0)[..])?;
+            meta.insert("initial_validators", &encode(&genesis.validators)[..])?;
+            meta.insert("tip", &encode(&tip)[..])?;
+            let mut app = txn.open_table(APP)?;
+            for (k, v) in &genesis.app_state {
+                app.insert(&k[..], &v[..])?;
+            }
+            txn.open_table(PENDING)?;
+            txn.open_table(COMMITTED)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Option<Stored>, StoreError> {
+        let txn = self.read()?;
+        let Some(meta) = open_read(&txn, META)? else { return Ok(None) };
+        let Some(chain) = meta_get::<u64>(&meta, "chain")? else { return Ok(None) };
+        let format: u32 = meta_require(&meta, "format")?;
+        if format != FORMAT {
+            return Err(StoreError::Corrupt {
+                what: "format".into(),
+                reason: format!("unknown version {format}"),
+            });
+        }
+        let tip: CommittedTip = meta_require(&meta, "tip")?;
+        let mut blocks = Vec::new();
+        if let Some(pending) = open_read(&txn, PENDING)? {
+            for item in pending.iter()? {
+                let (key, value) = item?;
+                let record: BlockRecord = decode("pending block", value.value())?;
+                if key.value() != pending_key(record.block.height, &record.block.hash().0) {
+                    return Err(StoreError::Corrupt {
+                        what: "pending block".into(),
+                        reason: "stored under a key that does not match its height and hash".into(),
+                    });
+                }
+                blocks.push(record);
+            }
+        }
+        Ok(Some(Stored {
+            chain: ChainId(chain),
+            initial_validators: meta_require(&meta, "initial_validators")?,
+            safety: meta_get(&meta, "safety")?,
+            tip,
+            epoch: meta_get(&meta, "epoch")?,
+            blocks,
+        }))
+    }
+
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        // The default, stated: `commit` returns only once the data is fsynced.
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut pending = txn.open_table(PENDING)?;
+            for r in &batch.blocks {
+                pending.insert(&pending_key(r.block.height, &r.block.hash().0)[..], &encode(r)[..])?;
+            }
+            let mut meta = txn.open_table(META)?;
+            if let Some(tip) = batch.tip() {
+                let mut committed = txn.open_table(COMMITTED)?;
+                let mut app = txn.open_table(APP)?;
+                for c in &batch.commits {
+                    let proof = c.epoch_change.as_ref().map(|e| &e.proof);
+                    committed.insert(c.block.height.0, &encode(&(&c.block, &c.certificate, proof))[..])?;
+                    if let Some(change) = &c.epoch_change {
+                        meta.insert("epoch", &encode(&change.state)[..])?;
+                    }
+                    for (k, v) in &c.outcome.app_updates.0 {
+                        match v {
+                            Some(v) => app.insert(&k[..], &v[..])?,
+                            None => app.remove(&k[..])?,
+                        };
+                    }
+                }
+                let end = pending_key(Height(tip.height.0.saturating_add(1)), &[0; 32]);
+                pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
+                meta.insert("tip", &encode(&tip)[..])?;
+            }
+            if let Some(s) = &batch.safety {
+                meta.insert("safety", &encode(s)[..])?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
+        let txn = self.read()?;
+        let Some(table) = open_read(&txn, COMMITTED)? else { return Ok(None) };
+        let value = table.get(height.0)?;
+        value.map(|v| decode("committed block", v.value())).transpose()
+    }
+
+    fn app_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read()?;
+        let Some(table) = open_read(&txn, APP)? else { return Ok(None) };
+        let value = table.get(key)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn tip(&self) -> Result<Option<(CommittedTip, ValidatorSet)>, StoreError> {
+        let txn = self.read()?;
+        let Some(meta) = open_read(&txn, META)? else { return Ok(None) };
+        let Some(tip) = meta_get(&meta, "tip")? else { return Ok(None) };
+        let validators = match meta_get::<EpochState>(&meta, "epoch")? {
+            Some(epoch) => epoch.validators,
+            None => meta_require(&meta, "initial_validators")?,
+        };
+        Ok(Some((tip, validators)))
+    }
+
+    fn scan_app_state(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<CommittedTip, StoreError> {
+        let txn = self.read()?;
+        let meta = open_read(&txn, META)?.ok_or(StoreError::NotInitialised)?;
+        let tip = meta_require(&meta, "tip")?;
+        if let Some(app) = open_read(&txn, APP)? {
+            for item in app.iter()? {
+                let (k, v) = item?;
+                visit(k.value(), v.value());
+            }
+        }
+        Ok(tip)
+    }
+}

@@ -1,0 +1,220 @@
+//! Storage: round trip, recovery after reopen (a real replica resumes from the file), and
+//! corrupt or truncated data giving a typed error instead of a silent reset.
+
+use hotstuff_core::{
+    Action, AppOutcome, AppStateUpdates, ChainId, Config, DefaultPacemaker, Height, Input, Keypair, Replica,
+    ValidatorSet, ValidatorSetUpdates,
+};
+use hotstuff_driver_std::{Genesis, RedbStore, Storage, StoreError, WriteBatch};
+
+fn genesis(key: &Keypair) -> Genesis {
+    let validators = ValidatorSet::new([(key.public(), 1)]).unwrap();
+    Genesis::new(ChainId(9), validators).with_app_state([(b"hello".to_vec(), b"world".to_vec())])
+}
+
+/// Runs a single-validator replica on `store` for `steps` inputs, writing every Persist and
+/// Commit through the store before acknowledging, as the node loop does. Returns the replica's
+/// committed height.
+fn run_replica(store: &RedbStore, key: &Keypair, g: &Genesis, steps: usize) -> u64 {
+    let stored = store.load().unwrap().expect("initialised");
+    let mut replica = Replica::new(
+        Config::new(g.chain),
+        Keypair::from_secret(&key.secret()),
+        DefaultPacemaker::default(),
+        stored.recovered(),
+    )
+    .unwrap();
+    let mut n = 0u64;
+    for step in 0..=steps {
+        let mut inputs = Vec::new();
+        while let Some(action) = replica.poll_action() {
+            let mut batch = WriteBatch::default();
+            match action {
+                Action::ProduceBlock { view, parent, .. } => {
+                    n += 1;
+                    let mut app_updates = AppStateUpdates::default();
+                    app_updates.insert(format!("k{n}").into_bytes(), view.0.to_le_bytes().to_vec());
+                    // The first block raises this validator's power: a validator-set change, so
+                    // the chain moves to epoch 1 when it commits.
+                    let mut validator_updates = ValidatorSetUpdates::default();
+                    if n == 1 && replica.epoch().0 == 0 {
+                        validator_updates.0.insert(replica.id(), 2);
+                    }
+                    inputs.push(Input::BlockProduced {
+                        view,
+                        parent,
+                        payload: n.to_le_bytes().to_vec(),
+                        outcome: AppOutcome { app_updates, validator_updates },
+                    });
+                }
+                Action::Persist { seq, safety, blocks } => {
+                    batch.safety = safety;
+                    batch.blocks = blocks;
+                    store.write(&batch).unwrap();
+                    inputs.push(Input::Persisted { seq });
+                }
+                Action::Commit { blocks } => {
+                    batch.commits = blocks;
+                    store.write(&batch).unwrap();
+                }
+                _ => {}
+            }
+        }
+        if step == steps {
+            break; // the last round only drains
+        }
+        for i in inputs {
+            replica.handle(i).unwrap();
+        }
+    }
+    replica.committed_height().0
+}
+
+#[test]
+fn round_trip_and_recovery_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let key = Keypair::from_secret(&[3; 32]);
+    let g = genesis(&key);
+
+    let store = RedbStore::open(&path).unwrap();
+    assert!(store.load().unwrap().is_none(), "a new store is empty");
+    store.initialise(&g).unwrap();
+    store.initialise(&g).unwrap(); // idempotent
+    let fresh = store.load().unwrap().unwrap();
+    assert_eq!(fresh.recovered(), hotstuff_core::Recovered::genesis(g.chain, g.validators.clone()));
+    assert_eq!(store.app_get(b"hello").unwrap().as_deref(), Some(&b"world"[..]));
+
+    let h1 = run_replica(&store, &key, &g, 20);
+    assert!(h1 >= 10, "committed {h1}");
+    let (tip, validators) = store.tip().unwrap().unwrap();
+    assert_eq!(tip.height.0, h1, "the store's tip is the replica's committed height");
+    assert_eq!(validators.power(&key.public()), Some(2), "the validator set in force is the new one");
+    let epoch = store.load().unwrap().unwrap().epoch.expect("the epoch change is stored");
+    assert_eq!(epoch.epoch.0, 1);
+    assert_eq!(epoch.previous.as_ref(), Some(&g.validators));
+    let mut proofs = 0;
+    for h in 1..=h1 {
+        let (block, qc, proof) = store.committed_block(Height(h)).unwrap().expect("committed block stored");
+        proofs += usize::from(proof.is_some());
+        assert_eq!(block.height.0, h);
+        assert_eq!(qc.block, block.hash(), "the certificate certifies the block");
+        assert!(store.app_get(format!("k{h}").as_bytes()).unwrap().is_some(), "app update of block {h}");
+    }
+    assert_eq!(proofs, 1, "the epoch's last block is stored with its proof");
+    let before = store.load().unwrap().unwrap();
+    assert!(before.safety.is_some());
+    assert!(before.blocks.iter().all(|b| b.block.height > tip.height), "committed blocks pruned");
+    drop(store);
+
+    // Reopen: the same contents, and the replica resumes above its committed height.
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.load().unwrap().unwrap(), before, "contents survive a reopen");
+    let h2 = run_replica(&store, &key, &g, 20);
+    assert!(h2 > h1, "the resumed replica commits on: {h1} -> {h2}");
+    assert_eq!(store.committed_block(Height(h1 + 1)).unwrap().unwrap().0.height.0, h1 + 1);
+
+    // A store of another chain or genesis is refused by name.
+    let other = Genesis::new(ChainId(10), g.validators.clone());
+    assert!(matches!(store.initialise(&other), Err(StoreError::WrongChain { .. })));
+    let v2 = ValidatorSet::new([(Keypair::from_secret(&[4; 32]).public(), 1)]).unwrap();
+    assert!(matches!(store.initialise(&Genesis::new(g.chain, v2)), Err(StoreError::WrongGenesis)));
+}
+
+#[test]
+fn in_memory_store_behaves_like_the_file_store() {
+    let key = Keypair::from_secret(&[5; 32]);
+    let g = genesis(&key);
+    let store = RedbStore::in_memory().unwrap();
+    store.initialise(&g).unwrap();
+    let h = run_replica(&store, &key, &g, 15);
+    assert!(h >= 5);
+    assert_eq!(store.tip().unwrap().unwrap().0.height.0, h);
+    let mut keys = 0;
+    let tip = store.scan_app_state(&mut |_, _| keys += 1).unwrap();
+    assert_eq!(tip.height.0, h);
+    assert_eq!(keys as u64, h + 1, "one key per block plus the genesis key");
+}
+
+/// Overwrites one value in the database file behind the store's back.
+fn overwrite(path: &std::path::Path, table: &str, key: &[u8], value: &[u8]) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
+        let mut t = txn.open_table(def).unwrap();
+        t.insert(key, value).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+fn overwrite_meta(path: &std::path::Path, key: &str, value: &[u8]) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(def).unwrap().insert(key, value).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn corrupt_or_truncated_data_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let key = Keypair::from_secret(&[6; 32]);
+    let g = genesis(&key);
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.initialise(&g).unwrap();
+        run_replica(&store, &key, &g, 10);
+    }
+
+    // A truncated pending block record.
+    let (pending_key, pending_value) = {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("pending");
+        let t = txn.open_table(def).unwrap();
+        let mut it = redb::ReadableTable::iter(&t).unwrap();
+        let (k, v) = it.next().expect("a pending block").unwrap();
+        (k.value().to_vec(), v.value().to_vec())
+    };
+    overwrite(&path, "pending", &pending_key, &pending_value[..pending_value.len() / 2]);
+    let err = RedbStore::open(&path).unwrap().load().unwrap_err();
+    println!("truncated block record: {err}");
+    assert!(matches!(&err, StoreError::Corrupt { what, .. } if what == "pending block"), "{err:?}");
+
+    // A block record stored under another block's key.
+    let mut other_key = pending_key.clone();
+    other_key[39] ^= 1;
+    overwrite(&path, "pending", &pending_key, &pending_value);
+    overwrite(&path, "pending", &other_key, &pending_value);
+    let err = RedbStore::open(&path).unwrap().load().unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt { what, .. } if what == "pending block"), "{err:?}");
+
+    // Garbage in the safety state.
+    let dir2 = tempfile::tempdir().unwrap();
+    let path2 = dir2.path().join("store.redb");
+    {
+        let store = RedbStore::open(&path2).unwrap();
+        store.initialise(&g).unwrap();
+        run_replica(&store, &key, &g, 10);
+    }
+    overwrite_meta(&path2, "safety", b"\x07garbage");
+    let err = RedbStore::open(&path2).unwrap().load().unwrap_err();
+    println!("corrupt safety state: {err}");
+    assert!(matches!(&err, StoreError::Corrupt { what, .. } if what == "safety"), "{err:?}");
+
+    // A missing record is corrupt too, not a fresh start.
+    overwrite_meta(&path2, "tip", b"");
+    let err = RedbStore::open(&path2).unwrap().load().unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt { what, .. } if what == "tip"), "{err:?}");
+
+    // A file that is not a database at all.
+    let path3 = dir2.path().join("junk.redb");
+    std::fs::write(&path3, vec![0x5a; 10_000]).unwrap();
+    let err = RedbStore::open(&path3).unwrap_err();
+    println!("junk file: {err}");
+    assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+}
