@@ -346,6 +346,10 @@ pub enum Verdict {
     WrongView,
     /// A payload over the limit.
     TooLarge,
+    /// Valid, and the block changes the validator set (key 0's power becomes 2): the replica's
+    /// later blocks of the epoch are empty suffix blocks, and its commit ends the epoch (after
+    /// which the harness's epoch-0 messages are refused).
+    ChangeSet,
 }
 
 /// One step of [`replica_inputs`]. Indices pick from what the harness knows (modulo its size).
@@ -1032,6 +1036,13 @@ impl Harness {
 
     fn answer(&mut self, req: AppReq, verdict: Verdict) -> Result<(), hotstuff_core::InputError> {
         let limits = self.replica.config().limits;
+        let outcome = if verdict == Verdict::ChangeSet {
+            let mut o = AppOutcome::default();
+            o.validator_updates.0.insert(self.keys[0].public(), 2);
+            o
+        } else {
+            AppOutcome::default()
+        };
         let input = match req {
             AppReq::Produce { view, parent } => {
                 let payload = match verdict {
@@ -1043,7 +1054,7 @@ impl Harness {
                     view: if verdict == Verdict::WrongView { view.next() } else { view },
                     parent: if verdict == Verdict::WrongHash { BlockHash([1; 32]) } else { parent },
                     payload,
-                    outcome: AppOutcome::default(),
+                    outcome,
                 }
             }
             AppReq::Validate { hash } => Input::BlockValidated {
@@ -1052,7 +1063,7 @@ impl Harness {
                 } else {
                     hash
                 },
-                outcome: (verdict != Verdict::Invalid).then(AppOutcome::default),
+                outcome: (verdict != Verdict::Invalid).then_some(outcome),
             },
         };
         self.replica.handle(input)
@@ -1269,6 +1280,9 @@ pub struct SimInput {
     pub leaders: Vec<u8>,
     /// Heal time in units of 250 ms (capped at 10 s).
     pub heal: u8,
+    /// How many validator-set changes to make (mod 5): a listener joins, powers change, the
+    /// listener leaves.
+    pub changes: u8,
 }
 
 /// Runs [`SimInput`] and asserts that no two honest replicas committed different blocks and no
@@ -1283,7 +1297,18 @@ pub fn sim_schedule(input: &SimInput) -> Report {
     } else {
         scenario::params(input.seed, n, usize::from(kind != Kind::None), kind)
     };
-    let nodes = n + p.twins.len();
+    let changes = usize::from(input.changes % 5);
+    if changes > 0 {
+        p.listeners = 1;
+        let all = [
+            crate::SetChange { at_height: 2, updates: vec![(n, 1)] },
+            crate::SetChange { at_height: 0, updates: vec![(0, 2)] },
+            crate::SetChange { at_height: 0, updates: vec![(n, 0), (1, 3)] },
+            crate::SetChange { at_height: 0, updates: vec![(0, 1)] },
+        ];
+        p.set_changes = all[..changes].to_vec();
+    }
+    let nodes = n + p.twins.len() + p.listeners;
     if !input.partitions.is_empty() {
         p.view_partitions = input
             .partitions

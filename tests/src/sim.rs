@@ -1002,7 +1002,8 @@ impl Sim {
                 .and_then(|v| v.checked_sub(1))
                 .and_then(|i| self.p.view_partitions.get(i));
             if let Some(sides) = sides {
-                if sides[from] != sides[to] {
+                // Nodes the scenario did not place (listeners) are on side 0.
+                if sides.get(from).unwrap_or(&0) != sides.get(to).unwrap_or(&0) {
                     return false;
                 }
             }
