@@ -103,3 +103,43 @@ pub fn twins(scenario: u64, n: usize, twins: usize) -> Params {
     p.heal_at_ms = 20_000;
     p
 }
+
+/// Adds `count` validator-set changes, drawn from `seed`, to `p`, with two listeners that may
+/// join: each change adds a key, removes one, or changes a power. Every intermediate set keeps
+/// the Byzantine keys (misbehaving or twinned) below a third of the power, so that every honest
+/// quorum is reachable and the oracles must hold.
+pub fn add_set_changes(p: &mut Params, seed: u64, count: usize) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a2_6e5e);
+    p.listeners = p.listeners.max(2);
+    let keys = p.validators + p.listeners;
+    let byzantine: Vec<usize> = p.byzantine.iter().map(|(k, _)| *k).chain(p.twins.iter().copied()).collect();
+    let mut powers: Vec<u64> = (0..keys).map(|k| if k < p.validators { 1 } else { 0 }).collect();
+    if let Some(initial) = &p.powers {
+        powers[..initial.len()].copy_from_slice(initial);
+    }
+    let acceptable = |powers: &[u64]| {
+        let total: u64 = powers.iter().sum();
+        let byz: u64 = byzantine.iter().map(|k| powers[*k]).sum();
+        let quorum = total * 2 / 3 + 1;
+        total > 0 && total - byz >= quorum
+    };
+    let mut changes = Vec::new();
+    let mut tries = 0;
+    while changes.len() < count && tries < 1_000 {
+        tries += 1;
+        let key = rng.gen_range(0..keys);
+        let power = rng.gen_range(0..=3u64);
+        if powers[key] == power {
+            continue;
+        }
+        let mut next = powers.clone();
+        next[key] = power;
+        if !acceptable(&next) {
+            continue;
+        }
+        powers = next;
+        let at_height = if changes.is_empty() { rng.gen_range(1..6) } else { rng.gen_range(0..4) };
+        changes.push(crate::SetChange { at_height, updates: vec![(key, power)] });
+    }
+    p.set_changes = changes;
+}

@@ -32,6 +32,10 @@ struct Args {
     /// seed scripts partitions and leaders for the first views, then heals.
     #[arg(long)]
     twins_scenarios: bool,
+    /// Validator-set changes per seed (0-16): two listeners may join; keys are added, removed
+    /// and re-weighted, always keeping the Byzantine keys below a third of the power.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=16))]
+    set_changes: u64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -58,6 +62,8 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let (mut v, mut d, mut l, mut commits, mut views) = (0usize, 0usize, 0usize, 0u64, 0u64);
+    let mut epochs = 0u64;
+    let (mut worst_gap_change, mut worst_gap_epoch) = (0u64, 0u64);
     let mut view_counts = Vec::new();
     let mut last_progress = Instant::now();
     for (i, &seed) in seeds.iter().enumerate() {
@@ -66,6 +72,9 @@ fn main() -> ExitCode {
         } else {
             scenario::params(seed, n, byz, kind)
         };
+        if args.set_changes > 0 {
+            scenario::add_set_changes(&mut p, seed, args.set_changes as usize);
+        }
         p.trace = args.seed.is_some();
         let report = Sim::new(p).run();
         if args.seed.is_some() {
@@ -78,6 +87,9 @@ fn main() -> ExitCode {
         l += report.liveness_failures.len();
         commits += report.max_committed;
         views += report.max_view;
+        epochs += report.max_epoch;
+        worst_gap_change = worst_gap_change.max(report.epoch_gaps.iter().copied().max().unwrap_or(0));
+        worst_gap_epoch = worst_gap_epoch.max(report.max_gap_within_epoch);
         view_counts.extend(report.views_after_heal.iter().copied());
         if !report.ok() {
             for line in
@@ -86,9 +98,10 @@ fn main() -> ExitCode {
                 eprintln!("FAIL {line}");
             }
             eprintln!(
-                "replay: cargo run --release -p hotstuff-tests --bin simulate -- --validators {n} --byzantine {byz} --kind {}{} --seed {seed}",
+                "replay: cargo run --release -p hotstuff-tests --bin simulate -- --validators {n} --byzantine {byz} --kind {}{}{} --seed {seed}",
                 format!("{kind:?}").to_lowercase(),
-                if args.twins_scenarios { " --twins-scenarios" } else { "" }
+                if args.twins_scenarios { " --twins-scenarios" } else { "" },
+                if args.set_changes > 0 { format!(" --set-changes {}", args.set_changes) } else { String::new() }
             );
         }
         if last_progress.elapsed().as_secs() >= 5 {
@@ -105,6 +118,11 @@ fn main() -> ExitCode {
         percentile(&view_counts, 0.99),
         view_counts.last().copied().unwrap_or(0)
     );
+    if args.set_changes > 0 {
+        eprintln!(
+            "set changes: {epochs} epochs reached in all; longest commit gap across a change {worst_gap_change} views, within an epoch (after the heal) {worst_gap_epoch} views"
+        );
+    }
     println!(
         "seeds: {}, safety violations: {v}, double signs: {d}, liveness failures: {l}, commits: {commits}",
         seeds.len()
