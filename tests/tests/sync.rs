@@ -1,6 +1,6 @@
 //! Block sync and listeners in the simulator.
 
-use hotstuff_tests::{NetFaults, Params, Sim};
+use hotstuff_tests::{thread_cpu_seconds, NetFaults, Params, Sim};
 use std::time::Instant;
 
 /// A validator offline while the others commit more than 1,000 blocks restarts, fetches them
@@ -12,18 +12,21 @@ fn replica_offline_for_1000_blocks_catches_up_and_commits() {
         p.outages = vec![(3, 100, 1_600_000)];
         p.heal_at_ms = 1_600_000;
         let started = Instant::now();
+        let cpu0 = thread_cpu_seconds();
         let report = Sim::new(p).run();
         let secs = started.elapsed().as_secs_f64();
+        let cpu = thread_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
         assert!(report.ok(), "seed {seed}: {report:#?}");
         // The liveness oracle required all four replicas, the restarted one included, to commit
         // 10 blocks after it came back.
         assert_eq!(report.views_after_heal.len(), 4, "seed {seed}");
         assert!(report.synced_blocks >= 1_000, "seed {seed}: synced only {}", report.synced_blocks);
         println!(
-            "seed {seed}: synced {} blocks, max height {}, {:.0} synced blocks per second of real time",
+            "seed {seed}: synced {} blocks, max height {}, {:.0} synced blocks per second of real time, {} per second of CPU time",
             report.synced_blocks,
             report.max_committed,
-            report.synced_blocks as f64 / secs
+            report.synced_blocks as f64 / secs,
+            cpu.map_or("n/a".to_string(), |c| format!("{:.0}", report.synced_blocks as f64 / c.max(0.01)))
         );
     }
 }
