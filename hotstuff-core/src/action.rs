@@ -114,7 +114,8 @@ pub enum Action {
     },
     /// MUST ask the app for a block payload extending `parent` (reading the speculative state
     /// of `parent`, see [`Replica::pending_updates`](crate::Replica::pending_updates)) and
-    /// answer with [`Input::BlockProduced`](crate::Input::BlockProduced).
+    /// answer with [`Input::BlockProduced`](crate::Input::BlockProduced). App requests come
+    /// after every other action of the same input, so the input's `Commit` is applied first.
     ProduceBlock {
         /// The view to propose in.
         view: View,

@@ -250,3 +250,32 @@ fn produced_updates_that_empty_the_set_are_refused() {
     assert!(matches!(err, InputError::BadValidatorUpdates(_)), "{err:?}");
     assert_eq!(snapshot(&r), before);
 }
+
+/// A driver builds the app's view of a block's parent from committed state plus
+/// `pending_updates`, so an input's `Commit` must come before its app requests. Here block 1's
+/// late validation both commits it (block 3 already certified block 2) and lets block 2 go to
+/// the app.
+#[test]
+fn commits_come_before_the_app_requests_of_the_same_input() {
+    let c = Cluster::new(4);
+    let me = follower(&c);
+    let mut r = c.replica(me);
+    run(&mut r);
+    let blocks = chain(&c, 3);
+    for b in &blocks {
+        r.handle(c.input(c.index(&b.proposer), Message::Proposal(c.propose(b.clone(), None)))).unwrap();
+        for a in drain(&mut r) {
+            if let Action::Persist { seq, .. } = a {
+                r.handle(Input::Persisted { seq }).unwrap();
+            }
+        }
+    }
+    r.handle(Input::BlockValidated { hash: blocks[0].hash(), outcome: Some(AppOutcome::default()) }).unwrap();
+    let a = drain(&mut r);
+    let commit = a.iter().position(|x| matches!(x, Action::Commit { .. })).expect("block 1 commits");
+    let validate = a
+        .iter()
+        .position(|x| matches!(x, Action::ValidateBlock { hash, .. } if *hash == blocks[1].hash()))
+        .expect("block 2 goes to the app");
+    assert!(commit < validate, "{a:?}");
+}

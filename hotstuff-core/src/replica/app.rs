@@ -117,13 +117,13 @@ impl<P: Pacemaker> Replica<P> {
         }
     }
 
-    /// A block became valid: its children may be validated, the leader may now propose on
-    /// it, and blocks waiting to commit may go.
+    /// A block became valid: blocks waiting to commit may go (first, since a commit may end the
+    /// epoch), its children may be validated, and the leader may now propose on it.
     fn after_valid(&mut self, hash: BlockHash) {
+        self.drain_commits();
         for child in self.tree.waiting_children(&hash) {
             self.request_validation(child);
         }
         self.try_propose();
-        self.drain_commits();
     }
 }

@@ -67,6 +67,10 @@ struct Staged {
     blocks: Vec<BlockRecord>,
     /// Signed messages that must wait for the persist of this input.
     gated: Vec<Action>,
+    /// Requests to the app (`ProduceBlock`, `ValidateBlock`), emitted after everything else of
+    /// this input, so that a driver has applied this input's `Commit` before it builds the
+    /// app's view of committed state plus [`Replica::pending_updates`].
+    app: Vec<Action>,
 }
 
 /// A HotStuff replica (validator or listener) as a pure state machine.
@@ -248,7 +252,9 @@ impl<P: Pacemaker> Replica<P> {
     /// Feeds one input. On `Err` the replica is exactly as it was (no state change, no new
     /// actions); the error says what was wrong with the input.
     pub fn handle(&mut self, input: Input) -> Result<(), InputError> {
-        debug_assert!(self.staged.gated.is_empty() && self.staged.blocks.is_empty());
+        debug_assert!(
+            self.staged.gated.is_empty() && self.staged.app.is_empty() && self.staged.blocks.is_empty()
+        );
         let result = match input {
             Input::Message { from, message } => self.handle_message(from, message),
             Input::TimerFired { view } => self.handle_timer(view),
@@ -262,6 +268,7 @@ impl<P: Pacemaker> Replica<P> {
         debug_assert!(
             result.is_ok()
                 || (self.staged.gated.is_empty()
+                    && self.staged.app.is_empty()
                     && self.staged.blocks.is_empty()
                     && !self.staged.safety_dirty),
             "a failed input must not change state"
@@ -320,6 +327,7 @@ impl<P: Pacemaker> Replica<P> {
                 self.gated.push_back((self.persist_seq, action));
             }
         }
+        self.ready.extend(staged.app);
     }
 
     // ----- getters -----
@@ -448,7 +456,10 @@ impl<P: Pacemaker> Replica<P> {
     // ----- helpers shared by the handlers -----
 
     fn emit(&mut self, action: Action) {
-        self.ready.push_back(action);
+        match action {
+            Action::ProduceBlock { .. } | Action::ValidateBlock { .. } => self.staged.app.push(action),
+            _ => self.ready.push_back(action),
+        }
     }
 
     fn is_verified(&self, view: View, digest: &BlockHash) -> bool {
