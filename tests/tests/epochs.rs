@@ -235,3 +235,15 @@ fn a_byzantine_sync_server_is_avoided() {
     let avoided: u64 = reports.iter().map(|r| r.avoided_sync_servers).sum();
     assert!(avoided > 0, "the bad server was never caught");
 }
+
+/// Regression (found by `simulate --set-changes 6`, seed 471): a replica missing blocks asked a
+/// silent server; its peers' QCs kept advancing its view, so the view timer that retries a sync
+/// request never fired, and it never asked anyone else. The no-progress timer now gives up the
+/// outstanding request and asks the next peer.
+#[test]
+fn regression_seed_471_unanswered_sync_while_views_advance() {
+    let mut p = hotstuff_tests::scenario::params(471, 4, 1, hotstuff_tests::scenario::Kind::Mixed);
+    hotstuff_tests::scenario::add_set_changes(&mut p, 471, 6);
+    let report = Sim::new(p).run();
+    assert!(report.ok(), "{report:#?}");
+}

@@ -117,7 +117,10 @@ impl<P: Pacemaker> Replica<P> {
                 let height = self.tree.root().height;
                 if height == self.progress_mark {
                     // Nothing committed for a whole period: some peer may have what is missing.
+                    // A request still out is given up (its server may be silent, and while views
+                    // advance by QCs the view timer that would retry it never fires).
                     self.emit(Action::Event(Event::NoProgress { height }));
+                    self.sync_peer = None;
                     self.request_sync(None);
                 }
                 self.progress_mark = height;
