@@ -54,6 +54,11 @@ pub struct TimeoutVote {
     /// `last_round_tc`): lets replicas still in the previous view follow. Not signed; it is a
     /// certificate in its own right.
     pub last_tc: Option<TimeoutCertificate>,
+    /// The sender's vote in `view`, if it voted before timing out. Its votes went to the next
+    /// view's leader; if that leader is down, any replica collecting the timeout votes can still
+    /// form the QC from these, so a correct leader's block followed by a crashed leader is not
+    /// orphaned. A vote in its own right (signed separately).
+    pub vote: Option<Vote>,
 }
 
 /// Asks a peer for certified blocks from `from_height` up (block sync).
@@ -376,6 +381,17 @@ impl Reader<'_> {
                 voter: self.key()?,
                 signature: self.signature()?,
                 last_tc: self.opt_tc(limits)?,
+                vote: if self.option()? {
+                    Some(Vote {
+                        epoch: Epoch(self.u64()?),
+                        view: self.view()?,
+                        block: self.hash()?,
+                        voter: self.key()?,
+                        signature: self.signature()?,
+                    })
+                } else {
+                    None
+                },
             }),
             3 => Message::SyncRequest(SyncRequest {
                 id: self.u64()?,

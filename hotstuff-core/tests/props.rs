@@ -85,7 +85,8 @@ fn message() -> impl Strategy<Value = Message> {
                 high_qc,
                 voter,
                 signature,
-                last_tc
+                last_tc,
+                vote: None,
             })
         ),
         (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(id, h, max_blocks)| Message::SyncRequest(
@@ -222,6 +223,7 @@ proptest! {
             voter: PublicKey([0; 32]),
             signature: Signature([0; 64]),
             last_tc: None,
+            vote: None,
         }));
         prop_assert_eq!(
             Envelope::decode(&env.encode(), &Limits::default()),

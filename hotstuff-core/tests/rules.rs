@@ -289,10 +289,12 @@ fn replica_votes_once_per_view_and_locks_on_the_blocks_qc() {
 
 #[test]
 fn replica_timeout_vote_reports_high_qc_and_is_resent_unchanged() {
-    let Setup { c, r, mut replica, b2, .. } = three_views();
+    let Setup { c, r, mut replica, b2, b3, .. } = three_views();
     let log = feed(&mut replica, Input::TimerFired { view: View(3) });
     let t = sent_timeouts(&log);
-    assert_eq!(t, vec![c.timeout(r, 3, c.certify(&b2))]);
+    // It voted for b3 in view 3: that vote rides along, so the view's QC can form without the
+    // next leader.
+    assert_eq!(t, vec![c.timeout_with_vote(r, 3, c.certify(&b2), b3.hash())]);
     // A timer for another view does nothing.
     let before = snapshot(&replica);
     assert_eq!(replica.handle(Input::TimerFired { view: View(2) }), Ok(()));
@@ -437,7 +439,7 @@ fn acknowledging_an_older_seq_releases_only_older_messages() {
     assert!(sent_timeouts(&released).is_empty(), "{released:?}");
     replica.handle(Input::Persisted { seq: timeout_seq }).unwrap();
     let released = drain(&mut replica);
-    assert_eq!(sent_timeouts(&released), vec![c.timeout(r, 1, c.genesis_qc())]);
+    assert_eq!(sent_timeouts(&released), vec![c.timeout_with_vote(r, 1, c.genesis_qc(), b1.hash())]);
     assert!(sent_votes(&released).is_empty());
     assert_eq!(replica.persist_progress(), (timeout_seq, timeout_seq));
 }
@@ -863,6 +865,7 @@ fn messages_from_non_validators_are_refused() {
         voter: o.public(),
         signature: sig,
         last_tc: None,
+        vote: None,
     };
     s.reject(
         Input::Message { from: o.public(), message: Message::Timeout(t) },
@@ -1247,9 +1250,9 @@ fn recovered_replica_resends_its_vote_and_never_votes_for_another_block() {
         c.input(c.leader(1), Message::Proposal(c.propose(b1, None))),
         InputError::Equivocation { signer: c.pk(c.leader(1)), view: View(1) },
     );
-    // Its view-1 timeout still reports the same (genesis) QC.
+    // Its view-1 timeout still reports the same (genesis) QC, with the one vote it cast.
     let log = feed(&mut replica, Input::TimerFired { view: View(1) });
-    assert_eq!(sent_timeouts(&log), vec![c.timeout(r, 1, c.genesis_qc())]);
+    assert_eq!(sent_timeouts(&log), vec![c.timeout_with_vote(r, 1, c.genesis_qc(), vote.block)]);
     assert_eq!(safety.locked_qc, *replica.locked_qc());
 }
 

@@ -131,7 +131,7 @@ fn sign_timeout(
     last_tc: Option<TimeoutCertificate>,
 ) -> TimeoutVote {
     let signature = key.sign(CHAIN, SignKind::Timeout, view, &timeout_subject(high_qc.view, Epoch(0)));
-    TimeoutVote { epoch: Epoch(0), view, high_qc, voter: key.public(), signature, last_tc }
+    TimeoutVote { epoch: Epoch(0), view, high_qc, voter: key.public(), signature, last_tc, vote: None }
 }
 
 /// Valid encodings of every message type and every stored record.
@@ -185,6 +185,11 @@ pub mod samples {
             Message::Vote(sign_vote(&keys[1], View(2), blocks[1].hash())),
             Message::Timeout(sign_timeout(&keys[2], View(4), qcs[3].clone(), None)),
             Message::Timeout(sign_timeout(&keys[0], View(5), qcs[3].clone(), Some(tc))),
+            Message::Timeout(TimeoutVote {
+                vote: Some(sign_vote(&keys[1], View(5), b5.hash())),
+                ..sign_timeout(&keys[1], View(5), qcs[3].clone(), None)
+            }),
+            Message::Certificate(qcs[2].clone()),
             Message::SyncRequest(SyncRequest { id: 7, from_height: Height(1), max_blocks: 64 }),
             Message::SyncResponse(SyncResponse {
                 id: 7,
@@ -869,6 +874,7 @@ impl Harness {
                     voter: key.public(),
                     signature,
                     last_tc,
+                    vote: None,
                 };
                 match mutation {
                     Mutation::ShiftView(d) => t.view = View(view.0.saturating_add_signed(i64::from(d))),

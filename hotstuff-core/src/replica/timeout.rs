@@ -29,6 +29,9 @@ impl<P: Pacemaker> Replica<P> {
         if t.high_qc.view >= view || t.last_tc.as_ref().is_some_and(|tc| tc.view.next() != view) {
             return Err(InputError::BadTimeout);
         }
+        if t.vote.as_ref().is_some_and(|v| v.voter != t.voter || v.view != view || v.epoch != t.epoch) {
+            return Err(InputError::BadTimeout);
+        }
         let vk = self.epoch.validators.verifying_key(&t.voter).ok_or(InputError::NotAValidator(t.voter))?;
         if let Some((prev_qc_view, _)) = self.timeouts.get(&view).and_then(|c| c.votes.get(&t.voter)) {
             return Err(if *prev_qc_view == t.high_qc.view {
@@ -46,6 +49,17 @@ impl<P: Pacemaker> Replica<P> {
             &t.signature,
         )
         .map_err(|source| InputError::BadSignature { signer: t.voter, source })?;
+        if let Some(v) = &t.vote {
+            crypto::verify_one(
+                vk,
+                self.config.chain,
+                SignKind::Vote,
+                view,
+                &crypto::vote_subject(&v.block, v.epoch),
+                &v.signature,
+            )
+            .map_err(|source| InputError::BadSignature { signer: t.voter, source })?;
+        }
         let digest = self.check_qc(&t.high_qc)?;
         let tc_digests = match &t.last_tc {
             Some(tc) => Some(self.check_tc(tc)?),
@@ -65,6 +79,11 @@ impl<P: Pacemaker> Replica<P> {
     /// 2f+1 timeouts", DiemBFT v4 `process_timeout_msg`) and takes it in, which advances to the
     /// next view.
     pub(super) fn collect_timeout(&mut self, t: TimeoutVote) {
+        // The vote inside counts like one sent to us: enough of them form the view's QC here,
+        // even if the next leader they were sent to is down.
+        if let Some(v) = t.vote.clone() {
+            self.collect_vote(v);
+        }
         if t.epoch != self.epoch.epoch {
             return; // its own certificates ended its epoch while it was being handled
         }

@@ -62,7 +62,10 @@ impl<P: Pacemaker> Replica<P> {
             &crypto::timeout_subject(high_qc.view, epoch),
         );
         let last_tc = self.safety.last_tc.clone().filter(|tc| tc.view.next() == view);
-        let t = TimeoutVote { epoch, view, high_qc, voter: self.key.public(), signature, last_tc };
+        // The vote this replica cast in the view (if any) rides along, so the view's QC can still
+        // form if the next leader, who was sent it, is down.
+        let vote = self.safety.last_vote.clone().filter(|v| v.view == view && v.epoch == epoch);
+        let t = TimeoutVote { epoch, view, high_qc, voter: self.key.public(), signature, last_tc, vote };
         self.safety.last_timeout = Some(t.clone());
         self.staged.safety_dirty = true;
         self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });

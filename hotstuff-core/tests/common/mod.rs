@@ -141,6 +141,17 @@ impl Cluster {
         Vote { epoch: Epoch(0), view: View(view), block, voter: self.pk(i), signature }
     }
 
+    /// Validator `i`'s timeout vote for `view` carrying its vote in that view for `block`.
+    pub fn timeout_with_vote(
+        &self,
+        i: usize,
+        view: u64,
+        high_qc: QuorumCertificate,
+        block: BlockHash,
+    ) -> TimeoutVote {
+        TimeoutVote { vote: Some(self.vote(i, view, block)), ..self.timeout(i, view, high_qc) }
+    }
+
     pub fn timeout(&self, i: usize, view: u64, high_qc: QuorumCertificate) -> TimeoutVote {
         let signature = self.keys[i].sign(
             self.chain,
@@ -155,6 +166,7 @@ impl Cluster {
             voter: self.pk(i),
             signature,
             last_tc: None,
+            vote: None,
         }
     }
 
