@@ -155,7 +155,12 @@ impl<A: App> Loop<A> {
     /// Performs every action the replica has, then writes what they asked to persist.
     fn drain(&mut self) -> Result<(), StoreError> {
         let actions: Vec<Action> = std::iter::from_fn(|| self.replica.poll_action()).collect();
-        for action in actions {
+        // Commits first: the replica's block tree already reflects every commit of this drain
+        // (committed blocks leave `pending_updates`), so the store must hold them before the
+        // app reads state for a `ValidateBlock` or `ProduceBlock` listed ahead of them.
+        let (commits, rest): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(|a| matches!(a, Action::Commit { .. }));
+        for action in commits.into_iter().chain(rest) {
             self.perform(action)?;
         }
         self.flush()

@@ -71,7 +71,7 @@ impl Cluster {
         let events = self.events[i].clone();
         let mut b =
             NodeBuilder::new(key(i), self.genesis.clone(), KvApp::new(self.mempools[i].clone(), 1000), store)
-                .base_timeout(Duration::from_millis(500))
+                .base_timeout(Duration::from_millis(300))
                 .on_event(move |e| {
                     if !matches!(e, Event::Core(_)) {
                         events.lock().unwrap().push(e.clone());
