@@ -1,0 +1,111 @@
+//! Invalid settings are refused with an error naming the setting: the builder's, and the
+//! `hotstuff-node` binary's config files and flags.
+
+mod common;
+
+use common::{key, CHAIN};
+use hotstuff_core::{ChainId, ValidatorSet};
+use hotstuff_driver_std::kv::{KvApp, Mempool};
+use hotstuff_driver_std::{BuildError, Genesis, NodeBuilder, RedbStore, StoreError};
+use std::process::Command;
+use std::time::Duration;
+
+fn builder(n: usize) -> NodeBuilder<KvApp> {
+    let validators = ValidatorSet::new((0..n).map(|i| (key(i).public(), 1))).unwrap();
+    NodeBuilder::new(
+        key(0),
+        Genesis::new(CHAIN, validators),
+        KvApp::new(Mempool::new(10), 10),
+        RedbStore::in_memory().unwrap(),
+    )
+}
+
+fn setting_name(r: Result<hotstuff_driver_std::Node, BuildError>) -> String {
+    match r {
+        Err(BuildError::Setting { name, reason }) => {
+            println!("refused: {name}: {reason}");
+            name.to_string()
+        }
+        Err(e) => panic!("expected a setting error, got {e}"),
+        Ok(_) => panic!("expected a setting error, the node started"),
+    }
+}
+
+#[test]
+fn builder_names_the_bad_setting() {
+    assert_eq!(setting_name(builder(2).start()), "peers", "a genesis validator without a peer entry");
+    let b = || builder(1);
+    assert_eq!(setting_name(b().idle_block_delay(Duration::from_secs(2)).start()), "idle_block_delay");
+    assert_eq!(setting_name(b().base_timeout(Duration::ZERO).start()), "base_timeout");
+    assert_eq!(setting_name(b().max_timeout(Duration::from_millis(1)).start()), "max_timeout");
+    assert_eq!(setting_name(b().send_queue(0).start()), "send_queue");
+    assert_eq!(setting_name(b().inbox_capacity(0).start()), "inbox_capacity");
+    assert_eq!(
+        setting_name(b().reconnect_backoff(Duration::ZERO, Duration::ZERO).start()),
+        "reconnect_backoff"
+    );
+    match b().max_uncommitted_blocks(1).start() {
+        Err(BuildError::Replica(e)) => assert!(e.to_string().contains("max_uncommitted_blocks"), "{e}"),
+        other => panic!("expected the core's setting error, got {:?}", other.err()),
+    }
+
+    // A store of another chain is refused by name, not reset.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let node = NodeBuilder::new(
+            key(0),
+            Genesis::new(ChainId(1), ValidatorSet::new([(key(0).public(), 1)]).unwrap()),
+            KvApp::new(Mempool::new(10), 10),
+            store,
+        )
+        .start()
+        .unwrap();
+        node.shutdown().unwrap();
+    }
+    let again = NodeBuilder::new(
+        key(0),
+        Genesis::new(ChainId(2), ValidatorSet::new([(key(0).public(), 1)]).unwrap()),
+        KvApp::new(Mempool::new(10), 10),
+        RedbStore::open(&path).unwrap(),
+    )
+    .start();
+    assert!(matches!(again, Err(BuildError::Store(StoreError::WrongChain { .. }))), "{:?}", again.err());
+}
+
+#[test]
+fn node_binary_names_the_bad_field() {
+    let bin = env!("CARGO_BIN_EXE_hotstuff-node");
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(bin).args(["testnet", "--validators", "2", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    let good = std::fs::read_to_string(dir.path().join("node0.toml")).unwrap();
+    let first_key = good.lines().find(|l| l.starts_with("key = ")).unwrap().to_string();
+    let cases = [
+        ("listen", good.replace("listen = \"127.0.0.1:7100\"", "listen = \"nowhere\"")),
+        ("validators[0].key", good.replacen(&first_key, "key = \"abc\"", 1)),
+        ("pwr", good.replacen("power = 1", "pwr = 1", 1)),
+        ("chain_id", good.replace("chain_id = 1", "chain_id = \"one\"")),
+        (
+            "timing.idle_block_delay_ms",
+            good.replace("idle_block_delay_ms = 100", "idle_block_delay_ms = 5000"),
+        ),
+        ("key_file", good.replace("node0.key", "missing.key")),
+    ];
+    for (field, text) in cases {
+        assert_ne!(text, good, "case {field} changed nothing");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin).args(["run", "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("{field}: {}", err.trim());
+        assert!(!out.status.success(), "{field}: a bad config must not start");
+        assert!(err.contains(field), "{field}: the error does not name the field: {err}");
+    }
+    let out =
+        Command::new(bin).args(["testnet", "--validators", "0", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--validators"));
+}
