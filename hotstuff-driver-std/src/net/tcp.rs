@@ -138,7 +138,8 @@ impl Shared {
         }
         threads.retain(|t| !t.is_finished());
         let sh = self.clone();
-        match std::thread::Builder::new().name(name.to_string()).spawn(move || f(sh)) {
+        let span = tracing::info_span!("net", node = %self.key.public(), thread = name);
+        match std::thread::Builder::new().name(name.to_string()).spawn(move || span.in_scope(|| f(sh))) {
             Ok(t) => threads.push(t),
             Err(e) => tracing::error!(error = %e, "cannot spawn a network thread"),
         }
