@@ -258,6 +258,9 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Longest request line, in bytes.
 const MAX_LINE: usize = MAX_KEY + MAX_VALUE + 16;
 
+/// Most clients served at once.
+const MAX_CLIENTS: usize = 64;
+
 /// Serves the line protocol on a listener: a thread per client (at most 64 at once).
 pub struct ClientServer {
     stop: Arc<AtomicBool>,
@@ -283,9 +286,11 @@ impl ClientServer {
                 if flag.load(Ordering::Acquire) {
                     break;
                 }
-                let Ok(stream) = conn else { continue };
-                if active.fetch_add(1, Ordering::AcqRel) >= 64 {
+                let Ok(mut stream) = conn else { continue };
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
                     active.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!("too many clients; connection refused");
+                    let _ = stream.write_all(b"ERR too many clients\n");
                     continue;
                 }
                 let (m, r, s, a) = (mempool.clone(), reader.clone(), status.clone(), active.clone());

@@ -284,7 +284,13 @@ impl<A: App> NodeBuilder<A> {
             inbox: Inbox { tx: tx.clone(), chain, limits: self.limits },
         })?;
         let local_addr = network.local_addr();
-        let status = Arc::new(Mutex::new(Status::default()));
+        let status = Arc::new(Mutex::new(Status {
+            view: replica.view(),
+            leader: replica.leader(replica.view()),
+            committed: replica.committed_height(),
+            high_qc: replica.high_qc().view,
+            running: true,
+        }));
         let run = Loop {
             replica,
             app: self.app,

@@ -164,7 +164,11 @@ fn testnet(
 }
 
 fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
     let cfg = FileConfig::load(path)?;
     if let Some(dir) = cfg.store.parent() {
         std::fs::create_dir_all(dir)?;
