@@ -247,3 +247,16 @@ fn regression_seed_471_unanswered_sync_while_views_advance() {
     let report = Sim::new(p).run();
     assert!(report.ok(), "{report:#?}");
 }
+
+/// Regression (found by `simulate --set-changes 6`, seed 758): replicas switched epochs in
+/// different views (some had already entered the next view by a QC of the old epoch, which the
+/// others, already switched, refuse), and each side held less than a quorum, with no
+/// certificate to move the lower side. Now timeout votes worth more than a third of the power
+/// for a later view pull a replica into that view (Jolteon's "f+1 timeouts" rule).
+#[test]
+fn regression_seed_758_views_split_by_an_epoch_switch_rejoin() {
+    let mut p = hotstuff_tests::scenario::params(758, 4, 1, hotstuff_tests::scenario::Kind::Mixed);
+    hotstuff_tests::scenario::add_set_changes(&mut p, 758, 6);
+    let report = Sim::new(p).run();
+    assert!(report.ok(), "{report:#?}");
+}

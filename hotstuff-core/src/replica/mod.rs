@@ -47,6 +47,8 @@ struct TimeoutCollector {
     /// The highest QC among the votes.
     high_qc: Option<QuorumCertificate>,
     formed: bool,
+    /// This replica joined the view on these votes (see `join_view`).
+    joined: bool,
 }
 
 /// The highest block known to be committed, with what proves it.

@@ -87,7 +87,7 @@ impl<P: Pacemaker> Replica<P> {
 
     /// Pacemaker rule (DiemBFT v4 §5 `advance_round_qc` / `advance_round_tc`; Jolteon Fig. 2
     /// "advance round"): a certificate for view `v >= current` moves the replica to `v + 1`.
-    fn advance_to(&mut self, view: View, reason: ViewChange) {
+    pub(super) fn advance_to(&mut self, view: View, reason: ViewChange) {
         if view <= self.safety.view {
             return;
         }

@@ -8,7 +8,7 @@ use crate::error::InputError;
 use crate::event::Event;
 use crate::message::TimeoutVote;
 use crate::pacemaker::Pacemaker;
-use crate::types::PublicKey;
+use crate::types::{PublicKey, View};
 
 impl<P: Pacemaker> Replica<P> {
     /// Checks a timeout vote (live view, validator, no duplicate or conflicting vote, high QC
@@ -89,6 +89,7 @@ impl<P: Pacemaker> Replica<P> {
         }
         let Some(power) = self.epoch.validators.power(&t.voter) else { return };
         let quorum = self.epoch.validators.quorum();
+        let threshold = self.epoch.validators.validity_threshold();
         let collector: &mut TimeoutCollector = self.timeouts.entry(t.view).or_default();
         if collector.votes.contains_key(&t.voter) {
             return;
@@ -99,6 +100,11 @@ impl<P: Pacemaker> Replica<P> {
             collector.high_qc = Some(t.high_qc);
         }
         if collector.power < quorum || collector.formed {
+            let join = t.view > self.safety.view && !collector.joined && collector.power >= threshold;
+            if join {
+                collector.joined = true;
+                self.join_view(t.view);
+            }
             return;
         }
         let Some(high_qc) = collector.high_qc.clone() else { return };
@@ -112,5 +118,18 @@ impl<P: Pacemaker> Replica<P> {
         self.emit(Action::Event(Event::TcFormed { view: tc.view }));
         let digests = (tc.digest(), tc.high_qc.digest());
         self.observe_tc(&tc, digests);
+    }
+
+    /// View synchronization (Jolteon's pacemaker: "upon f+1 timeouts for a higher round"):
+    /// timeout votes worth more than a third of the power for a later view prove an honest
+    /// replica is in it, so this one goes there and times it out too; with it, the quorum for
+    /// the view's TC forms. Without this, replicas split across two views (each side below a
+    /// quorum, and no certificate to move the lower side) stay split: that happens when they
+    /// switch epochs in different views.
+    fn join_view(&mut self, view: View) {
+        self.advance_to(view, crate::event::ViewChange::Tc);
+        if self.safety.view == view && self.is_validator() {
+            self.time_out(view, true);
+        }
     }
 }

@@ -33,15 +33,25 @@ impl<P: Pacemaker> Replica<P> {
             self.collect_timeout(t);
             return Ok(());
         }
+        self.time_out(view, false);
+        Ok(())
+    }
+
+    /// Signs, records and broadcasts a timeout vote for `view` (the current view) if the
+    /// timeout rule allows, and counts it. `joined`: the replica entered `view` by f+1 timeout
+    /// votes rather than a certificate.
+    pub(super) fn time_out(&mut self, view: View, joined: bool) {
         let high_qc = self.safety.high_qc.clone();
         // Timeout rule: DiemBFT v4 `safe_to_timeout` (see `progress::safe_to_timeout`).
         // At the start of an epoch no QC of the epoch exists yet, so the replica is in its view
         // by neither a QC nor a TC of it; timing out is still safe (the report is the root QC,
         // the lowest possible lock, and `highest_voted_view` rises as usual).
-        let epoch_start = self.epoch_start(&high_qc.block)
+        // Likewise a replica that joined the view on f+1 timeout votes (`join_view`): the same
+        // two conditions keep its timeout vote safe.
+        let relaxed = (joined || self.epoch_start(&high_qc.block))
             && high_qc.view >= self.safety.locked_qc.view
             && view > View(self.safety.highest_voted_view.0.saturating_sub(1)).max(high_qc.view);
-        if !epoch_start
+        if !relaxed
             && !super::progress::safe_to_timeout(
                 view,
                 high_qc.view,
@@ -50,7 +60,7 @@ impl<P: Pacemaker> Replica<P> {
                 self.safety.last_tc.as_ref(),
             )
         {
-            return Ok(());
+            return;
         }
         // DiemBFT v4 `make_timeout`: never vote in this view after timing out of it.
         self.safety.highest_voted_view = self.safety.highest_voted_view.max(view);
@@ -70,6 +80,5 @@ impl<P: Pacemaker> Replica<P> {
         self.staged.safety_dirty = true;
         self.staged.gated.push(Action::Broadcast { message: Message::Timeout(t.clone()) });
         self.collect_timeout(t);
-        Ok(())
     }
 }
