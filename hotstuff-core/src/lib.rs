@@ -46,9 +46,12 @@
 //!   `safe_to_timeout` / `make_timeout`).
 //! - **Pacemaker**: a QC or TC for view `v >= current` moves the replica to `v + 1`. The leader of a
 //!   view entered by a TC extends its highest QC, which is at least the TC's largest high QC, and
-//!   attaches the TC. 2f+1 (by power) timeout votes form a TC. Leader choice and view timeouts are
-//!   the [`Pacemaker`] trait's; the default is weighted round-robin with exponential back-off that
-//!   resets on progress.
+//!   attaches the TC. 2f+1 (by power) timeout votes form a TC; f+1 (more than a third of the
+//!   power) for a later view pull a replica into that view to time it out too (Jolteon's view
+//!   synchronization). A timeout vote carries the sender's vote in that view, and whoever
+//!   collects timeout votes counts those votes too, so a block whose next leader is down still
+//!   gets its QC. Leader choice and view timeouts are the [`Pacemaker`] trait's; the default is
+//!   weighted round-robin with exponential back-off that resets on progress.
 //!
 //! Safety holds while the Byzantine validators hold less than a third of the voting power.
 //!

@@ -82,3 +82,26 @@ fn restarted_replicas_count_their_own_stored_timeout_vote() {
     let report = hotstuff_tests::Sim::new(scenario::params(5_028_690, 4, 1, Kind::Mixed)).run();
     assert!(report.ok(), "{:#?}", report.liveness_failures);
 }
+
+/// Random validator-set changes (two listeners may join; keys added, removed and re-weighted,
+/// Byzantine power always below a third) under random faults with a Byzantine validator, and in
+/// Twins scenarios. Every commit is checked against its epoch's set (see `Sim::check_commit`).
+#[test]
+fn random_set_changes_under_faults_and_in_twins_scenarios() {
+    check(
+        "n=4 mixed + 6 set changes",
+        &batch::run(0..150, |s| {
+            let mut p = scenario::params(7_000_000 + s, 4, 1, Kind::Mixed);
+            scenario::add_set_changes(&mut p, 7_000_000 + s, 6);
+            p
+        }),
+    );
+    check(
+        "twins n=4 f=1 + 4 set changes",
+        &batch::run(0..100, |s| {
+            let mut p = scenario::twins(8_000_000 + s, 4, 1);
+            scenario::add_set_changes(&mut p, 8_000_000 + s, 4);
+            p
+        }),
+    );
+}
