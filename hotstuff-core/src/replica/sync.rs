@@ -73,6 +73,18 @@ impl<P: Pacemaker> Replica<P> {
         });
     }
 
+    /// After a failed response: ask a peer not yet avoided, if there is one. Once every peer is
+    /// avoided, the timers retry (view timer, no-progress timer, avoidance expiry), so bad or
+    /// empty responses can never drive a request loop at network speed.
+    fn retry_elsewhere(&mut self) {
+        let me = self.key.public();
+        let any =
+            self.epoch.validators.members().iter().any(|v| v.key != me && !self.avoided.contains_key(&v.key));
+        if any {
+            self.request_sync(None);
+        }
+    }
+
     /// The view timer fired: if blocks are still missing, the next peer is asked (an unanswered
     /// request is dropped; a lost message is no proof of a bad server, so it is not avoided).
     pub(super) fn retry_sync(&mut self) {
@@ -163,7 +175,7 @@ impl<P: Pacemaker> Replica<P> {
             self.sync_peer = None;
             if self.needs_sync() {
                 self.avoid(from, "empty sync response while blocks are missing");
-                self.request_sync(None);
+                self.retry_elsewhere();
             }
             return Ok(());
         }
@@ -175,7 +187,7 @@ impl<P: Pacemaker> Replica<P> {
             Err(reason) => {
                 self.sync_peer = None;
                 self.avoid(from, reason);
-                self.request_sync(None);
+                self.retry_elsewhere();
                 Ok(())
             }
         }
