@@ -101,6 +101,7 @@ impl<A: App> Loop<A> {
             let deadline = [self.turn.timer.map(|(_, at)| at), self.turn.deferred.map(|d| d.at)]
                 .into_iter()
                 .flatten()
+                .chain(self.turn.sync_timers.values().copied())
                 .min();
             let msg = match deadline {
                 Some(at) => match self.rx.recv_timeout(at.saturating_duration_since(now)) {
