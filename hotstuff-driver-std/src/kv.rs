@@ -463,3 +463,60 @@ impl Client {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotstuff_core::{BlockHash, Epoch, Height, QuorumCertificate};
+
+    fn committed(view: u64, proposer: PublicKey) -> CommittedBlock {
+        let qc = QuorumCertificate::genesis(BlockHash::default());
+        CommittedBlock {
+            block: Block {
+                epoch: Epoch(0),
+                view: View(view),
+                height: Height(view),
+                justify: qc.clone(),
+                proposer,
+                payload: Vec::new(),
+            },
+            hash: BlockHash::default(),
+            certificate: qc,
+            outcome: AppOutcome::default(),
+            epoch_change: None,
+        }
+    }
+
+    fn put(k: &str) -> Tx {
+        Tx::Put { key: k.as_bytes().to_vec(), value: b"v".to_vec() }
+    }
+
+    #[test]
+    fn mempool_requeues_transactions_of_abandoned_blocks_and_counts_committed_ones() {
+        let me = PublicKey([1; 32]);
+        let other = PublicKey([2; 32]);
+        let pool = Mempool::new(3);
+        for k in ["a", "b", "c"] {
+            pool.submit(put(k)).unwrap();
+        }
+        assert_eq!(pool.submit(put("d")), Err(SubmitError::Full));
+        assert_eq!(pool.submit(Tx::Delete { key: Vec::new() }), Err(SubmitError::Invalid));
+
+        assert_eq!(pool.take(me, View(5), 2), vec![put("a"), put("b")]);
+        assert_eq!(pool.take(me, View(9), 2), vec![put("c")]);
+        assert!(pool.take(me, View(10), 2).is_empty(), "in-flight transactions are not proposed twice");
+
+        // Another leader's block at view 7 commits: our block of view 5 can no longer commit, so
+        // its transactions go back to the front of the queue; the one of view 9 stays in flight.
+        pool.committed(&[committed(7, other)]);
+        let s = pool.take_stats();
+        assert_eq!((s.committed, s.pending), (0, 3));
+        assert_eq!(pool.take(me, View(11), 5), vec![put("a"), put("b")]);
+
+        // Our blocks of views 9 and 11 commit: three transactions with their latencies.
+        pool.committed(&[committed(9, me), committed(11, me)]);
+        let s = pool.take_stats();
+        assert_eq!((s.committed, s.pending, s.latencies.len()), (3, 0, 3));
+        assert!(pool.take_stats().latencies.is_empty(), "latencies are handed out once");
+    }
+}

@@ -66,9 +66,7 @@ fn cluster_commits_agrees_recovers_and_stops_quickly() {
     assert!(c.min_height() > h0, "the idle chain keeps committing");
 
     phase!("idle measured");
-    // Stop one node, let the others go on, restart it from its store: it catches up. (With one
-    // of four down, two views in four time out: its own, and the one before, whose votes go to
-    // it as the next leader.)
+    // Stop one node, let the others go on, restart it from its store: it catches up.
     let took = c.stop(2);
     println!("node 2 stopped in {took:?}");
     let before = c.height(0);

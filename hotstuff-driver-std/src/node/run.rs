@@ -101,6 +101,7 @@ impl<A: App> Loop<A> {
             let deadline = [self.turn.timer.map(|(_, at)| at), self.turn.deferred.map(|d| d.at)]
                 .into_iter()
                 .flatten()
+                .chain(self.turn.sync_timers.values().copied())
                 .min();
             let msg = match deadline {
                 Some(at) => match self.rx.recv_timeout(at.saturating_duration_since(now)) {
@@ -157,7 +158,8 @@ impl<A: App> Loop<A> {
         let actions: Vec<Action> = std::iter::from_fn(|| self.replica.poll_action()).collect();
         // Commits first: the replica's block tree already reflects every commit of this drain
         // (committed blocks leave `pending_updates`), so the store must hold them before the
-        // app reads state for a `ValidateBlock` or `ProduceBlock` listed ahead of them.
+        // app reads state. The core lists app requests after every other action of an input;
+        // this keeps the app's view right even for actions left from earlier inputs.
         let (commits, rest): (Vec<Action>, Vec<Action>) =
             actions.into_iter().partition(|a| matches!(a, Action::Commit { .. }));
         for action in commits.into_iter().chain(rest) {
