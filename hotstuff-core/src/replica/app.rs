@@ -35,7 +35,13 @@ impl<P: Pacemaker> Replica<P> {
         if self.tree.position(&parent).is_none() {
             return Err(InputError::UnexpectedReply);
         }
-        self.epoch.validators.apply(&outcome.validator_updates).map_err(InputError::BadValidatorUpdates)?;
+        if !outcome.validator_updates.is_empty() {
+            // Building the new set decompresses every key: only for blocks that change it.
+            self.epoch
+                .validators
+                .apply(&outcome.validator_updates)
+                .map_err(InputError::BadValidatorUpdates)?;
+        }
         self.propose(view, parent, payload, outcome);
         Ok(())
     }

@@ -118,7 +118,7 @@ impl<P: Pacemaker> Replica<P> {
         self.apply_commit_rule(qc);
         self.advance_to(qc.view.next(), ViewChange::Qc);
         self.try_propose();
-        if self.far_behind(qc.view) && !self.tree.contains(&qc.block) {
+        if !self.tree.contains(&qc.block) && self.far_behind(qc.view) {
             self.request_sync(None);
         }
     }

@@ -300,11 +300,9 @@ impl<P: Pacemaker> Replica<P> {
                     if items.len() + 1 + proof.blocks.len() > room || proof.blocks.is_empty() {
                         break;
                     }
-                    let mut chain: Vec<(Block, QuorumCertificate)> = Vec::new();
-                    chain.push((block, qc));
+                    items.push((block, qc));
                     let certs = proof.blocks.iter().skip(1).map(|b| b.justify.clone()).chain(Some(proof.qc));
-                    chain.extend(proof.blocks.iter().cloned().zip(certs));
-                    items.extend(chain);
+                    items.extend(proof.blocks.iter().cloned().zip(certs));
                     return Self::response(request.id, items);
                 }
             }

@@ -50,15 +50,7 @@ impl<P: Pacemaker> Replica<P> {
         )
         .map_err(|source| InputError::BadSignature { signer: t.voter, source })?;
         if let Some(v) = &t.vote {
-            crypto::verify_one(
-                vk,
-                self.config.chain,
-                SignKind::Vote,
-                view,
-                &crypto::vote_subject(&v.block, v.epoch),
-                &v.signature,
-            )
-            .map_err(|source| InputError::BadSignature { signer: t.voter, source })?;
+            self.verify_vote(vk, v)?;
         }
         let digest = self.check_qc(&t.high_qc)?;
         let tc_digests = match &t.last_tc {

@@ -36,17 +36,27 @@ impl<P: Pacemaker> Replica<P> {
                 InputError::Equivocation { signer: vote.voter, view }
             });
         }
+        self.verify_vote(vk, &vote)?;
+        self.collect_vote(vote);
+        Ok(())
+    }
+
+    /// Checks a vote's signature with its voter's key `vk` (a vote sent alone, or the one
+    /// inside a timeout vote).
+    pub(super) fn verify_vote(
+        &self,
+        vk: &ed25519_dalek::VerifyingKey,
+        vote: &Vote,
+    ) -> Result<(), InputError> {
         crypto::verify_one(
             vk,
             self.config.chain,
             SignKind::Vote,
-            view,
+            vote.view,
             &crypto::vote_subject(&vote.block, vote.epoch),
             &vote.signature,
         )
-        .map_err(|source| InputError::BadSignature { signer: vote.voter, source })?;
-        self.collect_vote(vote);
-        Ok(())
+        .map_err(|source| InputError::BadSignature { signer: vote.voter, source })
     }
 
     /// Counts a checked vote; at a quorum (by power) forms the QC (Jolteon Fig. 2 "upon
