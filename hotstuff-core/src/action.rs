@@ -40,12 +40,23 @@ pub struct EpochChange {
 /// it (empty "suffix" blocks of the old epoch) up to a block `b1`, where `b1` and its parent are
 /// in consecutive views, and the QC for `b1` (the two-chain commit rule). Block sync sends it
 /// right after the epoch's last block.
-#[derive(Clone, Debug, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, borsh::BorshSerialize)]
 pub struct EpochProof {
     /// The old epoch's blocks after its last committed one, oldest first.
     pub blocks: Vec<Block>,
     /// The QC for the last of `blocks`.
     pub qc: QuorumCertificate,
+}
+
+impl borsh::BorshDeserialize for EpochProof {
+    /// The derived layout, the blocks read by [`codec::read_vec`](crate::codec::read_vec) so
+    /// memory follows the input.
+    fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
+        Ok(EpochProof {
+            blocks: crate::codec::read_vec(reader, usize::MAX)?,
+            qc: borsh::BorshDeserialize::deserialize_reader(reader)?,
+        })
+    }
 }
 
 /// The block-sync timers (besides the view timer).

@@ -22,10 +22,10 @@ impl BorshDeserialize for AppStateUpdates {
         let mut map = BTreeMap::new();
         let mut last: Option<Vec<u8>> = None;
         for _ in 0..count {
-            let key = crate::block::read_bytes(reader)?;
+            let key = crate::codec::read_bytes(reader, usize::MAX)?;
             let value = match u8::deserialize_reader(reader)? {
                 0 => None,
-                1 => Some(crate::block::read_bytes(reader)?),
+                1 => Some(crate::codec::read_bytes(reader, usize::MAX)?),
                 _ => return Err(invalid("invalid option tag")),
             };
             if last.as_ref().is_some_and(|l| *l >= key) {

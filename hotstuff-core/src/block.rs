@@ -47,8 +47,9 @@ impl Block {
 }
 
 impl BorshDeserialize for Block {
-    /// The derived layout, but the payload is read in chunks so that memory follows the bytes
-    /// actually present, not the length prefix (borsh reserves up to 1 MiB from the prefix).
+    /// The derived layout, but the payload is read with [`codec::read_bytes`](crate::codec::read_bytes)
+    /// so that memory follows the bytes actually present, not the length prefix (borsh reserves
+    /// up to 1 MiB from the prefix). The payload limit is checked on the wire ([`Limits`](crate::Limits)).
     fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
         Ok(Block {
             epoch: Epoch::deserialize_reader(reader)?,
@@ -56,24 +57,9 @@ impl BorshDeserialize for Block {
             height: Height::deserialize_reader(reader)?,
             justify: QuorumCertificate::deserialize_reader(reader)?,
             proposer: PublicKey::deserialize_reader(reader)?,
-            payload: read_bytes(reader)?,
+            payload: crate::codec::read_bytes(reader, usize::MAX)?,
         })
     }
-}
-
-/// Reads a borsh `Vec<u8>` (u32 length, then the bytes) in chunks of at most 4 KiB, so a
-/// length prefix larger than the input costs no more memory than the input.
-pub(crate) fn read_bytes<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Vec<u8>> {
-    let len = u32::deserialize_reader(reader)? as usize;
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while out.len() < len {
-        let n = (len - out.len()).min(chunk.len());
-        let buf = chunk.get_mut(..n).ok_or(borsh::io::ErrorKind::InvalidData)?;
-        reader.read_exact(buf)?;
-        out.extend_from_slice(buf);
-    }
-    Ok(out)
 }
 
 struct HashWriter<'a>(&'a mut blake3::Hasher);

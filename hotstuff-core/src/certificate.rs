@@ -1,14 +1,15 @@
 //! Quorum certificates (QC) and timeout certificates (TC), and their verification.
 
+use crate::codec;
 use crate::crypto::{self, BatchItem, SignKind, SignatureError};
 use crate::types::{BlockHash, ChainId, Epoch, Power, PublicKey, Signature, View};
-use crate::validators::ValidatorSet;
+use crate::validators::{ValidatorSet, MAX_VALIDATORS};
 use alloc::vec::Vec;
 use borsh::{BorshDeserialize, BorshSerialize};
 
 /// A quorum certificate: votes worth more than two thirds of the voting power for one block in
 /// one view.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
 pub struct QuorumCertificate {
     /// The epoch whose validator set signed it (the certified block's epoch).
     pub epoch: Epoch,
@@ -18,6 +19,31 @@ pub struct QuorumCertificate {
     pub block: BlockHash,
     /// `(voter, signature)`, strictly ascending by voter. Empty only for the genesis QC.
     pub signatures: Vec<(PublicKey, Signature)>,
+}
+
+impl BorshDeserialize for QuorumCertificate {
+    /// The derived layout, with at most [`MAX_VALIDATORS`] signatures (no set has more signers),
+    /// read by [`codec::read_vec`] so memory follows the input.
+    fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
+        Ok(QuorumCertificate {
+            epoch: Epoch::deserialize_reader(reader)?,
+            view: View::deserialize_reader(reader)?,
+            block: BlockHash::deserialize_reader(reader)?,
+            signatures: codec::read_vec(reader, MAX_VALIDATORS)?,
+        })
+    }
+}
+
+impl BorshDeserialize for TimeoutCertificate {
+    /// The derived layout, with at most [`MAX_VALIDATORS`] signatures, as for a QC.
+    fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
+        Ok(TimeoutCertificate {
+            epoch: Epoch::deserialize_reader(reader)?,
+            view: View::deserialize_reader(reader)?,
+            high_qc: QuorumCertificate::deserialize_reader(reader)?,
+            signatures: codec::read_vec(reader, MAX_VALIDATORS)?,
+        })
+    }
 }
 
 impl QuorumCertificate {
@@ -41,7 +67,7 @@ impl QuorumCertificate {
 }
 
 /// A timeout certificate: timeout votes worth more than two thirds of the power for one view.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
 pub struct TimeoutCertificate {
     /// The epoch whose validator set signed it.
     pub epoch: Epoch,

@@ -157,6 +157,7 @@ pub mod app;
 pub mod block;
 pub mod block_tree;
 pub mod certificate;
+pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -2,9 +2,11 @@
 
 use crate::crypto::{self, SignatureError};
 use crate::types::{Power, PublicKey};
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use borsh::{BorshDeserialize, BorshSerialize};
+use once_cell::race::OnceBox;
 
 /// The largest validator set the library accepts. It bounds every signature list on the wire.
 pub const MAX_VALIDATORS: usize = 1024;
@@ -14,13 +16,12 @@ pub const MAX_VALIDATORS: usize = 1024;
 pub const MAX_TOTAL_POWER: u64 = 1 << 62;
 
 /// One member of a validator set.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Validator {
     /// Identity and signature key.
     pub key: PublicKey,
     /// Voting power, always > 0.
     pub power: Power,
-    verifying: ed25519_dalek::VerifyingKey,
 }
 
 /// Why a validator set (or an update to one) is not acceptable.
@@ -48,11 +49,29 @@ pub enum ValidatorSetError {
 
 /// A set of validators, each with voting power. Members are kept sorted by key, so two sets with
 /// the same members are equal and encode to the same bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Every key is checked to be a valid ed25519 point when the set is built or decoded, but the
+/// decompressed keys that signature verification needs (about 200 bytes each, five times the
+/// 40 bytes a member takes on the wire) are built only on the set's first verification, once
+/// (a clone made after that copies them). So decoding a set allocates in proportion to its
+/// encoding, and a set that is only stored or compared never holds them.
+#[derive(Clone, Debug)]
 pub struct ValidatorSet {
     members: Vec<Validator>,
     total: u64,
+    /// `verifying[i]` is `members[i]`'s decompressed key (`None` cannot happen: every key was
+    /// checked when the set was built).
+    verifying: OnceBox<Vec<Option<ed25519_dalek::VerifyingKey>>>,
 }
+
+impl PartialEq for ValidatorSet {
+    fn eq(&self, other: &Self) -> bool {
+        // The key cache is derived from the members.
+        self.members == other.members
+    }
+}
+
+impl Eq for ValidatorSet {}
 
 impl ValidatorSet {
     /// Builds a set from `(key, power)` pairs in any order.
@@ -73,22 +92,32 @@ impl ValidatorSet {
     }
 
     fn from_map(map: BTreeMap<PublicKey, Power>) -> Result<Self, ValidatorSetError> {
-        if map.is_empty() {
+        Self::from_sorted(map.into_iter().collect())
+    }
+
+    /// Builds a set from pairs already sorted strictly by key (the caller checks), reusing the
+    /// vector's allocation for the members.
+    fn from_sorted(pairs: Vec<(PublicKey, Power)>) -> Result<Self, ValidatorSetError> {
+        if pairs.is_empty() {
             return Err(ValidatorSetError::Empty);
         }
-        if map.len() > MAX_VALIDATORS {
-            return Err(ValidatorSetError::TooMany(map.len()));
+        if pairs.len() > MAX_VALIDATORS {
+            return Err(ValidatorSetError::TooMany(pairs.len()));
         }
         let mut total: u64 = 0;
-        let mut members = Vec::with_capacity(map.len());
-        for (key, power) in map {
+        for (key, power) in &pairs {
+            if *power == 0 {
+                return Err(ValidatorSetError::ZeroPower(*key));
+            }
             total = total
-                .checked_add(power)
+                .checked_add(*power)
                 .filter(|t| *t <= MAX_TOTAL_POWER)
                 .ok_or(ValidatorSetError::PowerOverflow)?;
-            members.push(Validator { key, power, verifying: crypto::verifying_key(&key)? });
+            // Decompressed here only to check the point; kept on first verification.
+            crypto::verifying_key(key)?;
         }
-        Ok(ValidatorSet { members, total })
+        let members = pairs.into_iter().map(|(key, power)| Validator { key, power }).collect();
+        Ok(ValidatorSet { members, total, verifying: OnceBox::new() })
     }
 
     /// The members, sorted by key.
@@ -146,8 +175,14 @@ impl ValidatorSet {
         self.members.binary_search_by(|v| v.key.cmp(key)).ok().and_then(|i| self.members.get(i))
     }
 
+    /// `key`'s decompressed verifying key, if it is a member. The first call decompresses every
+    /// member's key (see the type's doc).
     pub(crate) fn verifying_key(&self, key: &PublicKey) -> Option<&ed25519_dalek::VerifyingKey> {
-        self.get(key).map(|v| &v.verifying)
+        let i = self.members.binary_search_by(|v| v.key.cmp(key)).ok()?;
+        let keys = self.verifying.get_or_init(|| {
+            Box::new(self.members.iter().map(|v| crypto::verifying_key(&v.key).ok()).collect())
+        });
+        keys.get(i)?.as_ref()
     }
 
     /// The set after applying `updates`: power 0 removes a member, any other power adds it or
@@ -186,15 +221,15 @@ impl BorshSerialize for ValidatorSet {
 
 impl BorshDeserialize for ValidatorSet {
     fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
-        let pairs: Vec<(PublicKey, Power)> = Vec::deserialize_reader(reader)?;
-        // Canonical: strictly ascending keys.
+        let pairs: Vec<(PublicKey, Power)> = crate::codec::read_vec(reader, MAX_VALIDATORS)?;
+        // Canonical: strictly ascending keys (so no duplicates either).
         if pairs.windows(2).any(|w| matches!(w, [a, b] if a.0 >= b.0)) {
             return Err(borsh::io::Error::new(
                 borsh::io::ErrorKind::InvalidData,
                 "validator set not sorted by key",
             ));
         }
-        ValidatorSet::new(pairs)
+        ValidatorSet::from_sorted(pairs)
             .map_err(|_| borsh::io::Error::new(borsh::io::ErrorKind::InvalidData, "invalid validator set"))
     }
 }

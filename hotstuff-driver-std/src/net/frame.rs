@@ -29,13 +29,26 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, Fram
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut body = vec![0u8; len];
-    let got = read_full(r, &mut body)?;
-    if got < len {
-        return Err(FrameError::Truncated { expected: len, got });
+    // The body grows by at most `GROW` bytes ahead of what has arrived, so memory follows the
+    // bytes a peer actually sends, not the length it claims (a 4-byte prefix claiming the limit
+    // costs 64 KiB, not the limit). Growing by a fixed step keeps the peak, old and new buffer
+    // together during a reallocation, within twice the bytes received plus one step.
+    let mut body = Vec::new();
+    while body.len() < len {
+        let start = body.len();
+        let step = (len - start).min(GROW);
+        body.reserve_exact(step);
+        body.resize(start + step, 0);
+        let got = read_full(r, body.get_mut(start..).unwrap_or_default())?;
+        if got < step {
+            return Err(FrameError::Truncated { expected: len, got: start + got });
+        }
     }
     Ok(Some(body))
 }
+
+/// How far a frame's body buffer runs ahead of the bytes received.
+const GROW: usize = 64 * 1024;
 
 /// Reads until `buf` is full or the stream ends; returns how many bytes were read.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {
@@ -69,5 +82,18 @@ mod tests {
         assert!(matches!(read_frame(&mut &huge[..], 16), Err(FrameError::TooLarge { max: 16, .. })));
         assert!(matches!(read_frame(&mut &buf[..6], 16), Err(FrameError::Truncated { expected: 5, got: 2 })));
         assert!(matches!(read_frame(&mut &buf[..2], 16), Err(FrameError::Truncated { expected: 4, got: 2 })));
+    }
+
+    #[test]
+    fn large_frames_arrive_whole_and_truncation_reports_the_bytes_received() {
+        let body: Vec<u8> = (0..3 * GROW + 17).map(|i| (i % 251) as u8).collect();
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &body).unwrap();
+        assert_eq!(read_frame(&mut &buf[..], body.len()).unwrap(), Some(body.clone()));
+        let cut = 4 + 2 * GROW + 5;
+        assert!(matches!(
+            read_frame(&mut &buf[..cut], body.len()),
+            Err(FrameError::Truncated { expected, got }) if expected == body.len() && got == 2 * GROW + 5
+        ));
     }
 }
