@@ -36,7 +36,7 @@ pub const MAX_BLOCK_TXS: usize = 10_000;
 pub const TX_COUNT_KEY: &[u8] = b"meta/txs";
 
 /// A transaction.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
 pub enum Tx {
     /// Sets `key` to `value`.
     Put {
@@ -50,6 +50,32 @@ pub enum Tx {
         /// The key.
         key: Vec<u8>,
     },
+}
+
+impl BorshDeserialize for Tx {
+    /// The derived layout, with the key and value read within [`MAX_KEY`] and [`MAX_VALUE`]:
+    /// an oversized length prefix is refused before anything is allocated for it.
+    fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
+        let key = |r: &mut R| hotstuff_core::codec::read_bytes(r, MAX_KEY);
+        match u8::deserialize_reader(reader)? {
+            0 => {
+                Ok(Tx::Put { key: key(reader)?, value: hotstuff_core::codec::read_bytes(reader, MAX_VALUE)? })
+            }
+            1 => Ok(Tx::Delete { key: key(reader)? }),
+            _ => Err(borsh::io::Error::new(borsh::io::ErrorKind::InvalidData, "unknown transaction kind")),
+        }
+    }
+}
+
+/// Decodes a block payload into its transactions: `None` unless it is a canonical borsh
+/// `Vec<Tx>` of 1 to [`MAX_BLOCK_TXS`] valid transactions (the count is checked before any
+/// transaction is read). An empty payload is an empty block, not a payload: the caller
+/// handles it.
+#[must_use]
+pub fn decode_payload(payload: &[u8]) -> Option<Vec<Tx>> {
+    let mut reader = payload;
+    let txs: Vec<Tx> = hotstuff_core::codec::read_vec(&mut reader, MAX_BLOCK_TXS).ok()?;
+    (reader.is_empty() && !txs.is_empty() && txs.iter().all(Tx::valid)).then_some(txs)
 }
 
 impl Tx {
@@ -237,10 +263,7 @@ impl App for KvApp {
         if block.payload.is_empty() {
             return Some(AppOutcome::default());
         }
-        let txs: Vec<Tx> = borsh::from_slice(&block.payload).ok()?;
-        if txs.is_empty() || txs.len() > MAX_BLOCK_TXS || !txs.iter().all(Tx::valid) {
-            return None;
-        }
+        let txs = decode_payload(&block.payload)?;
         apply(ctx, &txs).map_err(|error| tracing::error!(%error, "cannot read app state")).ok()
     }
 
@@ -334,17 +357,21 @@ fn serve(
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut out = stream.try_clone()?;
     let mut lines = BufReader::new(stream);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut lines).take(MAX_LINE as u64 + 1).read_line(&mut line)?;
+        let n = (&mut lines).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
         if n == 0 {
             return Ok(());
         }
-        let reply = if n > MAX_LINE {
-            "ERR line too long".to_string()
-        } else {
-            answer(line.trim(), mempool, reader, status)
+        if n > MAX_LINE && line.last() != Some(&b'\n') {
+            // The rest of the line is not a command: say why and close the connection.
+            out.write_all(b"ERR line too long\n")?;
+            return Ok(());
+        }
+        let reply = match std::str::from_utf8(&line) {
+            Ok(text) => answer(text.trim(), mempool, reader, status),
+            Err(_) => "ERR not UTF-8".to_string(),
         };
         out.write_all(reply.as_bytes())?;
         out.write_all(b"\n")?;
@@ -518,5 +545,54 @@ mod tests {
         let s = pool.take_stats();
         assert_eq!((s.committed, s.pending, s.latencies.len()), (3, 0, 3));
         assert!(pool.take_stats().latencies.is_empty(), "latencies are handed out once");
+    }
+}
+
+#[cfg(test)]
+mod client_protocol_tests {
+    use super::*;
+    use crate::storage::RedbStore;
+
+    fn server() -> ClientServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let reader = Reader::new(Arc::new(RedbStore::in_memory().unwrap()));
+        let status = || Status {
+            view: View(1),
+            leader: PublicKey([0; 32]),
+            committed: hotstuff_core::Height(0),
+            high_qc: View(0),
+            running: true,
+        };
+        ClientServer::start(listener, Mempool::new(16), reader, status).unwrap()
+    }
+
+    fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    }
+
+    #[test]
+    fn bad_lines_get_an_error_and_an_overlong_line_ends_the_connection() {
+        let server = server();
+        let addr = server.local_addr();
+        // Invalid UTF-8 is answered, and the connection goes on.
+        assert_eq!(exchange(addr, b"PUT k \xff\xfe\nPUT a b\n"), "ERR not UTF-8\nOK\n");
+        // An overlong line is refused and its rest never read as commands.
+        let mut long = b"PUT k ".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE));
+        long.extend_from_slice(b"\nPUT c d\n");
+        assert_eq!(exchange(addr, &long), "ERR line too long\n");
+        // A line of exactly the limit is served.
+        let mut exact = b"DEL ".to_vec();
+        exact.extend(std::iter::repeat_n(b'k', MAX_LINE - 5));
+        exact.push(b'\n');
+        assert_eq!(exact.len(), MAX_LINE);
+        assert!(exchange(addr, &exact).starts_with("ERR"), "the key is over MAX_KEY: refused by the mempool");
+        assert_eq!(exchange(addr, b"NOPE\n"), "ERR unknown command (PUT k v | DEL k | GET k | STATUS)\n");
     }
 }

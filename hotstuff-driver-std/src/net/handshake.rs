@@ -88,7 +88,20 @@ pub fn run(
     allowed: impl Fn(&PublicKey) -> bool,
     expect: Option<PublicKey>,
 ) -> Result<PublicKey, HandshakeError> {
-    let mine = Hello { chain, key: me.public(), nonce: nonce()? };
+    run_with_nonce(stream, me, chain, allowed, expect, nonce()?)
+}
+
+/// [`run`] with a given nonce instead of a fresh one from the OS: for deterministic tests and
+/// fuzzing only. A reused nonce lets a recorded handshake be replayed; never use it in a node.
+pub fn run_with_nonce(
+    stream: &mut (impl Read + Write),
+    me: &Keypair,
+    chain: ChainId,
+    allowed: impl Fn(&PublicKey) -> bool,
+    expect: Option<PublicKey>,
+    nonce: [u8; 32],
+) -> Result<PublicKey, HandshakeError> {
+    let mine = Hello { chain, key: me.public(), nonce };
     stream.write_all(&mine.encode()).map_err(io)?;
     stream.flush().map_err(io)?;
     let mut buf = [0u8; HELLO_LEN];
