@@ -1,7 +1,9 @@
 //! Writes the seed corpus under `fuzz/seeds/<target>/` (run once from `fuzz/`:
 //! `cargo run --release --example seed_corpus`; the files are committed):
 //! - decode_envelope: a valid encoding of every message kind;
-//! - decode_records: a valid encoding of every stored record type;
+//! - decode_records: a valid encoding of every stored record type and a kv payload;
+//! - decode_frames: a stream of every message kind as frames;
+//! - handshake: an unmutated handshake from each kind of peer;
 //! - replica_inputs: byte strings that `arbitrary` decodes to op lists following a script
 //!   that makes progress (proposals of certified chains, acknowledgements, app replies);
 //! - sim_schedule: a few byte strings decoding to different Byzantine kinds.
@@ -82,7 +84,30 @@ fn main() {
         write(&root.join("decode_envelope"), &format!("message-{i}"), &env.encode());
     }
     for (i, (name, bytes)) in samples::records().into_iter().enumerate() {
-        write(&root.join("decode_records"), &format!("{i}-{name}"), &bytes);
+        write(&root.join("decode_records"), &format!("{i}-{name}").replace(' ', "-"), &bytes);
+    }
+    write(&root.join("decode_frames"), "stream", &samples::frame_stream());
+    // An undamaged store file, and one cut short.
+    write(&root.join("store_file"), "undamaged", &[0]);
+    write(
+        &root.join("store_file"),
+        "flips-near-the-header",
+        &[1, 0, 16, 0, 0, 0x40, 1, 1, 0, 2, 0, 0, 0x01, 1, 0],
+    );
+    // Handshakes from each kind of peer, unmutated: random bytes until one decodes so.
+    let mut hrng = XorShift(0x4a5d_5eed);
+    for peer in 0..6u8 {
+        loop {
+            let mut bytes: Vec<u8> = (0..96).map(|_| hrng.next() as u8).collect();
+            bytes[0] = peer;
+            let input =
+                fuzzing::HandshakeInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+            if input.peer == peer && input.flips.is_empty() && input.cut.is_none() {
+                fuzzing::handshake(&input);
+                write(&root.join("handshake"), &format!("peer-{peer}"), &bytes);
+                break;
+            }
+        }
     }
 
     let propose =

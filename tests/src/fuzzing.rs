@@ -56,8 +56,9 @@ fn roundtrip<T: BorshDeserialize + BorshSerialize>(data: &[u8]) {
     }
 }
 
-/// Every stored record type decoded from `data` with borsh: whatever decodes re-encodes to
-/// exactly the input.
+/// Every stored record type decoded from `data` with borsh (the core's records, and the
+/// driver's committed-block entry), and the kv app's block payload decoder: whatever decodes
+/// re-encodes to exactly the input.
 pub fn decode_records(data: &[u8]) {
     roundtrip::<SafetyState>(data);
     roundtrip::<BlockRecord>(data);
@@ -65,6 +66,154 @@ pub fn decode_records(data: &[u8]) {
     roundtrip::<QuorumCertificate>(data);
     roundtrip::<TimeoutCertificate>(data);
     roundtrip::<CommittedTip>(data);
+    roundtrip::<EpochState>(data);
+    roundtrip::<hotstuff_driver_std::CommittedEntry>(data);
+    if let Some(txs) = hotstuff_driver_std::kv::decode_payload(data) {
+        assert!(!txs.is_empty() && txs.len() <= hotstuff_driver_std::kv::MAX_BLOCK_TXS);
+        assert_eq!(borsh::to_vec(&txs).expect("vec"), data, "a kv payload does not re-encode to its input");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// decode_frames, handshake: the driver's connection code
+
+/// The frame limit of [`decode_frames`]: small, so the fuzzer reaches both sides of it.
+pub const FRAME_LIMIT: usize = 1 << 16;
+
+/// The driver's inbound path on an authenticated connection: `data` is the byte stream a peer
+/// sends. Frames are read by the driver's reader (limit [`FRAME_LIMIT`]) and each body is
+/// decoded as the driver decodes it (`Envelope::decode`, default limits). No panic; each frame
+/// is exactly the bytes its length prefix names; the stream ends cleanly only between frames;
+/// every accepted envelope re-encodes to its frame.
+pub fn decode_frames(data: &[u8]) {
+    use hotstuff_driver_std::net::frame::read_frame;
+    use hotstuff_driver_std::FrameError;
+    let mut stream = data;
+    let mut at = 0usize;
+    loop {
+        let before = stream.len();
+        match read_frame(&mut stream, FRAME_LIMIT) {
+            Ok(None) => {
+                assert!(before == 0, "a clean end only between frames");
+                break;
+            }
+            Ok(Some(body)) => {
+                assert!(body.len() <= FRAME_LIMIT);
+                let prefix = u32::try_from(body.len()).expect("within the limit").to_le_bytes();
+                assert_eq!(data.get(at..at + 4), Some(&prefix[..]), "the frame's length prefix");
+                assert_eq!(data.get(at + 4..at + 4 + body.len()), Some(&body[..]), "the frame's body");
+                at += 4 + body.len();
+                assert_eq!(stream.len(), data.len() - at);
+                if let Ok(env) = Envelope::decode(&body, &Limits::default()) {
+                    assert_eq!(env.encode(), body, "a decoded frame does not re-encode to itself");
+                }
+            }
+            Err(FrameError::TooLarge { len, max }) => {
+                assert!(len > max && max == FRAME_LIMIT, "refused a frame within the limit");
+                break;
+            }
+            Err(FrameError::Truncated { expected, got }) => {
+                assert!(stream.is_empty() && got < expected, "a truncation only at the end of the stream");
+                break;
+            }
+            Err(e) => panic!("reading from a byte slice failed: {e}"),
+        }
+    }
+}
+
+/// One handshake, seen from our side: the peer's bytes are an honest peer's (one of the
+/// validators, our own key, or a key outside the set) with arbitrary bit flips, a cut and
+/// trailing bytes.
+#[derive(Arbitrary, Clone, Debug)]
+pub struct HandshakeInput {
+    /// The peer: `0` is our own key, `1..=N-1` the other validators, anything else an outsider.
+    pub peer: u8,
+    /// Our nonce.
+    pub my_nonce: [u8; 32],
+    /// The peer's nonce.
+    pub peer_nonce: [u8; 32],
+    /// Whether we dialled the peer (and so expect its key).
+    pub dialled: bool,
+    /// `(position, xor mask)` applied to the peer's hello and signature.
+    pub flips: Vec<(u8, u8)>,
+    /// Where the peer's bytes end, if before the end.
+    pub cut: Option<u8>,
+    /// Bytes the peer sends after the handshake (left unread).
+    pub extra: Vec<u8>,
+}
+
+/// A stream that reads from a script and records what is written.
+struct Duplex<'a> {
+    input: &'a [u8],
+    output: Vec<u8>,
+}
+
+impl std::io::Read for Duplex<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl std::io::Write for Duplex<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the driver's handshake (validator 0's side, allowing the validators) against
+/// [`HandshakeInput`]: it succeeds exactly when the peer's bytes are the honest ones, from an
+/// allowed key other than ours, and then returns that key; what we send is our hello and a
+/// signature the peer can verify.
+pub fn handshake(input: &HandshakeInput) {
+    use hotstuff_core::crypto::verifying_key;
+    use hotstuff_driver_std::net::handshake::{digest, run_with_nonce, Hello, HELLO_LEN};
+    let keys = keys();
+    let me = &keys[0];
+    let outsider = Keypair::from_secret(&[0xee; 32]);
+    let peer = keys.get(usize::from(input.peer)).unwrap_or(&outsider);
+    let mine = Hello { chain: CHAIN, key: me.public(), nonce: input.my_nonce };
+    let theirs = Hello { chain: CHAIN, key: peer.public(), nonce: input.peer_nonce };
+    let mut honest = theirs.encode().to_vec();
+    honest.extend_from_slice(&peer.sign(CHAIN, SignKind::Handshake, View(0), &digest(&theirs, &mine)).0);
+    let mut script = honest.clone();
+    for (at, mask) in &input.flips {
+        let i = usize::from(*at) % script.len();
+        script[i] ^= mask;
+    }
+    if let Some(cut) = input.cut {
+        script.truncate(usize::from(cut));
+    }
+    let unchanged = script == honest;
+    script.extend_from_slice(&input.extra);
+    let mut stream = Duplex { input: &script, output: Vec::new() };
+    let allowed = |k: &PublicKey| keys.iter().any(|v| v.public() == *k);
+    let expect = input.dialled.then(|| peer.public());
+    let result = run_with_nonce(&mut stream, me, CHAIN, allowed, expect, input.my_nonce);
+    let acceptable = unchanged && peer.public() != me.public() && allowed(&peer.public());
+    match &result {
+        Ok(key) => {
+            assert!(acceptable, "accepted a handshake that is not an allowed peer's honest one");
+            assert_eq!(*key, peer.public());
+            assert_eq!(stream.output.len(), HELLO_LEN + 64);
+            let sig = hotstuff_core::Signature(stream.output[HELLO_LEN..].try_into().expect("64 bytes"));
+            let vk = verifying_key(&me.public()).expect("our key");
+            hotstuff_core::crypto::verify_one(
+                &vk,
+                CHAIN,
+                SignKind::Handshake,
+                View(0),
+                &digest(&mine, &theirs),
+                &sig,
+            )
+            .expect("our signature verifies for the peer");
+        }
+        Err(_) => assert!(!acceptable, "refused an allowed peer's honest handshake: {result:?}"),
+    }
+    assert_eq!(stream.output.get(..HELLO_LEN), Some(&mine.encode()[..]), "we always send our hello first");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -246,7 +395,204 @@ pub mod samples {
                 borsh::to_vec(&CommittedTip { hash: blocks[0].hash(), view: View(1), height: Height(1) })
                     .expect("vec"),
             ),
+            (
+                "EpochState",
+                borsh::to_vec(&EpochState {
+                    epoch: Epoch(1),
+                    validators: set.clone(),
+                    previous: Some(set.clone()),
+                    root_qc: qcs[3].clone(),
+                })
+                .expect("vec"),
+            ),
+            (
+                "CommittedEntry",
+                borsh::to_vec(&(blocks[0].clone(), qcs[1].clone(), None::<EpochProof>)).expect("vec"),
+            ),
+            (
+                "CommittedEntry",
+                borsh::to_vec(&(
+                    blocks[1].clone(),
+                    qcs[2].clone(),
+                    Some(EpochProof { blocks: blocks[1..].to_vec(), qc: qcs[3].clone() }),
+                ))
+                .expect("vec"),
+            ),
+            ("kv payload", borsh::to_vec(&kv_txs()).expect("vec")),
         ]
+    }
+
+    /// A few kv transactions of each kind.
+    #[must_use]
+    pub fn kv_txs() -> Vec<hotstuff_driver_std::kv::Tx> {
+        use hotstuff_driver_std::kv::Tx;
+        vec![
+            Tx::Put { key: b"alpha".to_vec(), value: b"1".to_vec() },
+            Tx::Delete { key: b"beta".to_vec() },
+            Tx::Put { key: b"gamma".to_vec(), value: Vec::new() },
+        ]
+    }
+
+    /// A connection's byte stream: every sample message as a length-prefixed frame, in turn.
+    #[must_use]
+    pub fn frame_stream() -> Vec<u8> {
+        let mut out = Vec::new();
+        for env in messages() {
+            hotstuff_driver_std::net::frame::write_frame(&mut out, &env.encode()).expect("write to a Vec");
+        }
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// store_file: the std driver's database file, damaged
+
+/// A database file in memory: a redb storage backend over a byte vector (clones share it).
+#[derive(Clone, Debug)]
+pub struct MemFile(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl MemFile {
+    /// A file holding `bytes`.
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Self {
+        MemFile(std::sync::Arc::new(std::sync::Mutex::new(bytes)))
+    }
+
+    /// The file's bytes.
+    #[must_use]
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn file(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl redb::StorageBackend for MemFile {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.file().len() as u64)
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let file = self.file();
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        file.get(start..start.saturating_add(len))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        if len > 1 << 30 {
+            return Err(std::io::ErrorKind::OutOfMemory.into());
+        }
+        self.file().resize(len, 0);
+        Ok(())
+    }
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut file = self.file();
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let dest =
+            file.get_mut(start..start.saturating_add(data.len())).ok_or(std::io::ErrorKind::InvalidInput)?;
+        dest.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// The undamaged database file of [`store_file`]: genesis with 300 app-state entries, a safety
+/// state, and closed cleanly. Built once per process.
+#[must_use]
+pub fn store_image() -> &'static [u8] {
+    use hotstuff_driver_std::{Genesis, RedbStore, Storage, WriteBatch};
+    static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let file = MemFile::new(Vec::new());
+        let keys = keys();
+        let set = validator_set(&keys);
+        let genesis = Genesis::new(CHAIN, set.clone())
+            .with_app_state((0..300u32).map(|i| (format!("key{i}").into_bytes(), vec![i as u8; 40])));
+        let store = RedbStore::with_backend(file.clone()).expect("a new store");
+        store.initialise(&genesis).expect("initialise");
+        let safety = SafetyState::genesis(hotstuff_core::genesis_hash(CHAIN, &set));
+        store.write(&WriteBatch { safety: Some(safety), ..WriteBatch::default() }).expect("write");
+        drop(store);
+        file.bytes()
+    })
+}
+
+/// Silences the panic messages of the database engine (redb), which the store catches and
+/// turns into errors; any other panic goes to the hook installed before (libFuzzer's, which
+/// aborts, or the default one). Installed once per process.
+pub fn quiet_engine_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.location().is_some_and(|l| l.file().contains("/redb-")) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Damage to [`store_image`]: bit flips anywhere, and maybe a cut.
+#[derive(Arbitrary, Clone, Debug)]
+pub struct StoreFileInput {
+    /// `(offset, xor mask)`; the offset is taken modulo the file's length, or, when `near` is
+    /// set, modulo the first 64 KiB and the last used pages (where the header and records are).
+    pub flips: Vec<(u32, u8, bool)>,
+    /// Where the file ends, if before its end.
+    pub cut: Option<u32>,
+}
+
+/// Opens [`store_image`] after the damage in `input` with the std driver's `RedbStore` and
+/// reads everything a restarting node reads. No panic escapes (the store turns the engine's
+/// own panics into errors); the undamaged image loads as written.
+pub fn store_file(input: &StoreFileInput) {
+    use hotstuff_driver_std::{RedbStore, Storage};
+    quiet_engine_panics();
+    let image = store_image();
+    let mut bytes = image.to_vec();
+    let used = image.iter().rposition(|b| *b != 0).map_or(bytes.len(), |i| i + 1);
+    for (at, mask, near) in &input.flips {
+        let at = *at as usize;
+        let i = if *near {
+            let head = at % (64 << 10);
+            if at % 2 == 0 {
+                head
+            } else {
+                used.saturating_sub(1 + head)
+            }
+        } else {
+            at % bytes.len()
+        };
+        if let Some(b) = bytes.get_mut(i) {
+            *b ^= mask;
+        }
+    }
+    if let Some(cut) = input.cut {
+        bytes.truncate(cut as usize % (bytes.len() + 1));
+    }
+    let undamaged = bytes == image;
+    let file = MemFile::new(bytes);
+    let result = RedbStore::with_backend(file).and_then(|store| {
+        let stored = store.load()?;
+        if let Some(s) = &stored {
+            for h in 0..=s.tip.height.0.min(16) {
+                store.committed_block(Height(h))?;
+            }
+        }
+        store.tip()?;
+        store.app_get(b"key7")?;
+        store.scan_app_state(&mut |_, _| {})?;
+        Ok(stored)
+    });
+    if undamaged {
+        let stored = result.expect("the undamaged store loads").expect("it is initialised");
+        assert_eq!(stored.chain, CHAIN);
+        assert!(stored.safety.is_some());
     }
 }
 

@@ -118,3 +118,46 @@ fn sim_schedule_on_random_schedules() {
     }
     println!("sim_schedule: {runs} inputs in {:?}", start.elapsed());
 }
+
+#[test]
+fn driver_decode_targets_on_mutated_streams() {
+    let start = Instant::now();
+    let stream = samples::frame_stream();
+    fuzzing::decode_frames(&stream);
+    let frames = [stream];
+    let mut rng = ChaCha8Rng::seed_from_u64(0xf4a3e);
+    for _ in 0..5_000 {
+        fuzzing::decode_frames(&mutated(&mut rng, &frames));
+    }
+    println!("decode_frames: 5,000 streams in {:?}", start.elapsed());
+}
+
+#[test]
+fn handshake_accepts_exactly_the_honest_peer() {
+    let start = Instant::now();
+    let mut accepted = 0;
+    for seed in 0..3_000u64 {
+        let mut input: fuzzing::HandshakeInput = structured(seed, 160);
+        // Half the inputs unmutated, from each kind of peer (0 is us, 1..=3 the other
+        // validators, 4 and 5 outsiders), so that acceptance is exercised too.
+        if seed % 2 == 0 {
+            input.flips.clear();
+            input.cut = None;
+            input.peer = ((seed / 2) % 6) as u8;
+        }
+        fuzzing::handshake(&input);
+        accepted += usize::from(seed % 2 == 0 && (1..4).contains(&input.peer));
+    }
+    assert!(accepted > 100, "too few honest handshakes exercised: {accepted}");
+    println!("handshake: 3,000 inputs ({accepted} honest from allowed peers) in {:?}", start.elapsed());
+}
+
+#[test]
+fn store_file_target_on_random_damage() {
+    let start = Instant::now();
+    fuzzing::store_file(&fuzzing::StoreFileInput { flips: Vec::new(), cut: None });
+    for seed in 0..150u64 {
+        fuzzing::store_file(&structured(seed, 64));
+    }
+    println!("store_file: 150 damaged images in {:?}", start.elapsed());
+}
