@@ -53,24 +53,44 @@ fn fits(op: &Op, want: &Op) -> bool {
     }
 }
 
+/// Decodes `bytes` as `ReplicaInput::arbitrary_take_rest` does (a continue flag before each
+/// op), returning `me`, the ops, and how many bytes were left after the last op.
+fn decode_counted(bytes: &[u8]) -> Option<(u8, Vec<Op>, usize)> {
+    let mut u = Unstructured::new(bytes);
+    let me = u8::arbitrary(&mut u).ok()?;
+    let mut ops = Vec::new();
+    let mut left = u.len();
+    while bool::arbitrary(&mut u).ok()? {
+        ops.push(Op::arbitrary(&mut u).ok()?);
+        left = u.len();
+    }
+    Some((me, ops, left))
+}
+
+/// Appends one op at a time: a continue flag and random bytes, kept when they decode to the
+/// ops so far plus one op of the wanted kind that uses exactly those bytes (an op that ran out
+/// of bytes would take the next op's bytes and change).
 fn search(me: u8, script: &[Op], rng: &mut XorShift) -> Vec<u8> {
     let mut bytes = vec![me];
     let mut ops: Vec<Op> = Vec::new();
     for want in script {
-        for _ in 0..200_000 {
+        for _ in 0..400_000 {
             let mut cand = bytes.clone();
             cand.push(1 | (rng.next() as u8 & 0xfe));
             for _ in 0..(rng.next() % 24 + 1) {
                 cand.push(rng.next() as u8);
             }
-            let Some(input) = decode_ops(&cand) else { continue };
-            if input.me == me
-                && input.ops.len() == ops.len() + 1
-                && input.ops[..ops.len()] == ops[..]
-                && fits(&input.ops[ops.len()], want)
+            cand.push(0); // stop flag: must be left unread by the new op
+            let Some((m, got, left)) = decode_counted(&cand) else { continue };
+            if m == me
+                && left == 1
+                && got.len() == ops.len() + 1
+                && got[..ops.len()] == ops[..]
+                && fits(&got[ops.len()], want)
             {
+                cand.pop();
                 bytes = cand;
-                ops = input.ops;
+                ops = got;
                 break;
             }
         }
