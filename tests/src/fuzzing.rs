@@ -164,6 +164,17 @@ impl std::io::Write for Duplex<'_> {
     }
 }
 
+/// Validator 0's side of the driver's handshake reading `peer` as the other side's bytes (our
+/// nonce fixed): whether it accepts them. For the allocation test.
+#[must_use]
+pub fn handshake_reads(peer: &[u8]) -> bool {
+    let keys = keys();
+    let allowed = |k: &PublicKey| keys.iter().any(|v| v.public() == *k);
+    let mut stream = Duplex { input: peer, output: Vec::new() };
+    hotstuff_driver_std::net::handshake::run_with_nonce(&mut stream, &keys[0], CHAIN, allowed, None, [7; 32])
+        .is_ok()
+}
+
 /// Runs the driver's handshake (validator 0's side, allowing the validators) against
 /// [`HandshakeInput`]: it succeeds exactly when the peer's bytes are the honest ones, from an
 /// allowed key other than ours, and then returns that key; what we send is our hello and a
@@ -431,6 +442,21 @@ pub mod samples {
             Tx::Delete { key: b"beta".to_vec() },
             Tx::Put { key: b"gamma".to_vec(), value: Vec::new() },
         ]
+    }
+
+    /// Validator 1's honest side of a handshake with validator 0 (whose nonce is `[7; 32]`, as
+    /// in [`handshake_reads`]).
+    #[must_use]
+    pub fn handshake_peer_bytes() -> Vec<u8> {
+        use hotstuff_driver_std::net::handshake::{digest, Hello};
+        let keys = keys();
+        let mine = Hello { chain: CHAIN, key: keys[0].public(), nonce: [7; 32] };
+        let theirs = Hello { chain: CHAIN, key: keys[1].public(), nonce: [9; 32] };
+        let mut bytes = theirs.encode().to_vec();
+        bytes
+            .extend_from_slice(&keys[1].sign(CHAIN, SignKind::Handshake, View(0), &digest(&theirs, &mine)).0);
+        assert!(handshake_reads(&bytes), "the honest handshake is accepted");
+        bytes
     }
 
     /// A connection's byte stream: every sample message as a length-prefixed frame, in turn.

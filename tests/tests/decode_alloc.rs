@@ -1,7 +1,7 @@
 //! Decoding allocates in proportion to the input, not to what its length prefixes claim: a
 //! counting global allocator measures the peak heap growth of every decoder (`Envelope::decode`,
 //! the borsh decoders of the stored records, the std driver's frame reader and the kv app's
-//! payload decoder) on >= 100,000 inputs (random bytes, and truncations, bit flips and
+//! payload decoder, and its handshake reading a peer's bytes) on >= 100,000 inputs (random bytes, and truncations, bit flips and
 //! length-prefix rewrites of valid encodings of every message type, record, payload and a
 //! stream of frames), and each must stay within `2 * input length + 64 KiB`. Large valid inputs
 //! (megabyte payloads, certificates of 1024 signers) are measured whole and cut.
@@ -13,7 +13,7 @@ use hotstuff_core::{
     BlockRecord, CommittedTip, Envelope, Limits, QuorumCertificate, SafetyState, TimeoutCertificate,
     ValidatorSet,
 };
-use hotstuff_tests::fuzzing::samples;
+use hotstuff_tests::fuzzing::{self, samples};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -104,6 +104,10 @@ fn decoders() -> Vec<Decoder> {
         ("EpochState", borsh_ok::<hotstuff_core::EpochState>),
         ("CommittedEntry", borsh_ok::<hotstuff_driver_std::CommittedEntry>),
         ("kv payload", |b| hotstuff_driver_std::kv::decode_payload(b).is_some()),
+        ("driver handshake", |b| {
+            // The peer's side of a handshake, read by validator 0 as its connections do.
+            fuzzing::handshake_reads(b)
+        }),
         ("driver frame reader", |b| {
             // Every frame of a stream, with the default limit, as the driver's connections do.
             let mut r = b;
@@ -138,6 +142,7 @@ fn valid() -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = samples::messages().iter().map(Envelope::encode).collect();
     v.extend(samples::records().into_iter().map(|(_, b)| b));
     v.push(samples::frame_stream());
+    v.push(samples::handshake_peer_bytes());
     v
 }
 
