@@ -6,12 +6,26 @@ use std::io::{ErrorKind, Read, Write};
 
 /// Writes one frame (length prefix and body in one buffered write).
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
+    w.write_all(&encode(body)?)?;
+    w.flush()
+}
+
+/// One frame: the length prefix and the body.
+pub fn encode(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let len = u32::try_from(body.len()).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(body);
-    w.write_all(&buf)?;
-    w.flush()
+    Ok(buf)
+}
+
+/// The body length a prefix announces, checked against `max` (before anything is allocated).
+pub fn body_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
 }
 
 /// Reads one frame of at most `max` bytes. `Ok(None)` is a clean end of stream between frames.
@@ -24,11 +38,8 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, Fram
     if got < prefix.len() {
         return Err(FrameError::Truncated { expected: prefix.len(), got });
     }
-    let len = u32::from_le_bytes(prefix) as usize;
     // The limit is checked before the body is allocated.
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
+    let len = body_len(prefix, max)?;
     let mut body = vec![0u8; len];
     let got = read_full(r, &mut body)?;
     if got < len {

@@ -76,17 +76,49 @@ impl Inbox {
 
     /// Decodes one frame body (bounded by the node's limits; this chain only) and delivers it.
     pub fn deliver_frame(&self, from: PublicKey, bytes: &[u8]) -> Result<(), NetError> {
-        let env = Envelope::decode(bytes, &self.limits)?;
-        if env.chain != self.chain {
-            return Err(NetError::WrongChain { expected: self.chain, got: env.chain });
-        }
-        self.deliver(from, env.message)
+        self.deliver(from, decode_frame(bytes, self.chain, &self.limits)?)
     }
 
     /// Reports a connection event (logged and passed to the event handlers).
     pub fn report(&self, event: NetEvent) {
         // Only fails when the node is stopping.
         let _ = self.tx.send(CoreMsg::Net(event));
+    }
+}
+
+/// Decodes one frame body into a message of `chain`, bounded by `limits`.
+pub fn decode_frame(bytes: &[u8], chain: ChainId, limits: &Limits) -> Result<Message, NetError> {
+    let env = Envelope::decode(bytes, limits)?;
+    if env.chain != chain {
+        return Err(NetError::WrongChain { expected: chain, got: env.chain });
+    }
+    Ok(env.message)
+}
+
+/// Where the consensus loop sends: the outbound half of a network. Sends are best effort and
+/// must never block the caller for long.
+pub trait Outbound: Send + 'static {
+    /// Queues `frame` for `to`; drops it if `to` is unknown or its queue is full.
+    fn send(&mut self, to: PublicKey, frame: Frame);
+
+    /// Queues `frame` for every peer (validators and listeners).
+    fn broadcast(&mut self, frame: Frame);
+
+    /// The validator set changed (its members may connect).
+    fn validators_changed(&mut self, validators: &ValidatorSet);
+}
+
+impl Outbound for Box<dyn Network> {
+    fn send(&mut self, to: PublicKey, frame: Frame) {
+        (**self).send(to, frame);
+    }
+
+    fn broadcast(&mut self, frame: Frame) {
+        (**self).broadcast(frame);
+    }
+
+    fn validators_changed(&mut self, validators: &ValidatorSet) {
+        (**self).validators_changed(validators);
     }
 }
 

@@ -39,6 +39,10 @@ pub struct TcpSettings {
     pub handshake_timeout: Duration,
     /// A write blocked this long drops the connection (default 5 s).
     pub write_timeout: Duration,
+    /// Time a frame may take to arrive whole once its first byte is in (default 30 s); a peer
+    /// that stalls inside a frame is disconnected. Honoured by `hotstuff-driver-tokio`; the
+    /// std readers block per read without a deadline (a stalled peer holds only its thread).
+    pub frame_timeout: Duration,
     /// Inbound connections allowed in their handshake at once (default 64).
     pub max_handshakes: usize,
     /// Inbound connections kept per authenticated peer (default 4); more are refused.
@@ -56,6 +60,7 @@ impl Default for TcpSettings {
             backoff_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(30),
             max_handshakes: 64,
             max_connections_per_peer: 4,
         }

@@ -1,9 +1,10 @@
 //! The node: a replica, its app, store and network, run on std threads.
 
 mod builder;
+pub mod engine;
 mod run;
 
-pub use builder::{BuildError, NodeBuilder};
+pub use builder::{BuildError, NodeBuilder, Prepared};
 
 use crate::error::StoreError;
 use crate::net::CoreMsg;
