@@ -296,43 +296,68 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
         }
         *n += 1;
     }
-    let (read, write) = stream.into_split();
+    let (read, write, closer) = match split(stream) {
+        Ok(parts) => parts,
+        Err(error) => return sh.refuse(Some(addr), Some(peer), error),
+    };
     sh.offer(peer, write);
     sh.report(NetEvent::Connected { peer, addr, outbound: false });
-    read_loop(sh, peer, read, addr).await;
+    read_loop(sh, peer, read, addr, &closer).await;
     if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
         *n = n.saturating_sub(1);
     }
 }
 
-/// Reads frames until the connection ends or misbehaves.
-async fn read_loop(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: SocketAddr) {
+/// The halves of a connection, and a handle that closes the socket under both (the writer may
+/// hold the write half; when the reader ends, the whole connection must end, as in the std
+/// driver).
+fn split(stream: TcpStream) -> Result<(OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream), NetError> {
+    let stream = stream.into_std()?;
+    let closer = stream.try_clone()?;
+    let (read, write) = TcpStream::from_std(stream)?.into_split();
+    Ok((read, write, closer))
+}
+
+/// Reads frames until the connection ends or misbehaves, then closes it.
+async fn read_loop(
+    sh: &Shared,
+    peer: PublicKey,
+    read: OwnedReadHalf,
+    addr: SocketAddr,
+    closer: &std::net::TcpStream,
+) {
+    let reason = read_frames(sh, peer, read, addr).await;
+    let _ = closer.shutdown(std::net::Shutdown::Both);
+    if let Some(reason) = reason.filter(|_| !sh.stop.is_cancelled()) {
+        sh.report(NetEvent::Disconnected { peer, reason });
+    }
+}
+
+/// Reads and delivers frames; returns why the connection ended (`None`: refused or stopping).
+async fn read_frames(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: SocketAddr) -> Option<String> {
     let mut reader = BufReader::with_capacity(64 << 10, read);
-    let reason = loop {
+    loop {
         let frame = wire::read_frame(&mut reader, sh.limits.max_frame, sh.frame_timeout).await;
         match frame {
             Ok(Some(bytes)) => match decode_frame(&bytes, sh.chain, &sh.limits) {
                 Ok(message) => {
                     // Waits while the consensus task is behind (back-pressure onto the peer).
                     if sh.inbox.send(Inbound::Message { from: peer, message }).await.is_err() {
-                        return;
+                        return None;
                     }
                 }
                 Err(error) => {
                     sh.refuse(Some(addr), Some(peer), error);
-                    return;
+                    return None;
                 }
             },
-            Ok(None) => break "closed by peer".to_string(),
-            Err(FrameError::Io(e)) => break e.to_string(),
+            Ok(None) => return Some("closed by peer".to_string()),
+            Err(FrameError::Io(e)) => return Some(e.to_string()),
             Err(error) => {
                 sh.refuse(Some(addr), Some(peer), error.into());
-                return;
+                return None;
             }
         }
-    };
-    if !sh.stop.is_cancelled() {
-        sh.report(NetEvent::Disconnected { peer, reason });
     }
 }
 
@@ -341,8 +366,8 @@ async fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<Own
     let mut stream =
         connect.await.map_err(|_| NetError::from(std::io::Error::from(ErrorKind::TimedOut)))??;
     handshake(sh, &mut stream, Some(peer)).await?;
-    let (read, write) = stream.into_split();
-    sh.spawn("reader", move |sh| async move { read_loop(&sh, peer, read, addr).await });
+    let (read, write, closer) = split(stream)?;
+    sh.spawn("reader", move |sh| async move { read_loop(&sh, peer, read, addr, &closer).await });
     sh.report(NetEvent::Connected { peer, addr, outbound: true });
     Ok(write)
 }
