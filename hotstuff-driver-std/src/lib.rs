@@ -106,6 +106,7 @@ pub mod app;
 pub mod error;
 pub mod event;
 pub mod kv;
+pub mod load;
 pub mod net;
 pub mod node;
 pub mod storage;

@@ -4,39 +4,15 @@
 mod common;
 
 use common::{Cluster, Kind};
-use hotstuff_driver_tokio::kv::Tx;
+use hotstuff_driver_std::load;
 use hotstuff_driver_tokio::RedbStore;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
 fn nodes_shut_down_promptly_under_load_and_close_their_stores() {
     let mut c = Cluster::start(&[Kind::Tokio; 4], 0);
     c.wait_height(3);
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = c
-        .mempools
-        .iter()
-        .enumerate()
-        .map(|(i, pool)| {
-            let (pool, stop) = (pool.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut seq = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let tx = Tx::Put { key: format!("l{i}-{}", seq % 1000).into_bytes(), value: vec![7; 64] };
-                    if pool.submit(tx).is_ok() {
-                        seq += 1;
-                    } else {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    if seq % 200 == 0 {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                }
-            })
-        })
-        .collect();
+    let clients = load::Clients::start(&c.mempools, 2000);
     // Under load: transactions are committing.
     let start = std::time::Instant::now();
     while c.txs(0) < 2000 {
@@ -51,8 +27,5 @@ fn nodes_shut_down_promptly_under_load_and_close_their_stores() {
         let reopened = RedbStore::open(c.store_path(i));
         assert!(reopened.is_ok(), "node {i}'s store is still held after shutdown: {:?}", reopened.err());
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in clients {
-        t.join().unwrap();
-    }
+    clients.stop();
 }
