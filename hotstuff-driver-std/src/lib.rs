@@ -115,7 +115,7 @@ pub use app::{App, BlockContext, Produced};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
 pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};
-pub use node::{BuildError, Node, NodeBuilder, NodeError, Prepared, Reader, Status};
+pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status};
 pub use storage::{CommittedEntry, Genesis, RedbStore, Storage, Stored, WriteBatch};
 
 /// A new keypair from the operating system's randomness.

@@ -1,10 +1,8 @@
 //! The node handle and the consensus task.
 
 use crate::net::{Inbound, Outgoing, TcpNetwork};
-use hotstuff_core::PublicKey;
 use hotstuff_driver_std::node::engine::{needs_blocking, Engine, Ready};
-use hotstuff_driver_std::{App, BuildError, NodeBuilder, NodeError, Prepared, Reader, Status};
-use std::net::SocketAddr;
+use hotstuff_driver_std::{App, BuildError, NodeBuilder, NodeError, NodeInfo, Status};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -12,15 +10,21 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// A running replica on tokio. Dropping it signals every task to stop without waiting; call
+/// A running replica on tokio. Its key, address, reader and status are those of its
+/// [`NodeInfo`] (it derefs to it). Dropping it signals every task to stop without waiting; call
 /// [`Node::shutdown`] to wait until they have stopped and the store is closed.
 pub struct Node {
-    id: PublicKey,
+    info: NodeInfo,
     stop: CancellationToken,
     core: Option<JoinHandle<Result<(), NodeError>>>,
-    reader: Reader,
-    status: Arc<Mutex<Status>>,
-    local_addr: Option<SocketAddr>,
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeInfo;
+
+    fn deref(&self) -> &NodeInfo {
+        &self.info
+    }
 }
 
 impl Node {
@@ -29,66 +33,24 @@ impl Node {
     /// be called within a tokio runtime. A custom [`NodeBuilder::network`] is refused: this
     /// driver runs its own async TCP network with the builder's TCP settings.
     pub async fn start<A: App>(builder: NodeBuilder<A>) -> Result<Node, BuildError> {
-        let prepared = tokio::task::spawn_blocking(move || builder.prepare())
+        let p = tokio::task::spawn_blocking(move || builder.prepare())
             .await
             .map_err(|e| BuildError::Spawn(std::io::Error::other(e)))??;
-        let Prepared {
-            id,
-            chain,
-            limits,
-            net_key,
-            validators,
-            tcp,
-            network,
-            inbox_capacity,
-            store,
-            status,
-            engine,
-        } = prepared;
-        if network.is_some() {
+        if p.network.is_some() {
             return Err(BuildError::Setting {
                 name: "network",
                 reason: "a custom Network runs on threads; the tokio driver runs its own TCP network".into(),
             });
         }
-        let (tx, rx) = mpsc::channel(inbox_capacity);
-        let (net, local_addr) = TcpNetwork::start(tcp, net_key, chain, limits, &validators, tx).await?;
-        let engine = Engine::new(engine, net.outgoing());
+        let (tx, rx) = mpsc::channel(p.inbox_capacity);
+        let (net, local_addr) =
+            TcpNetwork::start(p.tcp, p.net_key, p.chain, p.limits, &p.validators, tx).await?;
+        let engine = Engine::new(p.engine, net.outgoing());
         let stop = CancellationToken::new();
-        let span = tracing::info_span!("node", id = %id);
-        let core =
-            tokio::spawn(run(Box::new(engine), rx, stop.clone(), net, status.clone()).instrument(span));
-        Ok(Node { id, stop, core: Some(core), reader: Reader::new(store), status, local_addr })
-    }
-
-    /// This node's key.
-    #[must_use]
-    pub fn id(&self) -> PublicKey {
-        self.id
-    }
-
-    /// The address the network listens on, if it does.
-    #[must_use]
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
-    }
-
-    /// A read handle on the committed state (clonable; its reads are short blocking redb reads).
-    #[must_use]
-    pub fn reader(&self) -> Reader {
-        self.reader.clone()
-    }
-
-    /// The replica's progress.
-    #[must_use]
-    pub fn status(&self) -> Status {
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A function returning the replica's progress, for other tasks.
-    pub fn status_handle(&self) -> impl Fn() -> Status + Send + Sync + 'static {
-        let status = self.status.clone();
-        move || *status.lock().unwrap_or_else(PoisonError::into_inner)
+        let span = tracing::info_span!("node", id = %p.id);
+        let run = run(Box::new(engine), rx, stop.clone(), net, p.status.clone());
+        let core = tokio::spawn(run.instrument(span));
+        Ok(Node { info: NodeInfo::new(p.id, p.store, p.status, local_addr), stop, core: Some(core) })
     }
 
     /// Stops the consensus task and the network and waits for every task (the store is
@@ -100,7 +62,7 @@ impl Node {
         self.stop.cancel();
         let result = core.await.map_err(|_| NodeError::Panicked)?;
         let took = started.elapsed();
-        tracing::info!(node = %self.id, ?took, "node stopped");
+        tracing::info!(node = %self.id(), ?took, "node stopped");
         result.map(|()| took)
     }
 }

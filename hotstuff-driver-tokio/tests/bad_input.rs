@@ -6,10 +6,9 @@
 mod common;
 
 use common::{key, Cluster, Kind, CHAIN};
-use hotstuff_core::crypto::SignKind;
-use hotstuff_core::{ChainId, Keypair, View};
+use hotstuff_core::{ChainId, Keypair};
 use hotstuff_driver_std::net::frame::write_frame;
-use hotstuff_driver_std::net::handshake::{self, Hello, HELLO_LEN};
+use hotstuff_driver_std::net::handshake::{self, HELLO_LEN};
 use hotstuff_driver_tokio::{Event, FrameError, HandshakeError, NetError, NetEvent};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -21,18 +20,10 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Completes a handshake with `key` for `chain` (as far as the node lets it).
+/// Runs the std driver's handshake as `key` for `chain` (the node may refuse it).
 fn handshake_as(addr: SocketAddr, key: &Keypair, chain: ChainId) -> TcpStream {
     let mut s = connect(addr);
-    let mine = Hello { chain, key: key.public(), nonce: handshake::nonce().unwrap() };
-    s.write_all(&mine.encode()).unwrap();
-    let mut buf = [0u8; HELLO_LEN];
-    let _ = s.read_exact(&mut buf);
-    let theirs = Hello::decode(&buf).unwrap_or(mine);
-    let sig = key.sign(chain, SignKind::Handshake, View(0), &handshake::digest(&mine, &theirs)).0;
-    let _ = s.write_all(&sig);
-    let mut their_sig = [0u8; 64];
-    let _ = s.read_exact(&mut their_sig);
+    let _ = handshake::run(&mut s, key, chain, |_| true, None);
     s
 }
 

@@ -12,6 +12,7 @@ use hotstuff_core::{ChainId, Envelope, Keypair, Limits, Message, PublicKey, Vali
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// An encoded [`Envelope`] (one frame body), shared between the peers it goes to.
 pub type Frame = Arc<Vec<u8>>;
@@ -119,6 +120,58 @@ impl Outbound for Box<dyn Network> {
 
     fn validators_changed(&mut self, validators: &ValidatorSet) {
         (**self).validators_changed(validators);
+    }
+}
+
+/// Exponential reconnect back-off: after a failed dial the next waits `min`, then twice as
+/// long per further failure up to `max`; a success resets it.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    delay: Duration,
+    next: Instant,
+}
+
+impl Backoff {
+    /// A back-off between `min` and `max`; the first dial is due at once.
+    #[must_use]
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff { min, max: max.max(min), delay: min, next: Instant::now() }
+    }
+
+    /// When the next dial is due.
+    #[must_use]
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Records the outcome of dialling `peer` at `addr`: a connection resets the delay and
+    /// is returned; a failure schedules the next dial and is logged, and a failed handshake is
+    /// also handed to `refuse` (to be reported).
+    pub fn record<T>(
+        &mut self,
+        result: Result<T, NetError>,
+        peer: PublicKey,
+        addr: SocketAddr,
+        refuse: impl FnOnce(NetError),
+    ) -> Option<T> {
+        match result {
+            Ok(conn) => {
+                self.delay = self.min;
+                Some(conn)
+            }
+            Err(error) => {
+                self.next = Instant::now() + self.delay;
+                self.delay = (self.delay * 2).min(self.max);
+                if let NetError::Handshake(_) = error {
+                    refuse(error);
+                } else {
+                    tracing::debug!(peer = %peer, %addr, %error, "dial failed");
+                }
+                None
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::engine::{Engine, EngineParts, Handler};
 use super::run::Loop;
-use super::{Node, Reader, Status};
+use super::{Node, NodeInfo, Status};
 use crate::app::App;
 use crate::error::{NetError, StoreError};
 use crate::event::Event;
@@ -293,7 +293,7 @@ impl<A: App> NodeBuilder<A> {
             .name("hotstuff-consensus".into())
             .spawn(move || run.run())
             .map_err(BuildError::Spawn)?;
-        Ok(Node { id, tx, core: Some(core), reader: Reader::new(store), status, local_addr })
+        Ok(Node { info: NodeInfo::new(id, store, status, local_addr), tx, core: Some(core) })
     }
 
     /// Checks the settings, opens (or initialises) the store and recovers the replica from it,
@@ -370,7 +370,7 @@ pub struct Prepared<A: App> {
     pub network: Option<Box<dyn Network>>,
     /// Capacity of the inbox the network delivers into.
     pub inbox_capacity: usize,
-    /// The store (for [`Reader`]s).
+    /// The store (for [`crate::Reader`]s).
     pub store: Arc<dyn Storage>,
     /// The progress the engine publishes.
     pub status: Arc<Mutex<Status>>,

@@ -8,7 +8,7 @@
 pub mod wire;
 
 use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
-use hotstuff_driver_std::net::{decode_frame, Frame};
+use hotstuff_driver_std::net::{decode_frame, Backoff, Frame};
 use hotstuff_driver_std::{FrameError, HandshakeError, NetError, NetEvent, Outbound, TcpSettings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
@@ -20,7 +20,6 @@ use tokio::io::BufReader;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -51,13 +50,8 @@ struct Shared {
     chain: ChainId,
     limits: Limits,
     inbox: mpsc::Sender<Inbound>,
-    send_queue: usize,
-    backoff: (Duration, Duration),
-    handshake_timeout: Duration,
-    write_timeout: Duration,
-    frame_timeout: Duration,
-    max_handshakes: usize,
-    max_per_peer: usize,
+    /// The settings (their listener taken; limits checked by the builder).
+    tcp: TcpSettings,
     /// Inbound connections per authenticated peer.
     inbound: Mutex<BTreeMap<PublicKey, usize>>,
     handshaking: AtomicUsize,
@@ -105,23 +99,23 @@ impl TcpNetwork {
             chain,
             limits,
             inbox,
-            send_queue: settings.send_queue.max(1),
-            backoff: (settings.backoff_min, settings.backoff_max.max(settings.backoff_min)),
-            handshake_timeout: settings.handshake_timeout,
-            write_timeout: settings.write_timeout,
-            frame_timeout: settings.frame_timeout,
-            max_handshakes: settings.max_handshakes.max(1),
-            max_per_peer: settings.max_connections_per_peer.max(1),
             inbound: Mutex::new(BTreeMap::new()),
             handshaking: AtomicUsize::new(0),
             allowed: RwLock::new(BTreeSet::new()),
             configured,
+            tcp: TcpSettings {
+                send_queue: settings.send_queue.max(1),
+                max_handshakes: settings.max_handshakes.max(1),
+                max_connections_per_peer: settings.max_connections_per_peer.max(1),
+                backoff_max: settings.backoff_max.max(settings.backoff_min),
+                ..settings
+            },
             slots: Mutex::new(BTreeMap::new()),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
         shared.set_allowed(validators);
-        for (peer, addr) in &settings.peers {
+        for (peer, addr) in &shared.tcp.peers {
             shared.slot(*peer, *addr);
         }
         if let Some(listener) = listener {
@@ -218,7 +212,7 @@ impl Shared {
         if self.stop.is_cancelled() {
             return None;
         }
-        let (tx, rx) = mpsc::channel(self.send_queue);
+        let (tx, rx) = mpsc::channel(self.tcp.send_queue);
         let offered = Arc::new(Mutex::new(None));
         slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone() });
         drop(slots);
@@ -257,9 +251,9 @@ async fn accept_loop(sh: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        if sh.handshaking.fetch_add(1, Ordering::AcqRel) >= sh.max_handshakes {
+        if sh.handshaking.fetch_add(1, Ordering::AcqRel) >= sh.tcp.max_handshakes {
             sh.handshaking.fetch_sub(1, Ordering::AcqRel);
-            sh.refuse(Some(addr), None, NetError::TooManyHandshakes(sh.max_handshakes));
+            sh.refuse(Some(addr), None, NetError::TooManyHandshakes(sh.tcp.max_handshakes));
             continue;
         }
         sh.spawn("inbound", move |sh| async move { inbound(&sh, stream, addr).await });
@@ -274,7 +268,7 @@ async fn handshake(
 ) -> Result<PublicKey, NetError> {
     stream.set_nodelay(true)?;
     let run = wire::run_handshake(stream, &sh.key, sh.chain, |k| sh.is_allowed(k), expect);
-    match tokio::time::timeout(sh.handshake_timeout, run).await {
+    match tokio::time::timeout(sh.tcp.handshake_timeout, run).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(HandshakeError::Io(Arc::new(ErrorKind::TimedOut.into())).into()),
     }
@@ -290,9 +284,13 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
     {
         let mut inbound = lock(&sh.inbound);
         let n = inbound.entry(peer).or_insert(0);
-        if *n >= sh.max_per_peer {
+        if *n >= sh.tcp.max_connections_per_peer {
             drop(inbound);
-            return sh.refuse(Some(addr), Some(peer), NetError::TooManyConnections(sh.max_per_peer));
+            return sh.refuse(
+                Some(addr),
+                Some(peer),
+                NetError::TooManyConnections(sh.tcp.max_connections_per_peer),
+            );
         }
         *n += 1;
     }
@@ -337,7 +335,7 @@ async fn read_loop(
 async fn read_frames(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: SocketAddr) -> Option<String> {
     let mut reader = BufReader::with_capacity(64 << 10, read);
     loop {
-        let frame = wire::read_frame(&mut reader, sh.limits.max_frame, sh.frame_timeout).await;
+        let frame = wire::read_frame(&mut reader, sh.limits.max_frame, sh.tcp.frame_timeout).await;
         match frame {
             Ok(Some(bytes)) => match decode_frame(&bytes, sh.chain, &sh.limits) {
                 Ok(message) => {
@@ -362,7 +360,7 @@ async fn read_frames(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: So
 }
 
 async fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<OwnedWriteHalf, NetError> {
-    let connect = tokio::time::timeout(sh.handshake_timeout, TcpStream::connect(addr));
+    let connect = tokio::time::timeout(sh.tcp.handshake_timeout, TcpStream::connect(addr));
     let mut stream =
         connect.await.map_err(|_| NetError::from(std::io::Error::from(ErrorKind::TimedOut)))??;
     handshake(sh, &mut stream, Some(peer)).await?;
@@ -381,35 +379,20 @@ async fn writer_loop(
     mut rx: mpsc::Receiver<Frame>,
     offered: &Mutex<Option<OwnedWriteHalf>>,
 ) {
-    let (min, max) = sh.backoff;
-    let mut backoff = min;
-    let mut next_dial = Instant::now();
+    let mut backoff = Backoff::new(sh.tcp.backoff_min, sh.tcp.backoff_max);
     let mut conn: Option<OwnedWriteHalf> = None;
     let mut batch: Vec<Frame> = Vec::new();
     loop {
         if conn.is_none() {
-            if let Some(a) = addr.filter(|_| Instant::now() >= next_dial) {
-                match dial(sh, peer, a).await {
-                    Ok(w) => {
-                        backoff = min;
-                        conn = Some(w);
-                    }
-                    Err(e) => {
-                        if let NetError::Handshake(_) = e {
-                            sh.refuse(Some(a), Some(peer), e);
-                        } else {
-                            tracing::debug!(peer = %peer, error = %e, "dial failed");
-                        }
-                        next_dial = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(max);
-                    }
-                }
+            if let Some(a) = addr.filter(|_| std::time::Instant::now() >= backoff.next()) {
+                let dialled = dial(sh, peer, a).await;
+                conn = backoff.record(dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
             }
         }
         let redial = conn.is_none() && addr.is_some();
         let frame = tokio::select! {
             f = rx.recv() => f,
-            () = tokio::time::sleep_until(next_dial), if redial => continue,
+            () = tokio::time::sleep_until(backoff.next().into()), if redial => continue,
         };
         let Some(frame) = frame else { break };
         if conn.is_none() {
@@ -424,7 +407,7 @@ async fn writer_loop(
             }
         }
         let write = wire::write_frames(w, &batch);
-        let result = tokio::time::timeout(sh.write_timeout, write).await;
+        let result = tokio::time::timeout(sh.tcp.write_timeout, write).await;
         batch.clear();
         if let Err(e) = result.unwrap_or_else(|_| Err(ErrorKind::TimedOut.into())) {
             tracing::debug!(peer = %peer, error = %e, "write failed; reconnecting");
