@@ -63,6 +63,15 @@
 //! carries updates, so an idle chain commits a few empty blocks a second instead of spinning,
 //! and transactions commit without that delay.
 //!
+//! ## Reuse by other runtimes
+//! What does not depend on threads is public so that another driver (`hotstuff-driver-tokio`)
+//! runs the same code: [`NodeBuilder::prepare`] (checked settings, opened store, recovered
+//! replica), [`node::engine::Engine`] (one turn of the loop: perform the actions with the
+//! persist-before-send batch, then the next local input or timer), [`NodeInfo`] (what a node
+//! handle offers), the handshake's pure steps ([`net::handshake`]), the frame format
+//! ([`net::frame`]), [`net::decode_frame`], [`net::Backoff`], and the kv load harness
+//! ([`load`]).
+//!
 //! ## Choices that differ from the architecture brief
 //! - The app is called on the consensus thread rather than a pool: simpler, and determinism
 //!   and speed are the app's contract anyway.

@@ -54,7 +54,7 @@ impl Node {
     }
 
     /// Stops the consensus task and the network and waits for every task (the store is
-    /// closed once the last [`Reader`] is dropped). Returns how long it took, or the error the
+    /// closed once the last [`hotstuff_driver_std::Reader`] is dropped). Returns how long it took, or the error the
     /// loop stopped on if it stopped on its own.
     pub async fn shutdown(mut self) -> Result<Duration, NodeError> {
         let started = Instant::now();
