@@ -63,6 +63,15 @@
 //! carries updates, so an idle chain commits a few empty blocks a second instead of spinning,
 //! and transactions commit without that delay.
 //!
+//! ## Reuse by other runtimes
+//! What does not depend on threads is public so that another driver (`hotstuff-driver-tokio`)
+//! runs the same code: [`NodeBuilder::prepare`] (checked settings, opened store, recovered
+//! replica), [`node::engine::Engine`] (one turn of the loop: perform the actions with the
+//! persist-before-send batch, then the next local input or timer), [`NodeInfo`] (what a node
+//! handle offers), the handshake's pure steps ([`net::handshake`]), the frame format
+//! ([`net::frame`]), [`net::decode_frame`], [`net::Backoff`], and the kv load harness
+//! ([`load`]).
+//!
 //! ## Choices that differ from the architecture brief
 //! - The app is called on the consensus thread rather than a pool: simpler, and determinism
 //!   and speed are the app's contract anyway.
@@ -106,6 +115,7 @@ pub mod app;
 pub mod error;
 pub mod event;
 pub mod kv;
+pub mod load;
 pub mod net;
 pub mod node;
 pub mod storage;
@@ -113,8 +123,8 @@ pub mod storage;
 pub use app::{App, BlockContext, Produced};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
-pub use net::{Inbox, NetEvent, Network, TcpNetwork, TcpSettings};
-pub use node::{BuildError, Node, NodeBuilder, NodeError, Reader, Status};
+pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};
+pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status};
 pub use storage::{CommittedEntry, Genesis, RedbStore, Storage, Stored, WriteBatch};
 
 /// A new keypair from the operating system's randomness.

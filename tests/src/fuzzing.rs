@@ -90,9 +90,12 @@ pub fn decode_frames(data: &[u8]) {
     use hotstuff_driver_std::FrameError;
     let mut stream = data;
     let mut at = 0usize;
+    let mut outcomes = Vec::new();
     loop {
         let before = stream.len();
-        match read_frame(&mut stream, FRAME_LIMIT) {
+        let result = read_frame(&mut stream, FRAME_LIMIT);
+        outcomes.push(frame_outcome(&result));
+        match result {
             Ok(None) => {
                 assert!(before == 0, "a clean end only between frames");
                 break;
@@ -119,6 +122,42 @@ pub fn decode_frames(data: &[u8]) {
             Err(e) => panic!("reading from a byte slice failed: {e}"),
         }
     }
+    // The tokio driver's reader sees the same frames and ends the same way.
+    assert_eq!(tokio_frames(data), outcomes, "the tokio frame reader disagrees with the std one");
+}
+
+/// A frame read's outcome, comparable across readers: the body, the end, or the error.
+fn frame_outcome(
+    r: &Result<Option<Vec<u8>>, hotstuff_driver_std::FrameError>,
+) -> Result<Option<Vec<u8>>, String> {
+    r.clone().map_err(|e| e.to_string())
+}
+
+/// The tokio driver's frame reader over `data` until the stream ends or an error, with
+/// [`FRAME_LIMIT`]: each outcome.
+#[must_use]
+pub fn tokio_frames(data: &[u8]) -> Vec<Result<Option<Vec<u8>>, String>> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime")
+    });
+    rt.block_on(async {
+        let mut stream = data;
+        let mut out = Vec::new();
+        loop {
+            let r = hotstuff_driver_tokio::net::wire::read_frame(
+                &mut stream,
+                FRAME_LIMIT,
+                std::time::Duration::from_secs(3600),
+            )
+            .await;
+            let more = matches!(r, Ok(Some(_)));
+            out.push(frame_outcome(&r));
+            if !more {
+                return out;
+            }
+        }
+    })
 }
 
 /// One handshake, seen from our side: the peer's bytes are an honest peer's (one of the

@@ -1,6 +1,6 @@
 //! Decoding allocates in proportion to the input, not to what its length prefixes claim: a
 //! counting global allocator measures the peak heap growth of every decoder (`Envelope::decode`,
-//! the borsh decoders of the stored records, the std driver's frame reader and the kv app's
+//! the borsh decoders of the stored records, the std and tokio drivers' frame readers and the kv app's
 //! payload decoder, and its handshake reading a peer's bytes) on >= 100,000 inputs (random bytes, and truncations, bit flips and
 //! length-prefix rewrites of valid encodings of every message type, record, payload and a
 //! stream of frames), and each must stay within `2 * input length + 64 KiB`. Large valid inputs
@@ -108,6 +108,7 @@ fn decoders() -> Vec<Decoder> {
             // The peer's side of a handshake, read by validator 0 as its connections do.
             fuzzing::handshake_reads(b)
         }),
+        ("tokio driver frame reader", |b| fuzzing::tokio_frames(b).iter().any(|r| matches!(r, Ok(Some(_))))),
         ("driver frame reader", |b| {
             // Every frame of a stream, with the default limit, as the driver's connections do.
             let mut r = b;

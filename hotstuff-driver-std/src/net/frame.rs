@@ -6,12 +6,26 @@ use std::io::{ErrorKind, Read, Write};
 
 /// Writes one frame (length prefix and body in one buffered write).
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
+    w.write_all(&encode(body)?)?;
+    w.flush()
+}
+
+/// One frame: the length prefix and the body.
+pub fn encode(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let len = u32::try_from(body.len()).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(body);
-    w.write_all(&buf)?;
-    w.flush()
+    Ok(buf)
+}
+
+/// The body length a prefix announces, checked against `max` (before anything is allocated).
+pub fn body_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
 }
 
 /// Reads one frame of at most `max` bytes. `Ok(None)` is a clean end of stream between frames.
@@ -24,14 +38,11 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, Fram
     if got < prefix.len() {
         return Err(FrameError::Truncated { expected: prefix.len(), got });
     }
-    let len = u32::from_le_bytes(prefix) as usize;
     // The limit is checked before the body is allocated.
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
+    let len = body_len(prefix, max)?;
     // The body grows by at most `GROW` bytes ahead of what has arrived, so memory follows the
     // bytes a peer actually sends, not the length it claims (a 4-byte prefix claiming the limit
-    // costs 64 KiB, not the limit). Growing by a fixed step keeps the peak, old and new buffer
+    // costs 32 KiB, not the limit). Growing by a fixed step keeps the peak, old and new buffer
     // together during a reallocation, within twice the bytes received plus one step.
     let mut body = Vec::new();
     while body.len() < len {
@@ -47,8 +58,10 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, Fram
     Ok(Some(body))
 }
 
-/// How far a frame's body buffer runs ahead of the bytes received.
-const GROW: usize = 64 * 1024;
+/// How far a frame's body buffer runs ahead of the bytes received (every driver's reader).
+/// Half of the 64 KiB that decoding may use beyond twice its input, leaving the rest for the
+/// reader's own state (the tokio reader's future and timer).
+pub const GROW: usize = 32 * 1024;
 
 /// Reads until `buf` is full or the stream ends; returns how many bytes were read.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {

@@ -92,7 +92,8 @@ pub fn run(
 }
 
 /// [`run`] with a given nonce instead of a fresh one from the OS: for deterministic tests and
-/// fuzzing only. A reused nonce lets a recorded handshake be replayed; never use it in a node.
+/// fuzzing only (it runs the same steps: [`answer`], [`verify`]). A reused nonce lets a
+/// recorded handshake be replayed; never use it in a node.
 pub fn run_with_nonce(
     stream: &mut (impl Read + Write),
     me: &Keypair,
@@ -106,9 +107,32 @@ pub fn run_with_nonce(
     stream.flush().map_err(io)?;
     let mut buf = [0u8; HELLO_LEN];
     stream.read_exact(&mut buf).map_err(io)?;
-    let theirs = Hello::decode(&buf)?;
-    if theirs.chain != chain {
-        return Err(HandshakeError::WrongChain { expected: chain, got: theirs.chain });
+    let (theirs, sig) = answer(me, &mine, &buf, allowed, expect)?;
+    stream.write_all(&sig.0).map_err(io)?;
+    stream.flush().map_err(io)?;
+    let mut their_sig = [0u8; 64];
+    stream.read_exact(&mut their_sig).map_err(io)?;
+    verify(&mine, &theirs, &their_sig)
+}
+
+/// Step 1 of [`run`], without I/O: our hello, with a fresh nonce.
+pub fn hello(me: &Keypair, chain: ChainId) -> Result<Hello, HandshakeError> {
+    Ok(Hello { chain, key: me.public(), nonce: nonce()? })
+}
+
+/// Step 2 of [`run`], without I/O: checks the peer's hello `theirs` against ours (chain, not
+/// our own key, the `expect`ed key if we dialled, `allowed`, a valid key) and signs the
+/// digest. Returns the peer's hello and the signature to send it.
+pub fn answer(
+    me: &Keypair,
+    mine: &Hello,
+    theirs: &[u8; HELLO_LEN],
+    allowed: impl Fn(&PublicKey) -> bool,
+    expect: Option<PublicKey>,
+) -> Result<(Hello, Signature), HandshakeError> {
+    let theirs = Hello::decode(theirs)?;
+    if theirs.chain != mine.chain {
+        return Err(HandshakeError::WrongChain { expected: mine.chain, got: theirs.chain });
     }
     if theirs.key == mine.key {
         return Err(HandshakeError::SelfConnection);
@@ -119,25 +143,29 @@ pub fn run_with_nonce(
     if !allowed(&theirs.key) {
         return Err(HandshakeError::NotAllowed(theirs.key));
     }
+    crypto::verifying_key(&theirs.key).map_err(|_| HandshakeError::BadKey(theirs.key))?;
+    let sig = me.sign(mine.chain, SignKind::Handshake, View(0), &digest(mine, &theirs));
+    Ok((theirs, sig))
+}
+
+/// Step 3 of [`run`], without I/O: checks the peer's signature over its digest of both hellos.
+/// Returns the peer's key.
+pub fn verify(mine: &Hello, theirs: &Hello, their_sig: &[u8; 64]) -> Result<PublicKey, HandshakeError> {
     let vk = crypto::verifying_key(&theirs.key).map_err(|_| HandshakeError::BadKey(theirs.key))?;
-    let sig = me.sign(chain, SignKind::Handshake, View(0), &digest(&mine, &theirs));
-    stream.write_all(&sig.0).map_err(io)?;
-    stream.flush().map_err(io)?;
-    let mut their_sig = [0u8; 64];
-    stream.read_exact(&mut their_sig).map_err(io)?;
     crypto::verify_one(
         &vk,
-        chain,
+        mine.chain,
         SignKind::Handshake,
         View(0),
-        &digest(&theirs, &mine),
-        &Signature(their_sig),
+        &digest(theirs, mine),
+        &Signature(*their_sig),
     )
     .map_err(|_| HandshakeError::BadSignature(theirs.key))?;
     Ok(theirs.key)
 }
 
-fn io(e: std::io::Error) -> HandshakeError {
+/// A handshake I/O error: a clean end of stream is [`HandshakeError::Closed`].
+pub fn io(e: std::io::Error) -> HandshakeError {
     if e.kind() == ErrorKind::UnexpectedEof {
         HandshakeError::Closed
     } else {

@@ -12,6 +12,7 @@ use hotstuff_core::{ChainId, Envelope, Keypair, Limits, Message, PublicKey, Vali
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// An encoded [`Envelope`] (one frame body), shared between the peers it goes to.
 pub type Frame = Arc<Vec<u8>>;
@@ -76,17 +77,101 @@ impl Inbox {
 
     /// Decodes one frame body (bounded by the node's limits; this chain only) and delivers it.
     pub fn deliver_frame(&self, from: PublicKey, bytes: &[u8]) -> Result<(), NetError> {
-        let env = Envelope::decode(bytes, &self.limits)?;
-        if env.chain != self.chain {
-            return Err(NetError::WrongChain { expected: self.chain, got: env.chain });
-        }
-        self.deliver(from, env.message)
+        self.deliver(from, decode_frame(bytes, self.chain, &self.limits)?)
     }
 
     /// Reports a connection event (logged and passed to the event handlers).
     pub fn report(&self, event: NetEvent) {
         // Only fails when the node is stopping.
         let _ = self.tx.send(CoreMsg::Net(event));
+    }
+}
+
+/// Decodes one frame body into a message of `chain`, bounded by `limits`.
+pub fn decode_frame(bytes: &[u8], chain: ChainId, limits: &Limits) -> Result<Message, NetError> {
+    let env = Envelope::decode(bytes, limits)?;
+    if env.chain != chain {
+        return Err(NetError::WrongChain { expected: chain, got: env.chain });
+    }
+    Ok(env.message)
+}
+
+/// Where the consensus loop sends: the outbound half of a network. Sends are best effort and
+/// must never block the caller for long.
+pub trait Outbound: Send + 'static {
+    /// Queues `frame` for `to`; drops it if `to` is unknown or its queue is full.
+    fn send(&mut self, to: PublicKey, frame: Frame);
+
+    /// Queues `frame` for every peer (validators and listeners).
+    fn broadcast(&mut self, frame: Frame);
+
+    /// The validator set changed (its members may connect).
+    fn validators_changed(&mut self, validators: &ValidatorSet);
+}
+
+impl Outbound for Box<dyn Network> {
+    fn send(&mut self, to: PublicKey, frame: Frame) {
+        (**self).send(to, frame);
+    }
+
+    fn broadcast(&mut self, frame: Frame) {
+        (**self).broadcast(frame);
+    }
+
+    fn validators_changed(&mut self, validators: &ValidatorSet) {
+        (**self).validators_changed(validators);
+    }
+}
+
+/// Exponential reconnect back-off: after a failed dial the next waits `min`, then twice as
+/// long per further failure up to `max`; a success resets it.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    delay: Duration,
+    next: Instant,
+}
+
+impl Backoff {
+    /// A back-off between `min` and `max`; the first dial is due at once.
+    #[must_use]
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff { min, max: max.max(min), delay: min, next: Instant::now() }
+    }
+
+    /// When the next dial is due.
+    #[must_use]
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Records the outcome of dialling `peer` at `addr`: a connection resets the delay and
+    /// is returned; a failure schedules the next dial and is logged, and a failed handshake is
+    /// also handed to `refuse` (to be reported).
+    pub fn record<T>(
+        &mut self,
+        result: Result<T, NetError>,
+        peer: PublicKey,
+        addr: SocketAddr,
+        refuse: impl FnOnce(NetError),
+    ) -> Option<T> {
+        match result {
+            Ok(conn) => {
+                self.delay = self.min;
+                Some(conn)
+            }
+            Err(error) => {
+                self.next = Instant::now() + self.delay;
+                self.delay = (self.delay * 2).min(self.max);
+                if let NetError::Handshake(_) = error {
+                    refuse(error);
+                } else {
+                    tracing::debug!(peer = %peer, %addr, %error, "dial failed");
+                }
+                None
+            }
+        }
     }
 }
 

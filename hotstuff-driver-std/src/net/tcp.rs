@@ -8,7 +8,7 @@
 //! for it are dropped when that queue is full.
 
 use super::frame::{read_frame, write_frame};
-use super::{handshake, Frame, Inbox, NetContext, NetEvent, Network};
+use super::{handshake, Backoff, Frame, Inbox, NetContext, NetEvent, Network};
 use crate::error::{FrameError, NetError};
 use hotstuff_core::{ChainId, Keypair, Limits, PublicKey, ValidatorSet};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +39,10 @@ pub struct TcpSettings {
     pub handshake_timeout: Duration,
     /// A write blocked this long drops the connection (default 5 s).
     pub write_timeout: Duration,
+    /// Time a frame may take to arrive whole once its first byte is in (default 30 s); a peer
+    /// that stalls inside a frame is disconnected. Honoured by `hotstuff-driver-tokio`; the
+    /// std readers block per read without a deadline (a stalled peer holds only its thread).
+    pub frame_timeout: Duration,
     /// Inbound connections allowed in their handshake at once (default 64).
     pub max_handshakes: usize,
     /// Inbound connections kept per authenticated peer (default 4); more are refused.
@@ -56,6 +60,7 @@ impl Default for TcpSettings {
             backoff_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(30),
             max_handshakes: 64,
             max_connections_per_peer: 4,
         }
@@ -427,9 +432,7 @@ fn writer_loop(
     rx: &Receiver<Frame>,
     offered: &Mutex<Option<TcpStream>>,
 ) {
-    let (min, max) = sh.backoff;
-    let mut backoff = min;
-    let mut next_dial = Instant::now();
+    let mut backoff = Backoff::new(sh.backoff.0, sh.backoff.1);
     let mut conn: Option<TcpStream> = None;
     let mut registered = None;
     loop {
@@ -437,27 +440,13 @@ fn writer_loop(
             break;
         }
         if conn.is_none() {
-            if let Some(a) = addr.filter(|_| Instant::now() >= next_dial) {
-                match dial(sh, peer, a) {
-                    Ok(s) => {
-                        backoff = min;
-                        conn = Some(s);
-                    }
-                    Err(e) => {
-                        if let NetError::Handshake(_) = e {
-                            sh.refuse(Some(a), Some(peer), e);
-                        } else {
-                            tracing::debug!(peer = %peer, error = %e, "dial failed");
-                        }
-                        next_dial = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(max);
-                    }
-                }
+            if let Some(a) = addr.filter(|_| Instant::now() >= backoff.next()) {
+                conn = backoff.record(dial(sh, peer, a), peer, a, |e| sh.refuse(Some(a), Some(peer), e));
             }
         }
         let wait = match (conn.is_some(), addr) {
             (false, Some(_)) => {
-                next_dial.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+                backoff.next().saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
             }
             _ => Duration::from_secs(3600),
         };

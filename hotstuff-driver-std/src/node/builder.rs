@@ -1,20 +1,20 @@
 //! Building a node: required parts up front, every other setting with a documented default.
 
-use super::run::{Loop, TurnState};
-use super::{Node, Reader, Status};
+use super::engine::{Engine, EngineParts, Handler};
+use super::run::Loop;
+use super::{Node, NodeInfo, Status};
 use crate::app::App;
 use crate::error::{NetError, StoreError};
 use crate::event::Event;
 use crate::net::{Inbox, NetContext, Network, TcpNetwork, TcpSettings};
 use crate::storage::{Genesis, Storage};
-use hotstuff_core::{Config, ConfigError, DefaultPacemaker, Keypair, Limits, PublicKey, Replica};
+use hotstuff_core::{
+    ChainId, Config, ConfigError, DefaultPacemaker, Keypair, Limits, PublicKey, Replica, ValidatorSet,
+};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A registered event handler.
-pub(crate) type Handler = Box<dyn Fn(&Event) + Send + 'static>;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +141,14 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Time a frame may take to arrive whole once its first byte is in (default 30 s; used by
+    /// the tokio driver, see [`TcpSettings::frame_timeout`]).
+    #[must_use]
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp.frame_timeout = timeout;
+        self
+    }
+
     /// A network of your own instead of TCP (the TCP settings above are then unused).
     #[must_use]
     pub fn network(mut self, network: impl Network) -> Self {
@@ -234,6 +242,9 @@ impl<A: App> NodeBuilder<A> {
             if t.handshake_timeout.is_zero() {
                 return Err(setting("handshake_timeout", "must be above zero"));
             }
+            if t.frame_timeout.is_zero() {
+                return Err(setting("frame_timeout", "must be above zero"));
+            }
             let me = self.key.public();
             if let Some(v) = self
                 .genesis
@@ -251,6 +262,44 @@ impl<A: App> NodeBuilder<A> {
     /// Checks the settings, opens (or initialises) the store, recovers the replica from it,
     /// starts the network and the consensus thread.
     pub fn start(self) -> Result<Node, BuildError> {
+        let Prepared {
+            id,
+            chain,
+            limits,
+            net_key,
+            validators,
+            tcp,
+            network,
+            inbox_capacity,
+            store,
+            status,
+            engine,
+        } = self.prepare()?;
+        let (tx, rx) = sync_channel(inbox_capacity);
+        let mut network = match network {
+            Some(n) => n,
+            None => Box::new(TcpNetwork::new(tcp)),
+        };
+        network.start(NetContext {
+            key: net_key,
+            chain,
+            limits,
+            validators,
+            inbox: Inbox { tx: tx.clone(), chain, limits },
+        })?;
+        let local_addr = network.local_addr();
+        let run = Loop { engine: Engine::new(engine, network), rx };
+        let core = std::thread::Builder::new()
+            .name("hotstuff-consensus".into())
+            .spawn(move || run.run())
+            .map_err(BuildError::Spawn)?;
+        Ok(Node { info: NodeInfo::new(id, store, status, local_addr), tx, core: Some(core) })
+    }
+
+    /// Checks the settings, opens (or initialises) the store and recovers the replica from it,
+    /// without starting anything: the parts a driver on another runtime (such as
+    /// `hotstuff-driver-tokio`) runs. [`NodeBuilder::start`] is `prepare` plus std threads.
+    pub fn prepare(self) -> Result<Prepared<A>, BuildError> {
         self.check()?;
         let chain = self.genesis.chain;
         let config = Config {
@@ -271,19 +320,6 @@ impl<A: App> NodeBuilder<A> {
             committed = %replica.committed_height(),
             "recovered from the store"
         );
-        let (tx, rx) = sync_channel(self.inbox_capacity);
-        let mut network = match self.network {
-            Some(n) => n,
-            None => Box::new(TcpNetwork::new(self.tcp)),
-        };
-        network.start(NetContext {
-            key: net_key,
-            chain,
-            limits: self.limits,
-            validators: replica.validators().clone(),
-            inbox: Inbox { tx: tx.clone(), chain, limits: self.limits },
-        })?;
-        let local_addr = network.local_addr();
         let status = Arc::new(Mutex::new(Status {
             view: replica.view(),
             leader: replica.leader(replica.view()),
@@ -291,23 +327,55 @@ impl<A: App> NodeBuilder<A> {
             high_qc: replica.high_qc().view,
             running: true,
         }));
-        let run = Loop {
-            replica,
-            app: self.app,
+        Ok(Prepared {
+            id,
+            chain,
+            limits: self.limits,
+            net_key,
+            validators: replica.validators().clone(),
+            tcp: self.tcp,
+            network: self.network,
+            inbox_capacity: self.inbox_capacity,
             store: self.store.clone(),
-            net: network,
-            rx,
-            handlers: self.handlers,
-            idle_block_delay: self.idle_block_delay,
             status: status.clone(),
-            turn: TurnState::default(),
-        };
-        let core = std::thread::Builder::new()
-            .name("hotstuff-consensus".into())
-            .spawn(move || run.run())
-            .map_err(BuildError::Spawn)?;
-        Ok(Node { id, tx, core: Some(core), reader: Reader::new(self.store), status, local_addr })
+            engine: EngineParts {
+                replica,
+                app: self.app,
+                store: self.store,
+                handlers: self.handlers,
+                idle_block_delay: self.idle_block_delay,
+                status,
+            },
+        })
     }
+}
+
+/// A checked configuration with a replica recovered from its store, ready to run
+/// ([`NodeBuilder::prepare`]). The network parts are for the driver to start; `engine` becomes
+/// an [`Engine`] with the driver's outbound network.
+pub struct Prepared<A: App> {
+    /// This node's key.
+    pub id: PublicKey,
+    /// The chain.
+    pub chain: ChainId,
+    /// Wire limits (`max_frame` bounds every frame).
+    pub limits: Limits,
+    /// A copy of the node's key, for connection handshakes.
+    pub net_key: Keypair,
+    /// The validator set in force (its members may connect).
+    pub validators: ValidatorSet,
+    /// The TCP settings given to the builder.
+    pub tcp: TcpSettings,
+    /// A custom network, if one was given ([`NodeBuilder::network`]).
+    pub network: Option<Box<dyn Network>>,
+    /// Capacity of the inbox the network delivers into.
+    pub inbox_capacity: usize,
+    /// The store (for [`crate::Reader`]s).
+    pub store: Arc<dyn Storage>,
+    /// The progress the engine publishes.
+    pub status: Arc<Mutex<Status>>,
+    /// The replica, app, store and handlers.
+    pub engine: EngineParts<A>,
 }
 
 impl<A: App> std::fmt::Debug for NodeBuilder<A> {

@@ -1,9 +1,10 @@
 //! The node: a replica, its app, store and network, run on std threads.
 
 mod builder;
+pub mod engine;
 mod run;
 
-pub use builder::{BuildError, NodeBuilder};
+pub use builder::{BuildError, NodeBuilder, Prepared};
 
 use crate::error::StoreError;
 use crate::net::CoreMsg;
@@ -41,17 +42,28 @@ pub struct Status {
     pub running: bool,
 }
 
-/// A running replica. Dropping it shuts it down.
-pub struct Node {
+/// What every node handle offers, whatever runs it (std threads here, tokio tasks in
+/// `hotstuff-driver-tokio`): its key, address, committed state and progress. A node derefs to
+/// it.
+pub struct NodeInfo {
     id: PublicKey,
-    tx: SyncSender<CoreMsg>,
-    core: Option<JoinHandle<Result<(), NodeError>>>,
     reader: Reader,
     status: Arc<Mutex<Status>>,
     local_addr: Option<SocketAddr>,
 }
 
-impl Node {
+impl NodeInfo {
+    /// The handle of a node with key `id`, reading `store`, whose loop publishes `status`.
+    #[must_use]
+    pub fn new(
+        id: PublicKey,
+        store: Arc<dyn Storage>,
+        status: Arc<Mutex<Status>>,
+        local_addr: Option<SocketAddr>,
+    ) -> Self {
+        NodeInfo { id, reader: Reader::new(store), status, local_addr }
+    }
+
     /// This node's key.
     #[must_use]
     pub fn id(&self) -> PublicKey {
@@ -81,7 +93,25 @@ impl Node {
         let status = self.status.clone();
         move || *status.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
+/// A running replica. Dropping it shuts it down. Its key, address, reader and status are
+/// those of its [`NodeInfo`] (it derefs to it).
+pub struct Node {
+    info: NodeInfo,
+    tx: SyncSender<CoreMsg>,
+    core: Option<JoinHandle<Result<(), NodeError>>>,
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeInfo;
+
+    fn deref(&self) -> &NodeInfo {
+        &self.info
+    }
+}
+
+impl Node {
     /// Stops the consensus loop and the network and joins every thread. Returns the error the
     /// loop stopped on, if it stopped on its own.
     pub fn shutdown(mut self) -> Result<Duration, NodeError> {
@@ -95,7 +125,7 @@ impl Node {
         let _ = self.tx.send(CoreMsg::Shutdown);
         let result = core.join().map_err(|_| NodeError::Panicked)?;
         let took = started.elapsed();
-        tracing::info!(node = %self.id, ?took, "node stopped");
+        tracing::info!(node = %self.info.id, ?took, "node stopped");
         result.map(|()| took)
     }
 }
@@ -103,7 +133,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            tracing::error!(node = %self.id, error = %e, "node stopped with an error");
+            tracing::error!(node = %self.info.id, error = %e, "node stopped with an error");
         }
     }
 }

@@ -1,0 +1,401 @@
+//! The runtime-independent part of the consensus loop: an [`Engine`] owns the replica, the app,
+//! the store and the outbound side of the network, and performs the replica's actions. A driver
+//! only waits for the next input (the std driver on a channel with a deadline, the tokio driver
+//! in a `select!`) and runs one turn:
+//!
+//! 1. [`Engine::poll_actions`], then [`Engine::perform`] them. Persists and commits of one
+//!    drain are written in one store transaction (fsync) before `Input::Persisted` is queued,
+//!    so no vote, timeout vote or proposal leaves before the state it was signed under is on
+//!    disk (the core holds them until then). [`needs_blocking`] says which actions touch the
+//!    store or the app, for runtimes that must not block.
+//! 2. [`Engine::ready`]: a local reply, a due timer or a due deferred proposal, before the
+//!    network; or how long the driver may wait for it.
+
+use super::Status;
+use crate::app::{App, BlockContext};
+use crate::error::StoreError;
+use crate::event::Event;
+use crate::net::{Frame, NetEvent, Outbound};
+use crate::storage::{Storage, WriteBatch};
+use hotstuff_core::action::SyncTimer;
+use hotstuff_core::{
+    Action, BlockHash, Envelope, Height, Input, InputError, Message, PublicKey, Replica, View,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A registered event handler.
+pub type Handler = Box<dyn Fn(&Event) + Send + 'static>;
+
+/// A `ProduceBlock` whose empty answer waits for the idle delay.
+#[derive(Clone, Copy)]
+struct Deferred {
+    view: View,
+    parent: BlockHash,
+    height: Height,
+    at: Instant,
+}
+
+/// What an engine is built from (made by [`crate::NodeBuilder::prepare`]).
+pub struct EngineParts<A: App> {
+    pub(super) replica: Replica,
+    pub(super) app: A,
+    pub(super) store: Arc<dyn Storage>,
+    pub(super) handlers: Vec<Handler>,
+    pub(super) idle_block_delay: Duration,
+    pub(super) status: Arc<Mutex<Status>>,
+}
+
+/// The replica with its app, store and outbound network, and what the loop keeps between
+/// turns. See the [module docs](self) for the turn a driver runs.
+pub struct Engine<A: App, N: Outbound> {
+    replica: Replica,
+    app: A,
+    store: Arc<dyn Storage>,
+    net: N,
+    handlers: Vec<Handler>,
+    idle_block_delay: Duration,
+    status: Arc<Mutex<Status>>,
+    /// The latest view timer asked for (a timer for an older view is obsolete).
+    timer: Option<(View, Instant)>,
+    /// Block-sync timers (a few at most).
+    sync_timers: BTreeMap<SyncTimer, Instant>,
+    deferred: Option<Deferred>,
+    /// Inputs produced locally (acknowledgements, app replies), handled before the inbox.
+    local: VecDeque<Input>,
+    /// Writes of the current drain not yet in the store, and the highest Persist seq in them.
+    batch: WriteBatch,
+    batch_seq: Option<u64>,
+}
+
+/// What [`Engine::ready`] found to do before the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Ready {
+    /// A local reply or a due timer was handed to the replica: drain its actions.
+    Handled,
+    /// A deferred empty proposal is due: call [`Engine::produce_due`] (it calls the app and
+    /// reads the store), then drain.
+    ProduceDue,
+    /// Nothing local: wait for the network until this instant (`None`: no deadline).
+    Wait(Option<Instant>),
+}
+
+/// True for an action whose performance writes or reads the store or calls the app (a
+/// runtime that must not block runs those off its async threads); the others only queue
+/// frames, set timers or call the event handlers.
+#[must_use]
+pub fn needs_blocking(action: &Action) -> bool {
+    !matches!(
+        action,
+        Action::Send { .. }
+            | Action::Broadcast { .. }
+            | Action::SetTimer { .. }
+            | Action::SetSyncTimer { .. }
+    ) && !matches!(action, Action::Event(_))
+}
+
+impl<A: App, N: Outbound> Engine<A, N> {
+    /// An engine sending through `net`.
+    pub fn new(parts: EngineParts<A>, net: N) -> Self {
+        let EngineParts { replica, app, store, handlers, idle_block_delay, status } = parts;
+        Engine {
+            replica,
+            app,
+            store,
+            net,
+            handlers,
+            idle_block_delay,
+            status,
+            timer: None,
+            sync_timers: BTreeMap::new(),
+            deferred: None,
+            local: VecDeque::new(),
+            batch: WriteBatch::default(),
+            batch_seq: None,
+        }
+    }
+
+    /// This replica's key.
+    #[must_use]
+    pub fn id(&self) -> PublicKey {
+        self.replica.id()
+    }
+
+    /// The outbound network.
+    pub fn net_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+
+    /// Hands a message from the authenticated peer `from` to the replica; a refusal is logged
+    /// and reported as [`Event::MessageRefused`].
+    pub fn handle_message(&mut self, from: PublicKey, message: Message) {
+        if let Err(error) = self.replica.handle(Input::Message { from, message }) {
+            tracing::debug!(peer = %from, %error, "message refused");
+            self.emit(&Event::MessageRefused { from, error });
+        }
+    }
+
+    /// Every action the replica has now.
+    #[must_use]
+    pub fn poll_actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.replica.poll_action()).collect()
+    }
+
+    /// Performs `actions`, then writes what they asked to persist in one durable transaction
+    /// and queues the `Persisted` acknowledgement.
+    pub fn perform(&mut self, actions: Vec<Action>) -> Result<(), StoreError> {
+        // Commits first: the replica's block tree already reflects every commit of this drain
+        // (committed blocks leave `pending_updates`), so the store must hold them before the
+        // app reads state. The core lists app requests after every other action of an input;
+        // this keeps the app's view right even for actions left from earlier inputs.
+        let (commits, rest): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(|a| matches!(a, Action::Commit { .. }));
+        for action in commits.into_iter().chain(rest) {
+            self.perform_one(action)?;
+        }
+        self.flush()
+    }
+
+    /// Performs every action the replica has ([`Engine::poll_actions`] and [`Engine::perform`]).
+    pub fn drain(&mut self) -> Result<(), StoreError> {
+        let actions = self.poll_actions();
+        self.perform(actions)
+    }
+
+    /// Hands the replica the next local input or due timer, if any (see [`Ready`]).
+    pub fn ready(&mut self, now: Instant) -> Ready {
+        if let Some(input) = self.local.pop_front() {
+            self.handle_local(input);
+            return Ready::Handled;
+        }
+        if let Some((view, _)) = self.timer.filter(|(_, at)| *at <= now) {
+            self.timer = None;
+            self.handle_local(Input::TimerFired { view });
+            return Ready::Handled;
+        }
+        if let Some(timer) = self.sync_timers.iter().find(|(_, at)| **at <= now).map(|(t, _)| *t) {
+            self.sync_timers.remove(&timer);
+            self.handle_local(Input::SyncTimerFired { timer });
+            return Ready::Handled;
+        }
+        if self.deferred.is_some_and(|d| d.at <= now) {
+            return Ready::ProduceDue;
+        }
+        let deadline = [self.timer.map(|(_, at)| at), self.deferred.map(|d| d.at)]
+            .into_iter()
+            .flatten()
+            .chain(self.sync_timers.values().copied())
+            .min();
+        Ready::Wait(deadline)
+    }
+
+    /// Answers the deferred `ProduceBlock` (after [`Ready::ProduceDue`]).
+    pub fn produce_due(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            self.produce(d.view, d.parent, d.height, false);
+        }
+    }
+
+    /// Hands a local input to the replica. An app reply overtaken by a view change is refused
+    /// as unexpected; that is normal.
+    fn handle_local(&mut self, input: Input) {
+        let what = match &input {
+            Input::Persisted { .. } => "persisted",
+            Input::TimerFired { .. } | Input::SyncTimerFired { .. } => "timer",
+            _ => "app reply",
+        };
+        match self.replica.handle(input) {
+            Ok(()) | Err(InputError::UnexpectedReply) => {}
+            Err(error) => tracing::warn!(%error, what, "local input refused"),
+        }
+    }
+
+    /// Publishes the replica's progress to the node's [`Status`].
+    pub fn publish_status(&self) {
+        let r = &self.replica;
+        let view = r.view();
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Status {
+            view,
+            leader: r.leader(view),
+            committed: r.committed_height(),
+            high_qc: r.high_qc().view,
+            running: true,
+        };
+    }
+
+    /// The loop ended (with `error` if the store failed): reports it and marks the status as
+    /// not running.
+    pub fn stopped(&self, error: Option<&StoreError>) {
+        if let Some(e) = error {
+            tracing::error!(error = %e, "consensus loop stopped on a store failure");
+            self.emit(&Event::Fatal { error: e.to_string() });
+        }
+        self.status.lock().unwrap_or_else(PoisonError::into_inner).running = false;
+    }
+
+    fn perform_one(&mut self, action: Action) -> Result<(), StoreError> {
+        match action {
+            Action::Persist { seq, safety, blocks } => {
+                if safety.is_some() {
+                    self.batch.safety = safety;
+                }
+                self.batch.blocks.extend(blocks);
+                self.batch_seq = Some(seq);
+            }
+            Action::Commit { blocks } => self.batch.commits.extend(blocks),
+            Action::Send { to, message } => {
+                let frame = self.frame(message);
+                self.net.send(to, frame);
+            }
+            Action::Broadcast { message } => {
+                let frame = self.frame(message);
+                self.net.broadcast(frame);
+            }
+            Action::SetTimer { view, after } => self.timer = Some((view, Instant::now() + after)),
+            Action::SetSyncTimer { timer, after } => {
+                self.sync_timers.insert(timer, Instant::now() + after);
+            }
+            Action::ProduceBlock { view, parent, height } => {
+                // The app reads committed state: what this drain committed must be in the store.
+                self.flush()?;
+                self.produce(view, parent, height, true);
+            }
+            Action::ValidateBlock { hash, block, for_sync } => {
+                self.flush()?;
+                let ctx =
+                    context(&self.replica, self.store.as_ref(), block.view, block.height, block.parent());
+                let outcome = if for_sync {
+                    self.app.validate_block_for_sync(&ctx, &block)
+                } else {
+                    self.app.validate_block(&ctx, &block)
+                };
+                if outcome.is_none() {
+                    tracing::info!(%hash, height = %block.height, "the app rejected a block");
+                }
+                self.local.push_back(Input::BlockValidated { hash, outcome });
+            }
+            Action::ServeSync { to, request } => {
+                self.flush()?;
+                let store = &self.store;
+                // Bounded by the request (at most `limits.max_sync_blocks` point reads).
+                let response = self.replica.sync_response(&request, |h| match store.committed_block(h) {
+                    Ok(b) => b,
+                    Err(error) => {
+                        tracing::error!(%error, height = %h, "cannot read a committed block for sync");
+                        None
+                    }
+                });
+                tracing::debug!(peer = %to, from = %request.from_height, blocks = response.blocks.len(), "serving sync");
+                let frame = self.frame(Message::SyncResponse(response));
+                self.net.send(to, frame);
+            }
+            Action::Event(event) => {
+                log_core_event(&event);
+                self.emit(&Event::Core(event));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the pending batch in one durable transaction, then acknowledges its Persists
+    /// and tells the app what committed.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.store.write(&batch)?;
+        if let Some(seq) = self.batch_seq.take() {
+            self.local.push_back(Input::Persisted { seq });
+        }
+        if !batch.commits.is_empty() {
+            self.app.committed(&batch.commits);
+            if batch.commits.iter().any(|c| c.epoch_change.is_some()) {
+                self.net.validators_changed(self.replica.validators());
+            }
+        }
+        Ok(())
+    }
+
+    fn frame(&self, message: Message) -> Frame {
+        Arc::new(Envelope::new(self.replica.config().chain, message).encode())
+    }
+
+    /// Asks the app for a block; an empty one waits for the idle delay if nothing uncommitted
+    /// is waiting for descendants to commit.
+    fn produce(&mut self, view: View, parent: BlockHash, height: Height, may_wait: bool) {
+        let ctx = context(&self.replica, self.store.as_ref(), view, height, parent);
+        let idle = ctx.pending.iter().all(|u| u.is_empty());
+        let produced = self.app.produce_block(&ctx);
+        if may_wait && idle && produced.is_empty() && !self.idle_block_delay.is_zero() {
+            self.deferred =
+                Some(Deferred { view, parent, height, at: Instant::now() + self.idle_block_delay });
+            return;
+        }
+        self.local.push_back(Input::BlockProduced {
+            view,
+            parent,
+            payload: produced.payload,
+            outcome: produced.outcome,
+        });
+    }
+
+    /// Logs a connection event and passes it to the handlers.
+    pub fn on_net(&mut self, event: NetEvent) {
+        match &event {
+            NetEvent::Connected { peer, addr, outbound } => {
+                tracing::info!(%peer, %addr, outbound, "peer connected");
+            }
+            NetEvent::Disconnected { peer, reason } => tracing::info!(%peer, reason, "peer disconnected"),
+            NetEvent::Refused { addr, peer, error } => {
+                tracing::warn!(?addr, peer = ?peer, %error, "connection refused");
+            }
+        }
+        self.emit(&Event::Net(event));
+    }
+
+    fn emit(&self, event: &Event) {
+        for h in &self.handlers {
+            h(event);
+        }
+    }
+}
+
+/// What the app sees for a block at `height` in `view` on `parent`.
+fn context<'a>(
+    replica: &'a Replica,
+    store: &'a dyn Storage,
+    view: View,
+    height: Height,
+    parent: BlockHash,
+) -> BlockContext<'a> {
+    BlockContext {
+        view,
+        height,
+        parent,
+        me: replica.id(),
+        validators: replica.validators(),
+        store,
+        pending: replica.pending_updates(&parent),
+    }
+}
+
+fn log_core_event(event: &hotstuff_core::Event) {
+    use hotstuff_core::Event as E;
+    match event {
+        E::Committed { view, height, hash } => tracing::debug!(%view, %height, %hash, "committed"),
+        E::ViewTimedOut { view } => tracing::info!(%view, "view timed out"),
+        E::TcFormed { view } => tracing::info!(%view, "timeout certificate formed"),
+        E::SyncRequested { peer, from_height } => tracing::info!(%peer, %from_height, "block sync requested"),
+        E::SyncReceived { peer, blocks } => tracing::info!(%peer, blocks, "block sync received"),
+        E::EpochChanged { epoch, height, validators, total_power } => {
+            tracing::info!(%epoch, %height, validators, total_power, "validator set changed");
+        }
+        E::SyncPeerAvoided { peer, reason } => tracing::warn!(%peer, reason, "avoiding a sync server"),
+        E::NoProgress { height } => tracing::info!(%height, "no progress; block sync starts"),
+        E::BlockRejected { hash } => tracing::warn!(%hash, "block rejected by the app"),
+        other => tracing::trace!(event = ?other, "consensus event"),
+    }
+}

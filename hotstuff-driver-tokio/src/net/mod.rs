@@ -1,0 +1,417 @@
+//! The async TCP network: one acceptor task, per peer one writer task that owns the peer's
+//! bounded queue and (re)connects with exponential back-off, and one reader task per
+//! connection. Wire-compatible with `hotstuff-driver-std`'s `TcpNetwork` (same handshake, same
+//! frames, same rules: each side sends on the connection it dialled, or on one the peer opened
+//! if it has no address for it, and reads from both), so the two drivers form one cluster.
+//! Settings are `hotstuff-driver-std`'s [`TcpSettings`].
+
+pub mod wire;
+
+use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
+use hotstuff_driver_std::net::{decode_frame, Backoff, Frame};
+use hotstuff_driver_std::{FrameError, HandshakeError, NetError, NetEvent, Outbound, TcpSettings};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// What the network hands the consensus task.
+// Boxing the message would cost an allocation per inbound message for no gain (as in the
+// core's `Input`).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Inbound {
+    /// A decoded message from an authenticated peer.
+    Message { from: PublicKey, message: Message },
+    /// A connection event.
+    Net(NetEvent),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Slot {
+    tx: mpsc::Sender<Frame>,
+    /// A connection the peer opened, offered to the writer (used when it has none of its own).
+    offered: Arc<Mutex<Option<OwnedWriteHalf>>>,
+}
+
+struct Shared {
+    key: Keypair,
+    chain: ChainId,
+    limits: Limits,
+    inbox: mpsc::Sender<Inbound>,
+    /// The settings (their listener taken; limits checked by the builder).
+    tcp: TcpSettings,
+    /// Inbound connections per authenticated peer.
+    inbound: Mutex<BTreeMap<PublicKey, usize>>,
+    handshaking: AtomicUsize,
+    allowed: RwLock<BTreeSet<PublicKey>>,
+    configured: BTreeSet<PublicKey>,
+    slots: Mutex<BTreeMap<PublicKey, Slot>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The running network: the consensus task's [`Outbound`] side, and the handle that stops it.
+pub(crate) struct TcpNetwork {
+    shared: Arc<Shared>,
+}
+
+/// The sending side given to the engine.
+pub(crate) struct Outgoing {
+    shared: Arc<Shared>,
+}
+
+impl TcpNetwork {
+    /// Binds the listener (if any) and starts the acceptor and one writer per configured peer.
+    pub(crate) async fn start(
+        mut settings: TcpSettings,
+        key: Keypair,
+        chain: ChainId,
+        limits: Limits,
+        validators: &ValidatorSet,
+        inbox: mpsc::Sender<Inbound>,
+    ) -> Result<(Self, Option<SocketAddr>), NetError> {
+        let listener = match (settings.listener.take(), settings.listen) {
+            (Some(l), _) => {
+                l.set_nonblocking(true)?;
+                Some(TcpListener::from_std(l)?)
+            }
+            (None, Some(addr)) => Some(TcpListener::bind(addr).await?),
+            (None, None) => None,
+        };
+        let local_addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let me = key.public();
+        settings.peers.remove(&me);
+        let configured: BTreeSet<PublicKey> = settings.peers.keys().copied().collect();
+        let shared = Arc::new(Shared {
+            key,
+            chain,
+            limits,
+            inbox,
+            inbound: Mutex::new(BTreeMap::new()),
+            handshaking: AtomicUsize::new(0),
+            allowed: RwLock::new(BTreeSet::new()),
+            configured,
+            tcp: TcpSettings {
+                send_queue: settings.send_queue.max(1),
+                max_handshakes: settings.max_handshakes.max(1),
+                max_connections_per_peer: settings.max_connections_per_peer.max(1),
+                backoff_max: settings.backoff_max.max(settings.backoff_min),
+                ..settings
+            },
+            slots: Mutex::new(BTreeMap::new()),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        shared.set_allowed(validators);
+        for (peer, addr) in &shared.tcp.peers {
+            shared.slot(*peer, *addr);
+        }
+        if let Some(listener) = listener {
+            tracing::info!(addr = ?local_addr, "listening");
+            shared.spawn("accept", |sh| async move { accept_loop(&sh, listener).await });
+        }
+        Ok((TcpNetwork { shared }, local_addr))
+    }
+
+    pub(crate) fn outgoing(&self) -> Outgoing {
+        Outgoing { shared: self.shared.clone() }
+    }
+
+    /// Stops every task and waits for them.
+    pub(crate) async fn shutdown(self) {
+        let sh = self.shared;
+        sh.stop.cancel();
+        lock(&sh.slots).clear();
+        sh.tasks.close();
+        sh.tasks.wait().await;
+    }
+}
+
+impl Outbound for Outgoing {
+    fn send(&mut self, to: PublicKey, frame: Frame) {
+        let tx = lock(&self.shared.slots).get(&to).map(|s| s.tx.clone());
+        match tx {
+            Some(tx) => enqueue(&tx, to, frame),
+            None => tracing::debug!(peer = %to, "no connection to peer; message dropped"),
+        }
+    }
+
+    fn broadcast(&mut self, frame: Frame) {
+        let targets: Vec<(PublicKey, mpsc::Sender<Frame>)> =
+            lock(&self.shared.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
+        for (peer, tx) in targets {
+            enqueue(&tx, peer, frame.clone());
+        }
+    }
+
+    fn validators_changed(&mut self, validators: &ValidatorSet) {
+        self.shared.set_allowed(validators);
+    }
+}
+
+/// Queues without waiting: a full queue drops the frame (consensus tolerates loss).
+fn enqueue(tx: &mpsc::Sender<Frame>, peer: PublicKey, frame: Frame) {
+    match tx.try_send(frame) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::debug!(peer = %peer, "send queue full; message dropped");
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+impl Shared {
+    fn is_allowed(&self, key: &PublicKey) -> bool {
+        self.allowed.read().unwrap_or_else(PoisonError::into_inner).contains(key)
+    }
+
+    fn set_allowed(&self, validators: &ValidatorSet) {
+        let me = self.key.public();
+        let mut allowed = self.configured.clone();
+        allowed.extend(validators.members().iter().map(|v| v.key).filter(|k| *k != me));
+        *self.allowed.write().unwrap_or_else(PoisonError::into_inner) = allowed;
+    }
+
+    /// Spawns a task that ends when the network stops.
+    fn spawn<F>(self: &Arc<Self>, name: &'static str, f: impl FnOnce(Arc<Shared>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let span = tracing::info_span!("net", node = %self.key.public(), task = name);
+        let stop = self.stop.clone();
+        let fut = f(self.clone());
+        self.tasks.spawn(
+            async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = fut => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// The writer's queue for `peer`, creating the slot and its writer task if needed.
+    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<SocketAddr>) -> Option<mpsc::Sender<Frame>> {
+        let mut slots = lock(&self.slots);
+        if let Some(s) = slots.get(&peer) {
+            return Some(s.tx.clone());
+        }
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(self.tcp.send_queue);
+        let offered = Arc::new(Mutex::new(None));
+        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone() });
+        drop(slots);
+        self.spawn("writer", move |sh| async move { writer_loop(&sh, peer, addr, rx, &offered).await });
+        Some(tx)
+    }
+
+    fn offer(self: &Arc<Self>, peer: PublicKey, half: OwnedWriteHalf) {
+        self.slot(peer, None);
+        if let Some(s) = lock(&self.slots).get(&peer) {
+            *lock(&s.offered) = Some(half);
+        }
+    }
+
+    fn report(&self, event: NetEvent) {
+        // Fails only when the node is stopping; never waits (a full inbox drops the report
+        // rather than hold up a connection).
+        let _ = self.inbox.try_send(Inbound::Net(event));
+    }
+
+    fn refuse(&self, addr: Option<SocketAddr>, peer: Option<PublicKey>, error: NetError) {
+        if !self.stop.is_cancelled() {
+            self.report(NetEvent::Refused { addr, peer, error });
+        }
+    }
+}
+
+async fn accept_loop(sh: &Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin on it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if sh.handshaking.fetch_add(1, Ordering::AcqRel) >= sh.tcp.max_handshakes {
+            sh.handshaking.fetch_sub(1, Ordering::AcqRel);
+            sh.refuse(Some(addr), None, NetError::TooManyHandshakes(sh.tcp.max_handshakes));
+            continue;
+        }
+        sh.spawn("inbound", move |sh| async move { inbound(&sh, stream, addr).await });
+    }
+}
+
+/// Runs the handshake within the handshake timeout.
+async fn handshake(
+    sh: &Shared,
+    stream: &mut TcpStream,
+    expect: Option<PublicKey>,
+) -> Result<PublicKey, NetError> {
+    stream.set_nodelay(true)?;
+    let run = wire::run_handshake(stream, &sh.key, sh.chain, |k| sh.is_allowed(k), expect);
+    match tokio::time::timeout(sh.tcp.handshake_timeout, run).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(HandshakeError::Io(Arc::new(ErrorKind::TimedOut.into())).into()),
+    }
+}
+
+async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+    let result = handshake(sh, &mut stream, None).await;
+    sh.handshaking.fetch_sub(1, Ordering::AcqRel);
+    let peer = match result {
+        Ok(peer) => peer,
+        Err(error) => return sh.refuse(Some(addr), None, error),
+    };
+    {
+        let mut inbound = lock(&sh.inbound);
+        let n = inbound.entry(peer).or_insert(0);
+        if *n >= sh.tcp.max_connections_per_peer {
+            drop(inbound);
+            return sh.refuse(
+                Some(addr),
+                Some(peer),
+                NetError::TooManyConnections(sh.tcp.max_connections_per_peer),
+            );
+        }
+        *n += 1;
+    }
+    let (read, write, closer) = match split(stream) {
+        Ok(parts) => parts,
+        Err(error) => return sh.refuse(Some(addr), Some(peer), error),
+    };
+    sh.offer(peer, write);
+    sh.report(NetEvent::Connected { peer, addr, outbound: false });
+    read_loop(sh, peer, read, addr, &closer).await;
+    if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// The halves of a connection, and a handle that closes the socket under both (the writer may
+/// hold the write half; when the reader ends, the whole connection must end, as in the std
+/// driver).
+fn split(stream: TcpStream) -> Result<(OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream), NetError> {
+    let stream = stream.into_std()?;
+    let closer = stream.try_clone()?;
+    let (read, write) = TcpStream::from_std(stream)?.into_split();
+    Ok((read, write, closer))
+}
+
+/// Reads frames until the connection ends or misbehaves, then closes it.
+async fn read_loop(
+    sh: &Shared,
+    peer: PublicKey,
+    read: OwnedReadHalf,
+    addr: SocketAddr,
+    closer: &std::net::TcpStream,
+) {
+    let reason = read_frames(sh, peer, read, addr).await;
+    let _ = closer.shutdown(std::net::Shutdown::Both);
+    if let Some(reason) = reason.filter(|_| !sh.stop.is_cancelled()) {
+        sh.report(NetEvent::Disconnected { peer, reason });
+    }
+}
+
+/// Reads and delivers frames; returns why the connection ended (`None`: refused or stopping).
+async fn read_frames(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: SocketAddr) -> Option<String> {
+    let mut reader = BufReader::with_capacity(64 << 10, read);
+    loop {
+        let frame = wire::read_frame(&mut reader, sh.limits.max_frame, sh.tcp.frame_timeout).await;
+        match frame {
+            Ok(Some(bytes)) => match decode_frame(&bytes, sh.chain, &sh.limits) {
+                Ok(message) => {
+                    // Waits while the consensus task is behind (back-pressure onto the peer).
+                    if sh.inbox.send(Inbound::Message { from: peer, message }).await.is_err() {
+                        return None;
+                    }
+                }
+                Err(error) => {
+                    sh.refuse(Some(addr), Some(peer), error);
+                    return None;
+                }
+            },
+            Ok(None) => return Some("closed by peer".to_string()),
+            Err(FrameError::Io(e)) => return Some(e.to_string()),
+            Err(error) => {
+                sh.refuse(Some(addr), Some(peer), error.into());
+                return None;
+            }
+        }
+    }
+}
+
+async fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<OwnedWriteHalf, NetError> {
+    let connect = tokio::time::timeout(sh.tcp.handshake_timeout, TcpStream::connect(addr));
+    let mut stream =
+        connect.await.map_err(|_| NetError::from(std::io::Error::from(ErrorKind::TimedOut)))??;
+    handshake(sh, &mut stream, Some(peer)).await?;
+    let (read, write, closer) = split(stream)?;
+    sh.spawn("reader", move |sh| async move { read_loop(&sh, peer, read, addr, &closer).await });
+    sh.report(NetEvent::Connected { peer, addr, outbound: true });
+    Ok(write)
+}
+
+/// Owns `peer`'s queue: keeps a connection (dialled, or offered by the acceptor) and writes,
+/// several queued frames per flush.
+async fn writer_loop(
+    sh: &Arc<Shared>,
+    peer: PublicKey,
+    addr: Option<SocketAddr>,
+    mut rx: mpsc::Receiver<Frame>,
+    offered: &Mutex<Option<OwnedWriteHalf>>,
+) {
+    let mut backoff = Backoff::new(sh.tcp.backoff_min, sh.tcp.backoff_max);
+    let mut conn: Option<OwnedWriteHalf> = None;
+    let mut batch: Vec<Frame> = Vec::new();
+    loop {
+        if conn.is_none() {
+            if let Some(a) = addr.filter(|_| std::time::Instant::now() >= backoff.next()) {
+                let dialled = dial(sh, peer, a).await;
+                conn = backoff.record(dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+            }
+        }
+        let redial = conn.is_none() && addr.is_some();
+        let frame = tokio::select! {
+            f = rx.recv() => f,
+            () = tokio::time::sleep_until(backoff.next().into()), if redial => continue,
+        };
+        let Some(frame) = frame else { break };
+        if conn.is_none() {
+            conn = lock(offered).take();
+        }
+        let Some(w) = conn.as_mut() else { continue }; // unreachable peer: dropped
+        batch.push(frame);
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let write = wire::write_frames(w, &batch);
+        let result = tokio::time::timeout(sh.tcp.write_timeout, write).await;
+        batch.clear();
+        if let Err(e) = result.unwrap_or_else(|_| Err(ErrorKind::TimedOut.into())) {
+            tracing::debug!(peer = %peer, error = %e, "write failed; reconnecting");
+            conn = None;
+        }
+    }
+}
