@@ -2,6 +2,9 @@
 //! reader, each body decoded by `Envelope::decode`. See `hotstuff_tests::fuzzing::decode_frames`.
 #![no_main]
 
+#[path = "../common/asan_options.rs"]
+mod asan_options;
+
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| hotstuff_tests::fuzzing::decode_frames(data));

@@ -3,6 +3,9 @@
 //! re-encodes to the input byte for byte.
 #![no_main]
 
+#[path = "../common/asan_options.rs"]
+mod asan_options;
+
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| hotstuff_tests::fuzzing::decode_records(data));

@@ -4,6 +4,9 @@
 //! every operation.
 #![no_main]
 
+#[path = "../common/asan_options.rs"]
+mod asan_options;
+
 use hotstuff_tests::fuzzing::{replica_inputs, ReplicaInput};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,6 +3,9 @@
 //! twice in a view.
 #![no_main]
 
+#[path = "../common/asan_options.rs"]
+mod asan_options;
+
 use hotstuff_tests::fuzzing::{sim_schedule, SimInput};
 use libfuzzer_sys::fuzz_target;
 

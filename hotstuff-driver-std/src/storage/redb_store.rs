@@ -99,7 +99,16 @@ impl RedbStore {
     /// redb recovers from crashes by itself, but reads pages without checking their checksums:
     /// a file damaged outside redb would be read as it is. So every page is checked once when
     /// the store opens (about 0.2 s for a 257 MB store with a warm page cache).
-    fn checked(mut db: Database, name: &str) -> Result<Self, StoreError> {
+    fn checked(db: Database, name: &str) -> Result<Self, StoreError> {
+        // Owned by the store at once, so that closing it on an error below goes through the
+        // store's guarded `Drop`: a panic while closing a damaged file is caught there, not
+        // unwound past the error being returned (which would leak it).
+        let mut store = RedbStore { engine: Engine { db: Some(db) } };
+        let db = store
+            .engine
+            .db
+            .as_mut()
+            .ok_or_else(|| StoreError::Corrupt { what: "database".into(), reason: "closed".into() })?;
         match db.check_integrity() {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
@@ -114,7 +123,7 @@ impl RedbStore {
                 })
             }
         }
-        Ok(RedbStore { engine: Engine { db: Some(db) } })
+        Ok(store)
     }
 }
 
