@@ -149,6 +149,16 @@ fn handshake_accepts_exactly_the_honest_peer() {
         accepted += usize::from(seed % 2 == 0 && (1..4).contains(&input.peer));
     }
     assert!(accepted > 100, "too few honest handshakes exercised: {accepted}");
+    // Regression (fuzzer): the last byte cut off and supplied again as a trailing byte gives
+    // the honest stream, which must be accepted (one of these 256 inputs is that one).
+    for last in 0..=255u8 {
+        let mut input: fuzzing::HandshakeInput = structured(1, 160);
+        input.peer = 3;
+        input.flips.clear();
+        input.cut = Some(143);
+        input.extra = vec![last];
+        fuzzing::handshake(&input);
+    }
     println!("handshake: 3,000 inputs ({accepted} honest from allowed peers) in {:?}", start.elapsed());
 }
 
