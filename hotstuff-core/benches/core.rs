@@ -30,8 +30,8 @@ use hotstuff_core::crypto::{block_subject, signed_bytes, vote_subject, SignKind,
 use hotstuff_core::Epoch;
 use hotstuff_core::{
     genesis_hash, Action, AppOutcome, Block, BlockHash, ChainId, Config, DefaultPacemaker, Height, Input,
-    InputError, Keypair, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate, Recovered, Replica,
-    ValidatorSet, View, Vote,
+    InputError, Keypair, LeaderHistory, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
+    Recovered, Replica, ValidatorSet, View, Vote,
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -76,14 +76,14 @@ impl Net {
     }
 
     fn leader(&self, view: View) -> PublicKey {
-        DefaultPacemaker::default().leader(view, &self.validators)
+        DefaultPacemaker::round_robin().leader(view, &self.validators, &LeaderHistory::default())
     }
 
     fn replica(&self, me: &PublicKey) -> Replica {
         Replica::new(
             Config::new(CHAIN),
             self.keypair(me),
-            DefaultPacemaker::default(),
+            DefaultPacemaker::round_robin(),
             Recovered::genesis(CHAIN, self.validators.clone()),
         )
         .expect("replica")

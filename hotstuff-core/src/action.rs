@@ -71,6 +71,9 @@ pub enum SyncTimer {
         /// Which avoidance (a later one for the same peer is not lifted by this timer).
         generation: u64,
     },
+    /// Periodic while blocks are being fetched by hash (`Message::BlockRequest`): asks again
+    /// for the blocks still missing, from other signers of their QCs.
+    Fetch,
 }
 
 /// An obligation for the driver. Drain them with [`Replica::poll_action`](crate::Replica::poll_action)

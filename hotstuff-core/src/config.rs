@@ -26,6 +26,10 @@ pub struct Config {
     /// How long a sync server that sent a bad response (or an empty one while blocks are
     /// missing) is avoided (default 30 s).
     pub sync_avoid: Duration,
+    /// How long a replica that holds a QC for a block it lacks waits for the block to arrive
+    /// by itself (a late proposal) before it asks the QC's signers for it, and the interval of
+    /// the retries, which back off exponentially (default 50 ms).
+    pub fetch_delay: Duration,
 }
 
 impl Config {
@@ -40,6 +44,7 @@ impl Config {
             sync_margin: 0,
             sync_no_progress: Duration::from_secs(10),
             sync_avoid: Duration::from_secs(30),
+            fetch_delay: Duration::from_millis(50),
         }
     }
 
@@ -68,6 +73,9 @@ impl Config {
         }
         if self.sync_no_progress.is_zero() {
             return Err(ConfigError::Setting { name: "sync_no_progress", reason: "must be above zero" });
+        }
+        if self.fetch_delay.is_zero() {
+            return Err(ConfigError::Setting { name: "fetch_delay", reason: "must be above zero" });
         }
         if self.limits.max_signers == 0 {
             return Err(ConfigError::Setting { name: "limits.max_signers", reason: "must be at least 1" });

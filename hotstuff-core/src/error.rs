@@ -135,6 +135,13 @@ pub enum InputError {
     /// A sync response whose blocks do not form a certified chain from a known block.
     #[error("bad sync response: {0}")]
     BadSyncResponse(&'static str),
+    /// A fetched block (`Message::Block`) nobody asked this replica for.
+    #[error("unsolicited block {0}")]
+    UnexpectedBlock(BlockHash),
+    /// A fetched block with the hash asked for that does not fit the tree (wrong epoch, view,
+    /// height or certificate): only a Byzantine quorum could have certified it.
+    #[error("bad fetched block: {0}")]
+    BadFetchedBlock(&'static str),
     /// A `Persisted` acknowledgement for a sequence number never emitted.
     #[error("persisted seq {seq} was never emitted (last is {last})")]
     UnknownSeq {

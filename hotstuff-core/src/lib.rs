@@ -181,7 +181,7 @@ pub use error::{ConfigError, InputError};
 pub use event::{Event, ViewChange};
 pub use input::Input;
 pub use message::{DecodeError, Envelope, Limits, Message, Proposal, TimeoutVote, Vote, PROTOCOL_VERSION};
-pub use pacemaker::{DefaultPacemaker, Pacemaker};
+pub use pacemaker::{DefaultPacemaker, LeaderHistory, LeaderPolicy, Pacemaker};
 pub use replica::progress::{safe_to_timeout, safe_to_vote};
 pub use replica::Replica;
 pub use state::{BlockRecord, CommittedTip, EpochState, Recovered, SafetyState};

@@ -103,6 +103,15 @@ pub enum Message {
     /// sends it to a peer still voting in the old one, so every replica commits that block and
     /// switches validator set without waiting for a timeout.
     Certificate(QuorumCertificate),
+    /// Asks a peer for one uncommitted block it holds, by hash. Sent by a replica that holds a
+    /// QC for a block it lacks (a lost or late proposal) to some of the QC's signers, which
+    /// hold the block since they voted for it. Block sync cannot serve it: servers send blocks
+    /// only up to their own highest QC, and the requester may be the only one holding this QC.
+    BlockRequest(BlockHash),
+    /// The answer to a [`Message::BlockRequest`]: the block, unsigned. The requester accepts
+    /// it only if its hash is one it asked for, so it is authenticated by the QC the requester
+    /// holds for it.
+    Block(Block),
 }
 
 impl Message {
@@ -114,7 +123,8 @@ impl Message {
             Message::Vote(v) => v.view,
             Message::Timeout(t) => t.view,
             Message::Certificate(qc) => qc.view,
-            Message::SyncRequest(_) | Message::SyncResponse(_) => View(0),
+            Message::Block(b) => b.view,
+            Message::SyncRequest(_) | Message::SyncResponse(_) | Message::BlockRequest(_) => View(0),
         }
     }
 }
@@ -412,6 +422,8 @@ impl Reader<'_> {
                 Message::SyncResponse(SyncResponse { id, blocks, certificate })
             }
             5 => Message::Certificate(self.qc(limits)?),
+            6 => Message::BlockRequest(self.hash()?),
+            7 => Message::Block(self.block(limits)?),
             _ => return Err(DecodeError::Malformed("envelope")),
         })
     }
@@ -483,6 +495,8 @@ impl Message {
                 r.certificate.as_ref().map_or(Ok(()), |qc| qc.check(limits))
             }
             Message::Certificate(qc) => qc.check(limits),
+            Message::BlockRequest(_) => Ok(()),
+            Message::Block(b) => b.check(limits),
         }
     }
 }

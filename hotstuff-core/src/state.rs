@@ -120,6 +120,12 @@ pub struct Recovered {
     /// Uncommitted blocks that were persisted (any order); those that do not descend from
     /// `committed` are dropped.
     pub blocks: Vec<BlockRecord>,
+    /// The last committed blocks, oldest first, up to `committed` (the leader schedule's
+    /// history, see [`crate::pacemaker`]): those of the last
+    /// [`LeaderHistory::KEEP_VIEWS`](crate::LeaderHistory::KEEP_VIEWS) views are enough. A
+    /// driver that passes none still recovers safely; until it commits `lag + window` views
+    /// more, its leader schedule may differ from its peers' (a loss of liveness only).
+    pub recent: Vec<Block>,
 }
 
 impl Recovered {
@@ -133,6 +139,7 @@ impl Recovered {
             committed: CommittedTip { hash: genesis, view: View(0), height: Height(0) },
             epoch: EpochState::genesis(genesis, validators),
             blocks: Vec::new(),
+            recent: Vec::new(),
         }
     }
 
@@ -155,6 +162,14 @@ impl Recovered {
             committed,
             epoch: epoch.unwrap_or_else(|| EpochState::genesis(genesis, initial_validators.clone())),
             blocks,
+            recent: Vec::new(),
         }
+    }
+
+    /// Adds the last committed blocks, oldest first (see [`Recovered::recent`]).
+    #[must_use]
+    pub fn with_recent(mut self, recent: Vec<Block>) -> Self {
+        self.recent = recent;
+        self
     }
 }

@@ -8,8 +8,9 @@ use hotstuff_core::message::{SyncRequest, SyncResponse};
 use hotstuff_core::validators::{quorum_threshold, MAX_TOTAL_POWER};
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, ChainId, CommittedBlock, DecodeError, DefaultPacemaker, Envelope,
-    Epoch, Height, Input, Keypair, Limits, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
-    Replica, Signature, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote, PROTOCOL_VERSION,
+    Epoch, Height, Input, Keypair, LeaderHistory, Limits, Message, Pacemaker, Proposal, PublicKey,
+    QuorumCertificate, Replica, Signature, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote,
+    PROTOCOL_VERSION,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -95,6 +96,8 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), vec(block(), 0..3), proptest::option::of(qc())).prop_map(
             |(id, blocks, certificate)| { Message::SyncResponse(SyncResponse { id, blocks, certificate }) }
         ),
+        block_hash().prop_map(Message::BlockRequest),
+        block().prop_map(Message::Block),
     ]
 }
 
@@ -113,7 +116,8 @@ fn field_sizes(m: &Message) -> (usize, usize, usize) {
             p.block.payload.len(),
             0,
         ),
-        Message::Vote(_) | Message::SyncRequest(_) => (0, 0, 0),
+        Message::Vote(_) | Message::SyncRequest(_) | Message::BlockRequest(_) => (0, 0, 0),
+        Message::Block(b) => (b.justify.signatures.len(), b.payload.len(), 0),
         Message::Certificate(qc) => (qc.signatures.len(), 0, 0),
         Message::Timeout(t) => {
             (t.high_qc.signatures.len().max(t.last_tc.as_ref().map_or(0, tc_signers)), 0, 0)
@@ -317,10 +321,11 @@ proptest! {
         let set = weighted_set(&powers);
         let total = set.total_power();
         let start = start.min(u64::MAX - (total - 1));
-        let pm = DefaultPacemaker::default();
+        let pm = DefaultPacemaker::round_robin();
+        let none = LeaderHistory::default();
         let mut counts: BTreeMap<PublicKey, u64> = BTreeMap::new();
         for v in start..=start + (total - 1) {
-            let leader = pm.leader(View(v), &set);
+            let leader = pm.leader(View(v), &set, &none);
             prop_assert!(set.contains(&leader));
             *counts.entry(leader).or_default() += 1;
         }
@@ -335,11 +340,12 @@ proptest! {
         views in vec(any::<u64>(), 32),
     ) {
         let set = weighted_set(&powers);
-        let pm = DefaultPacemaker::default();
+        let pm = DefaultPacemaker::round_robin();
+        let none = LeaderHistory::default();
         for v in views.into_iter().chain([0, 1, u64::MAX]) {
-            prop_assert!(set.contains(&pm.leader(View(v), &set)));
+            prop_assert!(set.contains(&pm.leader(View(v), &set, &none)));
             // A pure function of its arguments.
-            prop_assert_eq!(pm.leader(View(v), &set), pm.leader(View(v), &set.clone()));
+            prop_assert_eq!(pm.leader(View(v), &set, &none), pm.leader(View(v), &set.clone(), &none));
         }
     }
 }

@@ -1227,6 +1227,7 @@ fn recovered_replica_resends_its_vote_and_never_votes_for_another_block() {
         committed: c.genesis_tip(),
         epoch: EpochState::genesis(c.genesis, c.set.clone()),
         blocks: Vec::new(),
+        recent: Vec::new(),
     };
     let mut replica = c.replica_from(r, recovered);
     assert_eq!(replica.view(), View(1));
@@ -1267,6 +1268,7 @@ fn recovered_replica_with_its_blocks_refuses_equivocating_proposal() {
         committed: c.genesis_tip(),
         epoch: EpochState::genesis(c.genesis, c.set.clone()),
         blocks,
+        recent: Vec::new(),
     };
     let mut replica = c.replica_from(r, recovered);
     assert!(matches!(replica.block_tree().get(&b1.hash()).map(|e| &e.validity), Some(Validity::Valid(_))));

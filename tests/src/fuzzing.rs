@@ -19,8 +19,9 @@ use hotstuff_core::crypto::{block_subject, timeout_subject, vote_subject, SignKi
 use hotstuff_core::message::{SyncRequest, SyncResponse};
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker,
-    Envelope, Height, Input, Keypair, Limits, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
-    Recovered, Replica, SafetyState, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote,
+    Envelope, Height, Input, Keypair, LeaderHistory, Limits, Message, Pacemaker, Proposal, PublicKey,
+    QuorumCertificate, Recovered, Replica, SafetyState, TimeoutCertificate, TimeoutVote, ValidatorSet, View,
+    Vote,
 };
 use hotstuff_core::{Epoch, EpochProof, EpochState};
 use std::collections::BTreeMap;
@@ -342,11 +343,11 @@ pub mod samples {
     /// A short certified chain: blocks of views 1..=3 by their leaders, each certified.
     fn chain(keys: &[Keypair], set: &ValidatorSet) -> (Vec<Block>, Vec<QuorumCertificate>) {
         let genesis = hotstuff_core::genesis_hash(CHAIN, set);
-        let pm = DefaultPacemaker::default();
+        let pm = DefaultPacemaker::round_robin();
         let mut qc = QuorumCertificate::genesis(genesis);
         let (mut blocks, mut qcs) = (Vec::new(), vec![qc.clone()]);
         for v in 1..=3u64 {
-            let proposer = pm.leader(View(v), set);
+            let proposer = pm.leader(View(v), set, &LeaderHistory::default());
             let block = Block {
                 epoch: Epoch(0),
                 view: View(v),
@@ -370,13 +371,13 @@ pub mod samples {
         let (blocks, qcs) = chain(&keys, &set);
         let key_of = |pk: PublicKey| keys.iter().find(|k| k.public() == pk).expect("a fuzz key");
         let tc = sign_tc(&keys, View(4), &[(0, qcs[3].clone()), (1, qcs[2].clone()), (3, qcs[3].clone())]);
-        let pm = DefaultPacemaker::default();
+        let pm = DefaultPacemaker::round_robin();
         let b5 = Block {
             epoch: Epoch(0),
             view: View(5),
             height: Height(4),
             justify: qcs[3].clone(),
-            proposer: pm.leader(View(5), &set),
+            proposer: pm.leader(View(5), &set, &LeaderHistory::default()),
             payload: b"payload after a timeout".to_vec(),
         };
         let mut out = vec![
@@ -991,14 +992,14 @@ impl Harness {
         let replica = Replica::new(
             Config::new(CHAIN),
             Keypair::from_secret(&keys[me].secret()),
-            DefaultPacemaker::default(),
+            DefaultPacemaker::round_robin(),
             recovered,
         )
         .expect("genesis replica");
         let mut h = Harness {
             keys,
             set,
-            pm: DefaultPacemaker::default(),
+            pm: DefaultPacemaker::round_robin(),
             genesis,
             me,
             replica,
@@ -1108,7 +1109,8 @@ impl Harness {
                 }
             }
             Message::Certificate(qc) => self.learn_qc(qc),
-            Message::Vote(_) | Message::SyncRequest(_) => {}
+            Message::Block(b) => self.learn_block(b),
+            Message::Vote(_) | Message::SyncRequest(_) | Message::BlockRequest(_) => {}
         }
         if m.view().0 < u64::MAX / 2 || matches!(m, Message::SyncRequest(_) | Message::SyncResponse(_)) {
             push_capped(&mut self.messages, m.clone(), false);
@@ -1191,7 +1193,7 @@ impl Harness {
                 if let Mutation::BadHeight(d) = mutation {
                     height = Height(height.0.saturating_add_signed(i64::from(d)));
                 }
-                let leader = self.pm.leader(view, &self.set);
+                let leader = self.pm.leader(view, &self.set, &LeaderHistory::default());
                 let signer = self.signer(self.key_index(&leader), mutation);
                 let mut tc = tc.and_then(|i| pick(&self.tcs, i).cloned());
                 let mut justify = qc;
@@ -1501,7 +1503,7 @@ impl Harness {
         let replica = Replica::new(
             Config::new(CHAIN),
             Keypair::from_secret(&self.keys[self.me].secret()),
-            DefaultPacemaker::default(),
+            DefaultPacemaker::round_robin(),
             recovered,
         );
         self.replica = match replica {
@@ -1658,7 +1660,10 @@ impl Harness {
                     self.sync_out = Some((to, r.clone()));
                 }
             }
-            Message::SyncResponse(_) | Message::Certificate(_) => {}
+            Message::SyncResponse(_)
+            | Message::Certificate(_)
+            | Message::BlockRequest(_)
+            | Message::Block(_) => {}
         }
         self.learn_message(&message);
     }

@@ -9,8 +9,8 @@ use crate::app;
 use hotstuff_core::message::SyncResponse;
 use hotstuff_core::{
     Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope,
-    EpochProof, EpochState, Input, Keypair, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
-    Recovered, Replica, SafetyState, SyncTimer, ValidatorSet, View,
+    EpochProof, EpochState, Input, Keypair, LeaderHistory, LeaderPolicy, Message, Pacemaker, Proposal,
+    PublicKey, QuorumCertificate, Recovered, Replica, SafetyState, SyncTimer, ValidatorSet, View,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -124,6 +124,20 @@ pub struct Params {
     pub set_changes: Vec<SetChange>,
     /// Core settings tweaks: block-sync margin (views).
     pub sync_margin: u64,
+    /// A heavy tail on top of `faults.delay_ms`: with this probability a message's delay is
+    /// drawn from the second range instead (reorders messages much more than a uniform range).
+    pub delay_tail: Option<(f64, (u64, u64))>,
+    /// The strict oracle for fault-free runs: any view of an honest replica after the first
+    /// that ends by a timeout is a liveness failure (with no faults every view must end with a
+    /// QC).
+    pub strict_liveness: bool,
+    /// How leaders are picked (default: reputation, the library's default).
+    pub leader_policy: LeaderPolicy,
+    /// Run for this long in virtual time (ms) even once every honest replica is done.
+    pub run_for_ms: Option<u64>,
+    /// Validators that never start (crashed for good before the run): the liveness oracle
+    /// expects nothing of them.
+    pub dead: Vec<usize>,
 }
 
 impl Params {
@@ -148,7 +162,30 @@ impl Params {
             outages: Vec::new(),
             set_changes: Vec::new(),
             sync_margin: 0,
+            delay_tail: None,
+            strict_liveness: false,
+            leader_policy: LeaderPolicy::REPUTATION,
+            run_for_ms: None,
+            dead: Vec::new(),
         }
+    }
+
+    /// A fault-free run checked by the strict oracle: no loss, no Byzantine replica, delays
+    /// drawn from `delay_ms`, with a heavy tail if given.
+    #[must_use]
+    pub fn fault_free(
+        seed: u64,
+        n: usize,
+        delay_ms: (u64, u64),
+        delay_tail: Option<(f64, (u64, u64))>,
+        commits: u64,
+    ) -> Self {
+        let mut p = Params::new(seed, n);
+        p.faults.delay_ms = delay_ms;
+        p.delay_tail = delay_tail;
+        p.commits_after_heal = commits;
+        p.strict_liveness = true;
+        p
     }
 
     /// The longest a run may take after the heal before liveness has failed: every honest
@@ -206,6 +243,22 @@ pub struct Report {
     pub proposers: BTreeMap<u64, BTreeSet<usize>>,
     /// Times an honest replica avoided a sync server.
     pub avoided_sync_servers: u64,
+    /// Views after the first that an honest replica ended by its timer (`ViewTimedOut`).
+    pub view_timeouts: u64,
+    /// Blocks honest replicas fetched by hash (a QC for a block they lacked).
+    pub fetched_blocks: u64,
+    /// Virtual time (ms) at which each height was first committed by an honest replica, in
+    /// height order.
+    pub commit_times: Vec<u64>,
+}
+
+impl Report {
+    /// Heights first committed within `from_ms..to_ms` of virtual time, per second.
+    #[must_use]
+    pub fn commit_rate(&self, from_ms: u64, to_ms: u64) -> f64 {
+        let n = self.commit_times.iter().filter(|t| **t >= from_ms && **t < to_ms).count();
+        n as f64 * 1000.0 / (to_ms.saturating_sub(from_ms).max(1)) as f64
+    }
 }
 
 impl Report {
@@ -272,12 +325,12 @@ pub struct SimPacemaker {
 }
 
 impl Pacemaker for SimPacemaker {
-    fn leader(&self, view: View, validators: &ValidatorSet) -> PublicKey {
+    fn leader(&self, view: View, validators: &ValidatorSet, history: &LeaderHistory) -> PublicKey {
         let scripted =
             usize::try_from(view.0).ok().and_then(|v| v.checked_sub(1)).and_then(|i| self.leaders.get(i));
         match scripted {
             Some(k) => *k,
-            None => self.inner.leader(view, validators),
+            None => self.inner.leader(view, validators, history),
         }
     }
 
@@ -403,6 +456,7 @@ impl Sim {
             inner: DefaultPacemaker {
                 base_timeout: Duration::from_millis(self.p.base_timeout_ms),
                 max_timeout: Duration::from_millis(self.p.max_timeout_ms),
+                leaders: self.p.leader_policy,
             },
             leaders: self.p.leaders.iter().map(|k| self.publics[*k]).collect(),
         }
@@ -417,6 +471,9 @@ impl Sim {
             node.store.committed,
             node.store.epoch.clone(),
             node.store.blocks.values().cloned().collect(),
+        )
+        .with_recent(
+            node.store.committed_chain.iter().rev().take(256).rev().map(|(b, _, _)| b.clone()).collect(),
         );
         let mut config = Config::new(self.chain);
         config.sync_margin = self.p.sync_margin;
@@ -433,10 +490,15 @@ impl Sim {
     /// liveness bound passes. Returns what the oracles found.
     pub fn run(mut self) -> Report {
         for n in 0..self.nodes.len() {
-            self.start_node(n);
+            if !self.p.dead.contains(&n) {
+                self.start_node(n);
+            }
         }
         self.plan_faults();
-        let deadline = self.p.heal_at_ms + self.p.liveness_bound_ms();
+        let deadline = match self.p.run_for_ms {
+            Some(t) => t,
+            None => self.p.heal_at_ms + self.p.liveness_bound_ms(),
+        };
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             let Some(ev) = self.events.remove(&seq) else { continue };
             if at > deadline {
@@ -445,7 +507,7 @@ impl Sim {
             self.now = at;
             self.hasher.update(&at.to_le_bytes());
             self.step(ev);
-            if self.now >= self.p.heal_at_ms && self.all_done() {
+            if self.p.run_for_ms.is_none() && self.now >= self.p.heal_at_ms && self.all_done() {
                 break;
             }
         }
@@ -498,7 +560,11 @@ impl Sim {
     }
 
     fn all_done(&self) -> bool {
-        self.nodes.iter().filter(|n| n.honest()).all(|n| n.done_at_view.is_some())
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| n.honest() && !self.p.dead.contains(i))
+            .all(|(_, n)| n.done_at_view.is_some())
     }
 
     fn step(&mut self, ev: Ev) {
@@ -589,7 +655,7 @@ impl Sim {
         self.faults_active = false;
         self.partition = None;
         for n in 0..self.nodes.len() {
-            if self.nodes[n].replica.is_none() {
+            if self.nodes[n].replica.is_none() && !self.p.dead.contains(&n) {
                 self.start_node(n);
             }
         }
@@ -676,6 +742,9 @@ impl Sim {
                 self.schedule(at, Ev::PersistDone { node: n, seq, incarnation });
             }
             Action::Send { to, message } => {
+                if matches!(message, Message::Block(_)) && self.nodes[n].honest() {
+                    self.report.fetched_blocks += 1;
+                }
                 let targets: Vec<usize> = (0..self.nodes.len())
                     .filter(|m| self.publics[self.nodes[*m].key] == to && *m != n)
                     .collect();
@@ -756,6 +825,17 @@ impl Sim {
                 }
                 if matches!(e, hotstuff_core::Event::SyncPeerAvoided { .. }) && self.nodes[n].honest() {
                     self.report.avoided_sync_servers += 1;
+                }
+                if let hotstuff_core::Event::ViewTimedOut { view } = e {
+                    if view.0 > 1 && self.nodes[n].honest() {
+                        self.report.view_timeouts += 1;
+                        if self.p.strict_liveness {
+                            self.report.liveness_failures.push(format!(
+                                "seed {}: node {n}: view {} ended by a timeout in a fault-free run (at {} ms)",
+                                self.p.seed, view.0, self.now
+                            ));
+                        }
+                    }
                 }
                 if self.p.trace {
                     if let (hotstuff_core::Event::ViewTimedOut { .. }, Some(r)) =
@@ -894,6 +974,7 @@ impl Sim {
                 Some(_) => {}
                 None => {
                     self.commits.insert(height, (hash, n));
+                    self.report.commit_times.push(self.now);
                 }
             }
             self.report.max_committed = self.report.max_committed.max(height);
@@ -972,7 +1053,11 @@ impl Sim {
             Message::Timeout(t) => {
                 (2, t.view, t.epoch.0, hotstuff_core::crypto::timeout_subject(t.high_qc.view, t.epoch))
             }
-            Message::SyncRequest(_) | Message::SyncResponse(_) | Message::Certificate(_) => return,
+            Message::SyncRequest(_)
+            | Message::SyncResponse(_)
+            | Message::Certificate(_)
+            | Message::BlockRequest(_)
+            | Message::Block(_) => return,
         };
         match self.signed.get(&(key, kind, epoch, view.0)) {
             Some(prev) if *prev != subject => {
@@ -1022,7 +1107,10 @@ impl Sim {
             return;
         }
         let f = self.p.faults;
-        let (lo, hi) = f.delay_ms;
+        let (lo, hi) = match self.p.delay_tail {
+            Some((p, range)) if self.rng.gen_bool(p) => range,
+            _ => f.delay_ms,
+        };
         if self.faults_active && f.loss > 0.0 && self.rng.gen_bool(f.loss) {
             return;
         }
@@ -1038,7 +1126,7 @@ impl Sim {
     fn finish(mut self) -> Report {
         if self.now >= self.p.heal_at_ms || self.queue.is_empty() {
             for (i, node) in self.nodes.iter().enumerate() {
-                if node.honest() && node.done_at_view.is_none() {
+                if node.honest() && node.done_at_view.is_none() && !self.p.dead.contains(&i) {
                     let h0 = node.height_at_heal.map_or(0, |(h, _)| h);
                     self.report.liveness_failures.push(format!(
                         "seed {}: node {i} reached height {} (needs {}: the highest honest height at the heal + {}) within {} ms",

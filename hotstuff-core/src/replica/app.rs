@@ -81,6 +81,7 @@ impl<P: Pacemaker> Replica<P> {
         self.emit(Action::Event(Event::Proposed { view, hash, height }));
         self.try_vote(hash);
         self.after_valid(hash);
+        self.block_added(hash);
     }
 
     /// The app's verdict on a block the core asked about.

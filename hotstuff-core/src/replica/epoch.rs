@@ -66,6 +66,7 @@ impl<P: Pacemaker> Replica<P> {
             root_qc: last.certificate.clone(),
         };
         self.epoch = state.clone();
+        self.history.set_epoch_start(state.root_qc.view);
         self.epoch_end_qc = Some(proof.qc.clone());
         // The suffix never commits, and nothing of the old epoch counts in the new one.
         self.tree = BlockTree::new(*self.tree.root());

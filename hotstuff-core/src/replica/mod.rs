@@ -2,6 +2,7 @@
 
 mod app;
 mod epoch;
+mod fetch;
 mod persisted;
 pub(crate) mod progress;
 mod proposal;
@@ -20,7 +21,7 @@ use crate::crypto::Keypair;
 use crate::error::{ConfigError, InputError};
 use crate::input::Input;
 use crate::message::{Envelope, Message};
-use crate::pacemaker::{DefaultPacemaker, Pacemaker};
+use crate::pacemaker::{DefaultPacemaker, LeaderHistory, Pacemaker};
 use crate::state::{BlockRecord, CommittedTip, EpochState, Recovered, SafetyState};
 use crate::types::{BlockHash, Epoch, Height, PublicKey, Signature, View};
 use crate::validators::ValidatorSet;
@@ -118,8 +119,20 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     /// `SyncTimer::Avoid` that lifts it.
     avoided: BTreeMap<PublicKey, u64>,
     avoid_generation: u64,
+    /// The recent committed blocks the leader schedule reads.
+    history: LeaderHistory,
     /// The committed height when the no-progress timer last fired.
     progress_mark: Height,
+    /// Checked proposals whose parent is missing, by view, with their sender (see `fetch`).
+    orphans: BTreeMap<View, (PublicKey, crate::message::Proposal)>,
+    /// Certified blocks this replica lacks, being fetched by hash.
+    fetching: BTreeMap<BlockHash, fetch::Fetch>,
+    /// `(peer, block)` pairs already served to a `BlockRequest`.
+    fetch_served: BTreeSet<(PublicKey, BlockHash)>,
+    /// Rotates fetch requests over a QC's signers.
+    fetch_rotation: u64,
+    /// A `SyncTimer::Fetch` is pending.
+    fetch_timer_armed: bool,
     ready: VecDeque<Action>,
     gated: VecDeque<(u64, Action)>,
     staged: Staged,
@@ -152,7 +165,9 @@ impl<P: Pacemaker> Replica<P> {
         recovered: Recovered,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let Recovered { genesis, safety, committed, epoch, blocks } = recovered;
+        let Recovered { genesis, safety, committed, epoch, blocks, recent } = recovered;
+        let mut history = LeaderHistory::from_blocks(recent.iter().filter(|b| b.view <= committed.view));
+        history.set_epoch_start(epoch.root_qc.view);
         let mut safety = safety;
         if safety.epoch > epoch.epoch {
             return Err(ConfigError::Inconsistent("safety state from a later epoch than the store's"));
@@ -221,7 +236,13 @@ impl<P: Pacemaker> Replica<P> {
             sync_rotation: 0,
             avoided: BTreeMap::new(),
             avoid_generation: 0,
+            history,
             progress_mark: committed.height,
+            orphans: BTreeMap::new(),
+            fetching: BTreeMap::new(),
+            fetch_served: BTreeSet::new(),
+            fetch_rotation: 0,
+            fetch_timer_armed: false,
             ready: VecDeque::new(),
             gated: VecDeque::new(),
             staged: Staged::default(),
@@ -298,6 +319,8 @@ impl<P: Pacemaker> Replica<P> {
             Message::SyncRequest(r) => self.handle_sync_request(from, r),
             Message::SyncResponse(r) => self.handle_sync_response(from, r),
             Message::Certificate(qc) => self.handle_certificate(from, qc),
+            Message::BlockRequest(hash) => self.handle_block_request(from, hash),
+            Message::Block(block) => self.handle_fetched_block(block),
         }
     }
 
@@ -329,7 +352,13 @@ impl<P: Pacemaker> Replica<P> {
                 self.gated.push_back((self.persist_seq, action));
             }
         }
-        self.ready.extend(staged.app);
+        // A block asked about earlier in this input may have been pruned by a commit later in
+        // it (it was on a branch that can no longer commit): the app is not asked about it.
+        let tree = &self.tree;
+        self.ready.extend(staged.app.into_iter().filter(|a| match a {
+            Action::ValidateBlock { hash, .. } => tree.get(hash).is_some(),
+            _ => true,
+        }));
     }
 
     // ----- getters -----
@@ -394,6 +423,12 @@ impl<P: Pacemaker> Replica<P> {
         &self.epoch
     }
 
+    /// The recent committed history the leader schedule reads.
+    #[must_use]
+    pub fn leader_history(&self) -> &LeaderHistory {
+        &self.history
+    }
+
     /// Sync servers currently avoided.
     pub fn avoided_sync_peers(&self) -> impl Iterator<Item = &PublicKey> {
         self.avoided.keys()
@@ -408,7 +443,7 @@ impl<P: Pacemaker> Replica<P> {
     /// The leader of `view`.
     #[must_use]
     pub fn leader(&self, view: View) -> PublicKey {
-        self.pacemaker.leader(view, &self.epoch.validators)
+        self.pacemaker.leader(view, &self.epoch.validators, &self.history)
     }
 
     /// The safety state (as last staged; the durable one is the last acknowledged `Persist`).

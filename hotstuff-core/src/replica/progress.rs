@@ -118,8 +118,11 @@ impl<P: Pacemaker> Replica<P> {
         self.apply_commit_rule(qc);
         self.advance_to(qc.view.next(), ViewChange::Qc);
         self.try_propose();
-        if !self.tree.contains(&qc.block) && self.far_behind(qc.view) {
-            self.request_sync(None);
+        if !self.tree.contains(&qc.block) {
+            self.want_block(qc);
+            if self.far_behind(qc.view) {
+                self.request_sync(None);
+            }
         }
     }
 
@@ -234,6 +237,7 @@ impl<P: Pacemaker> Replica<P> {
         let mut blocks = Vec::with_capacity(entries.len());
         for ((hash, entry), certificate) in entries.into_iter().zip(certificates) {
             let Validity::Valid(outcome) = entry.validity else { continue };
+            self.history.push(&entry.block);
             self.emit(Action::Event(Event::Committed {
                 view: entry.block.view,
                 height: entry.block.height,
@@ -255,6 +259,7 @@ impl<P: Pacemaker> Replica<P> {
             last.epoch_change = change;
         }
         let root_view = self.tree.root().view;
+        self.prune_fetch_state();
         self.proposals_seen = self.proposals_seen.split_off(&root_view.next());
         self.verified = self.verified.split_off(&root_view);
         if !blocks.is_empty() {

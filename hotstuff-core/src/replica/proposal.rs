@@ -26,8 +26,9 @@ impl<P: Pacemaker> Replica<P> {
         if view <= root.view || view == View(0) {
             return Err(InputError::Stale { view, current: self.safety.view });
         }
-        // No view window here: nothing is buffered, and a proposal proves its view with its QC
-        // or TC (checked below), which is how a replica that was away for long catches up.
+        // No view window here: a proposal proves its view with its QC or TC (checked below),
+        // which is how a replica that was away for long catches up. What is buffered (a
+        // proposal whose parent is missing) is bounded in `keep_orphan`.
         if block.justify.view >= view {
             return Err(InputError::MalformedBlock("justify QC not below the block's view"));
         }
@@ -72,18 +73,25 @@ impl<P: Pacemaker> Replica<P> {
             None => None,
         };
         let Some((parent_view, parent_height)) = self.tree.position(&block.parent()) else {
-            // Behind: the certificates are valid, so take them in and fetch the missing blocks
-            // from the proposer (block sync). The proposal itself is dropped; it will arrive
-            // certified in the next proposal or by sync.
+            // The parent is missing: the certificates are valid, so take them in. Far behind,
+            // block sync fetches the missing blocks from the proposer. Otherwise the parent is
+            // late (reordered) or lost: the proposal is kept until the parent joins the tree
+            // (`block_added` handles it again then), and the parent, which the justify QC
+            // certifies, is fetched by hash if it does not arrive (`want_block`).
             if block.justify.view <= root.view {
                 return Err(InputError::UnknownParent(block.parent()));
             }
-            if self.far_behind(block.justify.view) {
+            let far = self.far_behind(block.justify.view);
+            if far {
                 self.request_sync(Some(from));
             }
-            let justify = p.block.justify;
+            let justify = p.block.justify.clone();
+            let tc = p.tc.clone();
+            if view.0 <= self.safety.view.0.saturating_add(self.config.view_window) {
+                self.keep_orphan(from, p);
+            }
             self.observe_qc(&justify, qc_digest);
-            if let (Some(tc), Some(d)) = (p.tc, tc_digests) {
+            if let (Some(tc), Some(d)) = (tc, tc_digests) {
                 self.observe_tc(&tc, d);
             }
             return Ok(());
@@ -112,6 +120,7 @@ impl<P: Pacemaker> Replica<P> {
             self.observe_tc(&tc, d);
         }
         self.request_validation(hash);
+        self.block_added(hash);
         Ok(())
     }
 }

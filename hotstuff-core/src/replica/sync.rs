@@ -138,6 +138,7 @@ impl<P: Pacemaker> Replica<P> {
                 self.progress_mark = height;
                 self.arm_no_progress_timer();
             }
+            SyncTimer::Fetch => self.fetch_tick(),
         }
         Ok(())
     }
@@ -263,6 +264,11 @@ impl<P: Pacemaker> Replica<P> {
         }
         for h in &hashes {
             self.request_validation(*h);
+        }
+        for h in &hashes {
+            if self.tree.contains(h) {
+                self.block_added(*h);
+            }
         }
         self.emit(Action::Event(Event::SyncReceived { peer: from, blocks: added }));
         // Keep going with this peer while it brings new blocks; otherwise the view timer

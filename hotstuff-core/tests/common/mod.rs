@@ -7,8 +7,9 @@
 use hotstuff_core::crypto::{self, SignKind};
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, BlockTree, ChainId, CommittedTip, Config, DefaultPacemaker, Epoch,
-    Height, Input, InputError, Keypair, Message, Pacemaker, Proposal, PublicKey, QuorumCertificate,
-    Recovered, Replica, SafetyState, Signature, TimeoutCertificate, TimeoutVote, ValidatorSet, View, Vote,
+    Height, Input, InputError, Keypair, LeaderHistory, Message, Pacemaker, Proposal, PublicKey,
+    QuorumCertificate, Recovered, Replica, SafetyState, Signature, TimeoutCertificate, TimeoutVote,
+    ValidatorSet, View, Vote,
 };
 
 /// The chain every test runs.
@@ -35,7 +36,7 @@ impl Cluster {
         keys.sort_by_key(Keypair::public);
         let set = ValidatorSet::new(keys.iter().zip(powers).map(|(k, p)| (k.public(), *p))).unwrap();
         let genesis = hotstuff_core::genesis_hash(CHAIN, &set);
-        Cluster { chain: CHAIN, keys, set, genesis, pacemaker: DefaultPacemaker::default() }
+        Cluster { chain: CHAIN, keys, set, genesis, pacemaker: DefaultPacemaker::round_robin() }
     }
 
     pub fn pk(&self, i: usize) -> PublicKey {
@@ -48,7 +49,7 @@ impl Cluster {
 
     /// Index of the leader of `view`.
     pub fn leader(&self, view: u64) -> usize {
-        self.index(&self.pacemaker.leader(View(view), &self.set))
+        self.index(&self.pacemaker.leader(View(view), &self.set, &LeaderHistory::default()))
     }
 
     pub fn config(&self) -> Config {

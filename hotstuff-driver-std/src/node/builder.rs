@@ -313,7 +313,18 @@ impl<A: App> NodeBuilder<A> {
         let stored = self.store.load()?.ok_or(StoreError::NotInitialised)?;
         let id = self.key.public();
         let net_key = Keypair::from_secret(&self.key.secret());
-        let replica = Replica::new(config, self.key, self.pacemaker, stored.recovered())?;
+        // The leader schedule reads the recent committed blocks (leader reputation): the last
+        // `LeaderHistory::KEEP_VIEWS` heights cover at least as many views.
+        let tip = stored.tip.height.0;
+        let from = tip.saturating_sub(hotstuff_core::LeaderHistory::KEEP_VIEWS).max(1);
+        let mut recent = Vec::new();
+        for h in from..=tip {
+            if let Some((block, _, _)) = self.store.committed_block(hotstuff_core::Height(h))? {
+                recent.push(block);
+            }
+        }
+        let recovered = stored.recovered().with_recent(recent);
+        let replica = Replica::new(config, self.key, self.pacemaker, recovered)?;
         tracing::info!(
             node = %id,
             view = %replica.view(),

@@ -1,0 +1,253 @@
+//! Blocks that arrive out of order or not at all: proposals whose parent is unknown are kept
+//! (bounded) until the parent arrives, and a block this replica holds a QC for but lacks is
+//! fetched by hash from the QC's signers.
+//!
+//! Why both are needed for liveness (not safety, which never depends on having a block): with
+//! messages delayed by different amounts, a replica can receive the proposal of view `v + 1`
+//! before that of `v`. Dropping it leaves the replica without block `v + 1`; if it leads
+//! `v + 2`, it forms the QC for `v + 1` from the votes but cannot extend a block it does not
+//! have, and block sync cannot help, since servers send blocks only up to their own highest QC
+//! and the stalled leader is the only one holding that QC. The whole chain would wait for the
+//! view timeout. Kept orphans cover reordering; fetching by hash covers loss: every signer of
+//! a QC voted for its block, so it holds it (until it commits, when block sync takes over).
+
+use super::Replica;
+use crate::action::{Action, SyncTimer};
+use crate::block::Block;
+use crate::block_tree::Validity;
+use crate::certificate::QuorumCertificate;
+use crate::error::InputError;
+use crate::message::{Message, Proposal};
+use crate::pacemaker::Pacemaker;
+use crate::types::{BlockHash, PublicKey, View};
+use alloc::vec::Vec;
+
+/// Most proposals kept while their parent is missing (one per view, the lowest views kept).
+pub(super) const MAX_ORPHANS: usize = 32;
+/// Most blocks fetched by hash at once.
+pub(super) const MAX_FETCHING: usize = 16;
+/// A fetch is given up after this many ticks of `config.fetch_delay` (requests go out at
+/// ticks 1, 2, 4, 8, ...); block sync and the view timer take over.
+const MAX_FETCH_TICKS: u32 = 64;
+/// Most `(peer, block)` pairs remembered as served, so a peer gets each uncommitted block at
+/// most once (a bound on the bandwidth a peer can draw with requests).
+const MAX_SERVED: usize = 4096;
+/// How many views above the highest block this replica has a missing certified block may be
+/// and still be fetched by hash; beyond it block sync fetches ranges.
+const FETCH_SPAN: u64 = 8;
+
+/// A block wanted by hash.
+#[derive(Clone, Debug)]
+pub(super) struct Fetch {
+    /// The verified QC that certifies the wanted block.
+    qc: QuorumCertificate,
+    /// The block, once received, if its own parent is still missing.
+    block: Option<Block>,
+    /// Timer ticks since the fetch started.
+    ticks: u32,
+}
+
+impl<P: Pacemaker> Replica<P> {
+    /// Keeps a checked proposal whose parent is unknown until the parent arrives (at most one
+    /// per view, [`MAX_ORPHANS`] in all, the lowest views first).
+    pub(super) fn keep_orphan(&mut self, from: PublicKey, p: Proposal) {
+        let view = p.block.view;
+        if self.orphans.contains_key(&view) {
+            return;
+        }
+        if self.orphans.len() >= MAX_ORPHANS {
+            match self.orphans.last_key_value() {
+                Some((top, _)) if *top > view => {
+                    let top = *top;
+                    self.orphans.remove(&top);
+                }
+                _ => return,
+            }
+        }
+        self.orphans.insert(view, (from, p));
+    }
+
+    /// A verified QC certifies `qc.block`, which this replica lacks: unless it is far ahead
+    /// (block sync's case), fetch it by hash if it has not arrived within `fetch_delay`.
+    pub(super) fn want_block(&mut self, qc: &QuorumCertificate) {
+        let top =
+            self.tree.iter().map(|(_, e)| e.block.view).max().unwrap_or_default().max(self.tree.root().view);
+        if qc.view <= self.tree.root().view
+            || qc.view.0 > top.0.saturating_add(FETCH_SPAN)
+            || self.tree.contains(&qc.block)
+            || self.fetching.contains_key(&qc.block)
+            || self.fetching.len() >= MAX_FETCHING
+        {
+            return;
+        }
+        self.fetching.insert(qc.block, Fetch { qc: qc.clone(), block: None, ticks: 0 });
+        self.arm_fetch_timer();
+    }
+
+    fn arm_fetch_timer(&mut self) {
+        if !self.fetch_timer_armed {
+            self.fetch_timer_armed = true;
+            self.emit(Action::SetSyncTimer { timer: SyncTimer::Fetch, after: self.config.fetch_delay });
+        }
+    }
+
+    /// The fetch timer fired: ask for every block still missing (with back-off), from signers
+    /// of its QC worth more than a third of the power (so at least one is honest), rotating
+    /// over the signers from one request to the next.
+    pub(super) fn fetch_tick(&mut self) {
+        self.fetch_timer_armed = false;
+        let root = self.tree.root().view;
+        self.fetching.retain(|_, f| f.qc.view > root && f.ticks < MAX_FETCH_TICKS);
+        let me = self.key.public();
+        let threshold = self.epoch.validators.validity_threshold();
+        let mut sends = Vec::new();
+        for (hash, f) in &mut self.fetching {
+            f.ticks += 1;
+            if f.block.is_some() || !f.ticks.is_power_of_two() {
+                continue;
+            }
+            let signers: Vec<PublicKey> =
+                f.qc.signatures.iter().map(|(k, _)| *k).filter(|k| *k != me).collect();
+            if signers.is_empty() {
+                continue;
+            }
+            let start = (self.fetch_rotation % signers.len() as u64) as usize;
+            self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
+            let mut power = 0u64;
+            for k in signers.iter().cycle().skip(start).take(signers.len()) {
+                sends.push((*k, *hash));
+                power = power.saturating_add(self.epoch.validators.power(k).unwrap_or(1));
+                if power >= threshold {
+                    break;
+                }
+            }
+        }
+        for (to, hash) in sends {
+            self.emit(Action::Send { to, message: Message::BlockRequest(hash) });
+        }
+        if !self.fetching.is_empty() {
+            self.arm_fetch_timer();
+        }
+    }
+
+    /// A peer asks for a block by hash: send it if it is in the tree (uncommitted), at most
+    /// once per peer and block. A block this replica lacks or has committed is not an error
+    /// (the request may simply be late); the requester falls back to block sync.
+    pub(super) fn handle_block_request(
+        &mut self,
+        from: PublicKey,
+        hash: BlockHash,
+    ) -> Result<(), InputError> {
+        if from == self.key.public() {
+            return Err(InputError::UnexpectedBlock(hash));
+        }
+        let Some(entry) = self.tree.get(&hash) else { return Ok(()) };
+        if self.fetch_served.len() >= MAX_SERVED {
+            let tree = &self.tree;
+            self.fetch_served.retain(|(_, h)| tree.get(h).is_some());
+        }
+        if self.fetch_served.len() >= MAX_SERVED || self.fetch_served.contains(&(from, hash)) {
+            return Err(InputError::Duplicate);
+        }
+        let block = entry.block.clone();
+        self.fetch_served.insert((from, hash));
+        self.emit(Action::Send { to: from, message: Message::Block(block) });
+        Ok(())
+    }
+
+    /// A fetched block: accepted only if this replica asked for its hash (which a verified QC
+    /// certifies). If its parent is known it joins the tree (as certified, like a synced block);
+    /// otherwise it is kept and its parent, certified by its justify QC, is fetched in turn.
+    pub(super) fn handle_fetched_block(&mut self, block: Block) -> Result<(), InputError> {
+        let hash = block.hash();
+        let Some(f) = self.fetching.get(&hash) else { return Err(InputError::UnexpectedBlock(hash)) };
+        if f.block.is_some() {
+            return Err(InputError::Duplicate);
+        }
+        if block.epoch != self.epoch.epoch || block.view != f.qc.view {
+            return Err(InputError::BadFetchedBlock("epoch or view differs from its QC's"));
+        }
+        if block.justify.view >= block.view {
+            return Err(InputError::BadFetchedBlock("justify QC not below the block's view"));
+        }
+        if self.tree.position(&block.parent()).is_some() {
+            self.check_fetched(&block)?;
+            self.insert_fetched(hash, block);
+            return Ok(());
+        }
+        if block.justify.view <= self.tree.root().view {
+            return Err(InputError::BadFetchedBlock("extends a block below the committed one"));
+        }
+        let digest = self.check_qc(&block.justify)?;
+        // Accepted: keep it until its parent arrives, and fetch that parent.
+        let justify = block.justify.clone();
+        if let Some(f) = self.fetching.get_mut(&hash) {
+            f.block = Some(block);
+        }
+        self.remember_verified(justify.view, digest);
+        self.want_block(&justify);
+        Ok(())
+    }
+
+    /// Checks a fetched block against its (known) parent, as block sync checks its blocks.
+    fn check_fetched(&self, block: &Block) -> Result<(), InputError> {
+        let Some((parent_view, parent_height)) = self.tree.position(&block.parent()) else {
+            return Err(InputError::UnknownParent(block.parent()));
+        };
+        if block.justify.view != parent_view || block.view <= parent_view {
+            return Err(InputError::BadFetchedBlock("views inconsistent with the parent"));
+        }
+        if block.height.0 != parent_height.0.saturating_add(1) {
+            return Err(InputError::BadFetchedBlock("height is not the parent's plus one"));
+        }
+        if self.tree.len() >= self.config.max_uncommitted_blocks {
+            return Err(InputError::TreeFull);
+        }
+        Ok(())
+    }
+
+    /// Adds a checked fetched block to the tree, takes in the QC that certifies it again (the
+    /// commit rule needs the block), and asks the app to validate it.
+    fn insert_fetched(&mut self, hash: BlockHash, block: Block) {
+        let Some(f) = self.fetching.remove(&hash) else { return };
+        self.tree.insert(hash, block, Validity::Waiting, true);
+        let digest = f.qc.digest();
+        self.observe_qc(&f.qc, digest);
+        self.request_validation(hash);
+        self.block_added(hash);
+    }
+
+    /// A block joined the tree: kept proposals and fetched blocks waiting for it as their
+    /// parent are taken in now (each fully checked again; one that no longer fits is dropped).
+    pub(super) fn block_added(&mut self, hash: BlockHash) {
+        let fetched: Vec<(BlockHash, Block)> = self
+            .fetching
+            .iter()
+            .filter_map(|(h, f)| f.block.as_ref().filter(|b| b.parent() == hash).map(|b| (*h, b.clone())))
+            .collect();
+        for (h, b) in fetched {
+            if self.check_fetched(&b).is_ok() {
+                self.insert_fetched(h, b);
+            } else {
+                self.fetching.remove(&h);
+            }
+        }
+        let views: Vec<View> =
+            self.orphans.iter().filter(|(_, (_, p))| p.block.parent() == hash).map(|(v, _)| *v).collect();
+        for v in views {
+            if let Some((from, p)) = self.orphans.remove(&v) {
+                // Checked again in full: the view, leader and tree may have moved since.
+                let _ = self.handle_proposal(from, p);
+            }
+        }
+    }
+
+    /// Drops kept proposals, fetches and served-request records that a commit made useless.
+    pub(super) fn prune_fetch_state(&mut self) {
+        let root = self.tree.root().view;
+        self.orphans = self.orphans.split_off(&root.next());
+        self.fetching.retain(|_, f| f.qc.view > root);
+        let tree = &self.tree;
+        self.fetch_served.retain(|(_, h)| tree.get(h).is_some());
+    }
+}
