@@ -3,6 +3,7 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod health;
 mod tcp;
 
 pub use tcp::{TcpNetwork, TcpSettings};
@@ -146,11 +147,15 @@ impl Backoff {
         self.next
     }
 
-    /// Records the outcome of dialling `peer` at `addr`: a connection resets the delay and
-    /// is returned; a failure schedules the next dial and is logged, and a failed handshake is
-    /// also handed to `refuse` (to be reported).
+    /// Records the outcome of dialling `peer` at `addr`, an attempt begun at `started`: a
+    /// connection resets the delay and is returned; a failure schedules the next dial and is
+    /// logged, and a failed handshake is also handed to `refuse` (to be reported). The delay
+    /// counts from the attempt's start, so it bounds how often a peer is dialled: a dial that
+    /// hung until its timeout (a silent link) is followed by the next one at once if the delay
+    /// has passed, rather than after a further delay.
     pub fn record<T>(
         &mut self,
+        started: Instant,
         result: Result<T, NetError>,
         peer: PublicKey,
         addr: SocketAddr,
@@ -162,7 +167,7 @@ impl Backoff {
                 Some(conn)
             }
             Err(error) => {
-                self.next = Instant::now() + self.delay;
+                self.next = started + self.delay;
                 self.delay = (self.delay * 2).min(self.max);
                 if let NetError::Handshake(_) = error {
                     refuse(error);

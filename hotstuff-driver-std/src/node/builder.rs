@@ -149,6 +149,16 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Liveness deadline of a peer connection (default 1 s, about one base view timeout): a
+    /// connection on which nothing arrived for this long is dropped and redialled; heartbeats
+    /// keep quiet connections alive (see [`TcpSettings::liveness_timeout`]). Use the same value
+    /// on every node of a chain.
+    #[must_use]
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp.liveness_timeout = timeout;
+        self
+    }
+
     /// A network of your own instead of TCP (the TCP settings above are then unused).
     #[must_use]
     pub fn network(mut self, network: impl Network) -> Self {
@@ -241,6 +251,9 @@ impl<A: App> NodeBuilder<A> {
             }
             if t.handshake_timeout.is_zero() {
                 return Err(setting("handshake_timeout", "must be above zero"));
+            }
+            if t.liveness_timeout < Duration::from_millis(4) {
+                return Err(setting("liveness_timeout", "must be at least 4 ms"));
             }
             if t.frame_timeout.is_zero() {
                 return Err(setting("frame_timeout", "must be above zero"));
