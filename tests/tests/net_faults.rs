@@ -69,11 +69,14 @@ impl AnyNode {
 
 /// A commit: when, and at which height.
 type Commits = Arc<Mutex<Vec<(Instant, u64)>>>;
+/// A block-sync request: when, and to whom.
+type Syncs = Arc<Mutex<Vec<(Instant, PublicKey)>>>;
 
 struct Cluster {
     proxy: Proxy,
     nodes: Vec<Option<AnyNode>>,
     commits: Vec<Commits>,
+    syncs: Vec<Syncs>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -89,10 +92,12 @@ impl Cluster {
         let proxy = Proxy::start(&targets, seed).expect("proxy");
         let rt =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-        let mut c = Cluster { proxy, nodes: Vec::new(), commits: Vec::new(), rt };
+        let mut c = Cluster { proxy, nodes: Vec::new(), commits: Vec::new(), syncs: Vec::new(), rt };
         for (i, listener) in listeners.into_iter().enumerate() {
             let commits: Commits = Arc::default();
             c.commits.push(commits.clone());
+            let syncs: Syncs = Arc::default();
+            c.syncs.push(syncs.clone());
             let app = KvApp::new(Mempool::new(10_000), 100);
             let store = RedbStore::in_memory().expect("store");
             let mut b = NodeBuilder::new(key(i), genesis.clone(), app, store)
@@ -100,10 +105,14 @@ impl Cluster {
                 .liveness_timeout(LIVENESS)
                 .reconnect_backoff(Duration::from_millis(50), BASE / 2)
                 .listener(listener)
-                .on_event(move |e| {
-                    if let Event::Core(hotstuff_core::Event::Committed { height, .. }) = e {
+                .on_event(move |e| match e {
+                    Event::Core(hotstuff_core::Event::Committed { height, .. }) => {
                         lock(&commits).push((Instant::now(), height.0));
                     }
+                    Event::Core(hotstuff_core::Event::SyncRequested { peer, .. }) => {
+                        lock(&syncs).push((Instant::now(), *peer));
+                    }
+                    _ => {}
                 });
             for j in (0..n).filter(|j| *j != i) {
                 b = b.peer(key(j).public(), Some(c.proxy.addr(i, j)));
@@ -324,4 +333,53 @@ fn std_cut_the_leaders_links_then_heal() {
     assert!(first <= 2 * BASE, "the old leader's first commit took {} (seed {seed})", ms(first));
     let caught = caught.unwrap_or_else(|| panic!("the old leader never caught up (seed {seed})"));
     assert!(caught <= 3 * BASE, "the old leader caught up after {} (seed {seed})", ms(caught));
+}
+
+/// A block-sync request to a peer that went silent moves on to another peer quickly: node 3
+/// falls behind (blackholed for 3 s; while it sees nothing it asks its peers for blocks in
+/// turn), then its links heal except the one to the peer its last request went to, which stays
+/// blackholed. The others commit normally (they reach that peer), so node 3's views advance by
+/// QCs and its view timer, one of the two retries of an unanswered request, never fires; the
+/// other, the no-progress timer (the base view timeout in the drivers), must move the request
+/// on. Node 3 must catch up within 3 base view timeouts, as after any heal.
+#[test]
+fn std_sync_request_to_a_silent_peer_goes_elsewhere() {
+    let _serial = lock(&SERIAL);
+    let seed = seed();
+    let c = Cluster::start(Kind::Std, seed);
+    c.wait_height(5, Duration::from_secs(30));
+    let victim = 3;
+    c.proxy.isolate(victim, Fault::Blackhole);
+    std::thread::sleep(Duration::from_secs(3));
+    // Heal every link of the victim but the one to the peer its request is out to.
+    let (asked_at, asked) =
+        *lock(&c.syncs[victim]).last().expect("the victim asked for blocks while cut off");
+    let silent = c.index_of(asked);
+    let heal = Instant::now();
+    for j in (0..4).filter(|j| *j != victim && *j != silent) {
+        c.proxy.set(victim, j, Fault::Pass);
+        c.proxy.set(j, victim, Fault::Pass);
+    }
+    let (first, caught) = c.recovery(victim, heal, Duration::from_secs(30));
+    let after: Vec<(Duration, usize)> = lock(&c.syncs[victim])
+        .iter()
+        .filter(|(at, _)| *at > asked_at)
+        .map(|(at, p)| (at.saturating_duration_since(heal), c.index_of(*p)))
+        .take(3)
+        .collect();
+    let show = |d: Option<Duration>| d.map_or("never".to_string(), ms);
+    println!(
+        "Std sync to a silent peer (seed {seed}): node {victim}'s request was out to node {silent} at the heal; \
+         next requests (time after the heal, peer): {:?}; first commit after {}, caught up after {}",
+        after.iter().map(|(d, p)| (ms(*d), *p)).collect::<Vec<_>>(),
+        show(first),
+        show(caught),
+    );
+    let caught = caught.unwrap_or_else(|| panic!("node {victim} never caught up (seed {seed})"));
+    assert!(
+        caught <= 3 * BASE,
+        "node {victim} caught up after {} > {} (seed {seed})",
+        ms(caught),
+        ms(3 * BASE)
+    );
 }
