@@ -30,7 +30,9 @@ const BLACKHOLE: Duration = Duration::from_secs(20);
 /// plain round-robin leader schedule the blackholed validator keeps being elected, and each
 /// of its views times out. It holds once the core's leader reputation (issue 11, "Leader
 /// reputation in the default pacemaker") skips it; set to `true` after that is merged. The
-/// measured gap is printed either way.
+/// measured gap is printed either way (0.7-0.95 s so far: it passes, but by too little to
+/// assert on a loaded machine while every fourth view times out); a bound of 4 base view
+/// timeouts is asserted always.
 const ASSERT_OTHERS_GAP: bool = false;
 
 /// One test at a time (see the module docs).
@@ -281,6 +283,11 @@ fn blackhole_one_node(kind: Kind) {
         ms(caught),
         ms(3 * BASE)
     );
+    // Always: the fault costs the others at most the views the victim leads (each a view
+    // timeout), never a stall; measured 0.7-0.95 s with plain round robin.
+    for (j, gap) in others.iter().zip(&gaps) {
+        assert!(*gap <= 4 * BASE, "node {j} went {} without a commit (seed {seed})", ms(*gap));
+    }
     if ASSERT_OTHERS_GAP {
         for (j, gap) in others.iter().zip(&gaps) {
             assert!(*gap <= 2 * BASE, "node {j} went {} without a commit (seed {seed})", ms(*gap));
@@ -329,6 +336,9 @@ fn std_cut_the_leaders_links_then_heal() {
     );
     assert!(stats.resets > 0, "the cut reset nothing (seed {seed})");
     assert!(progress.iter().all(|p| *p > 0), "the others stalled during the cut: {progress:?} (seed {seed})");
+    for (j, gap) in others.iter().zip(&gaps) {
+        assert!(*gap <= 4 * BASE, "node {j} went {} without a commit (seed {seed})", ms(*gap));
+    }
     let first = first.unwrap_or_else(|| panic!("the old leader never committed again (seed {seed})"));
     assert!(first <= 2 * BASE, "the old leader's first commit took {} (seed {seed})", ms(first));
     let caught = caught.unwrap_or_else(|| panic!("the old leader never caught up (seed {seed})"));

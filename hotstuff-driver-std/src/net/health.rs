@@ -30,19 +30,21 @@ pub fn heartbeat_interval(liveness: Duration) -> Duration {
 }
 
 /// Sets TCP keepalive (first probe after the deadline, then every quarter of it, three
-/// probes; the kernel counts in whole seconds, so at least 1 s) and, on Linux and Android,
-/// `TCP_USER_TIMEOUT` to the deadline, on an established connection.
+/// probes) and, on Linux and Android, `TCP_USER_TIMEOUT` to the deadline, on an established
+/// connection. The kernel's timers get at least 1 s (keepalive counts whole seconds, and a
+/// shorter user timeout would turn a couple of retransmissions into a reset); a shorter
+/// deadline is enforced by the heartbeats alone.
 pub fn tune(stream: &TcpStream, liveness: Duration) -> std::io::Result<()> {
     let sock = socket2::SockRef::from(stream);
-    let secs = |d: Duration| d.max(Duration::from_secs(1));
+    let floor = |d: Duration| d.max(Duration::from_secs(1));
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(secs(liveness))
-        .with_interval(secs(heartbeat_interval(liveness)));
+        .with_time(floor(liveness))
+        .with_interval(floor(heartbeat_interval(liveness)));
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let keepalive = keepalive.with_retries(3);
     sock.set_tcp_keepalive(&keepalive)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    sock.set_tcp_user_timeout(Some(liveness))?;
+    sock.set_tcp_user_timeout(Some(floor(liveness)))?;
     Ok(())
 }
 
