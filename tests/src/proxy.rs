@@ -44,8 +44,10 @@ pub enum Fault {
 pub struct LinkStats {
     /// Connections accepted.
     pub connections: u64,
-    /// Bytes forwarded.
-    pub forwarded: u64,
+    /// Bytes forwarded from the dialling node to the target.
+    pub to_target: u64,
+    /// Bytes forwarded from the target back to the dialling node.
+    pub from_target: u64,
     /// Bytes dropped (blackholed).
     pub dropped: u64,
     /// Connections reset by a cut.
@@ -69,7 +71,8 @@ struct Link {
     shape: Mutex<Shape>,
     conns: Mutex<Vec<Weak<Conn>>>,
     connections: AtomicU64,
-    forwarded: AtomicU64,
+    to_target: AtomicU64,
+    from_target: AtomicU64,
     dropped: AtomicU64,
     resets: AtomicU64,
 }
@@ -186,7 +189,8 @@ impl Proxy {
                         }),
                         conns: Mutex::new(Vec::new()),
                         connections: AtomicU64::new(0),
-                        forwarded: AtomicU64::new(0),
+                        to_target: AtomicU64::new(0),
+                        from_target: AtomicU64::new(0),
                         dropped: AtomicU64::new(0),
                         resets: AtomicU64::new(0),
                     }),
@@ -273,7 +277,8 @@ impl Proxy {
         let l = self.link(from, to);
         LinkStats {
             connections: l.connections.load(Ordering::Relaxed),
-            forwarded: l.forwarded.load(Ordering::Relaxed),
+            to_target: l.to_target.load(Ordering::Relaxed),
+            from_target: l.from_target.load(Ordering::Relaxed),
             dropped: l.dropped.load(Ordering::Relaxed),
             resets: l.resets.load(Ordering::Relaxed),
         }
@@ -286,7 +291,8 @@ impl Proxy {
             let s = self.stats(a, b);
             LinkStats {
                 connections: acc.connections + s.connections,
-                forwarded: acc.forwarded + s.forwarded,
+                to_target: acc.to_target + s.to_target,
+                from_target: acc.from_target + s.from_target,
                 dropped: acc.dropped + s.dropped,
                 resets: acc.resets + s.resets,
             }
@@ -411,7 +417,8 @@ fn pump_out(conn: &Conn, link: &Link, to_upstream: bool, rx: &Receiver<Chunk>) {
                     let _ = dst.shutdown(Shutdown::Both);
                     break;
                 }
-                link.forwarded.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let counter = if to_upstream { &link.to_target } else { &link.from_target };
+                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
             Chunk::End(fin) => {
                 if fin && !conn.holed.load(Ordering::Acquire) {

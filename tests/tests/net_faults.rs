@@ -393,3 +393,43 @@ fn std_sync_request_to_a_silent_peer_goes_elsewhere() {
         ms(3 * BASE)
     );
 }
+
+/// A one-way fault: the connections node 3 dials to node 0 are blackholed, while node 0's
+/// connections to node 3 work. Node 3's own connection goes quiet (node 0's heartbeats on it
+/// are lost), so node 3 switches to the connection node 0 opened, and its messages keep
+/// reaching node 0 on it: measured as the bytes node 3 sends back on node 0's connection
+/// during the fault, against what it sent node 0 on its own connection before.
+#[test]
+fn std_one_way_blackhole_switches_to_the_peers_connection() {
+    let _serial = lock(&SERIAL);
+    let seed = seed();
+    let c = Cluster::start(Kind::Std, seed);
+    c.wait_height(5, Duration::from_secs(30));
+    let window = Duration::from_secs(4);
+    let before = (c.proxy.stats(3, 0), c.proxy.stats(0, 3));
+    std::thread::sleep(window);
+    let mid = (c.proxy.stats(3, 0), c.proxy.stats(0, 3));
+    let h0 = c.height(0);
+    c.proxy.set(3, 0, Fault::Blackhole);
+    std::thread::sleep(window);
+    let after = (c.proxy.stats(3, 0), c.proxy.stats(0, 3));
+    c.proxy.set(3, 0, Fault::Pass);
+    // What node 3 sent node 0: on its own connection before, on node 0's during the fault.
+    let own_before = (mid.0.to_target - before.0.to_target) + (mid.1.from_target - before.1.from_target);
+    let own_during = after.0.to_target - mid.0.to_target;
+    let on_peers_during = after.1.from_target - mid.1.from_target;
+    let progress = c.height(0) - h0;
+    println!(
+        "Std one-way blackhole 3 -> 0 for {} s (seed {seed}): node 3 sent node 0 {own_before} bytes in the {} s \
+         before; during the fault {on_peers_during} bytes on node 0's connection ({own_during} on its own \
+         were lost: {} bytes dropped); node 0 committed {progress} blocks meanwhile",
+        window.as_secs(),
+        window.as_secs(),
+        after.0.dropped - mid.0.dropped,
+    );
+    assert!(progress > 0, "node 0 stalled (seed {seed})");
+    assert!(
+        on_peers_during * 2 >= own_before,
+        "node 3 sent node 0 only {on_peers_during} bytes on node 0's connection, against {own_before} before (seed {seed})"
+    );
+}
