@@ -17,6 +17,10 @@
 //! All nodes of a chain should use the same deadline: a node sends heartbeats at a quarter of
 //! its own, and a peer with a much shorter one would drop a quiet connection to it.
 //!
+//! Compatibility: the frame format is unchanged, but a node built before heartbeats refuses
+//! an empty frame as a message that does not decode and closes the connection; upgrade the
+//! nodes of a chain together.
+//!
 //! [`TcpSettings::liveness_timeout`]: super::TcpSettings::liveness_timeout
 
 use std::net::TcpStream;
