@@ -54,6 +54,16 @@
 //! it; without (a listener behind NAT), it answers on the connection the peer opened.
 //! [`Network`] lets you plug in your own transport.
 //!
+//! Connection health ([`net::health`]): each connection has a liveness deadline
+//! ([`NodeBuilder::liveness_timeout`], default 1 s). Both sides send a heartbeat (an empty
+//! frame) on a connection they sent nothing on for a quarter of it, and a connection on which
+//! nothing arrived for the deadline is dropped and redialled with the back-off, so a blackholed
+//! link (bytes accepted, nothing delivered, no error) is found within about a view timeout;
+//! TCP keepalive and `TCP_USER_TIMEOUT` are set too. A writer prefers a fresh connection the
+//! peer opened over one of its own that went quiet. Block sync's no-progress period follows
+//! the base view timeout ([`NodeBuilder::sync_no_progress`]), so a sync request to a peer that
+//! went silent moves to another within two view timeouts.
+//!
 //! ## The app
 //! [`App::produce_block`], [`App::validate_block`] and [`App::validate_block_for_sync`] get a
 //! [`BlockContext`]: the speculative state of the parent (committed state overlaid with the

@@ -40,6 +40,8 @@ fn builder_names_the_bad_setting() {
     assert_eq!(setting_name(b().max_timeout(Duration::from_millis(1)).start()), "max_timeout");
     assert_eq!(setting_name(b().send_queue(0).start()), "send_queue");
     assert_eq!(setting_name(b().inbox_capacity(0).start()), "inbox_capacity");
+    assert_eq!(setting_name(b().liveness_timeout(Duration::ZERO).start()), "liveness_timeout");
+    assert_eq!(setting_name(b().sync_no_progress(Duration::ZERO).start()), "sync_no_progress");
     assert_eq!(
         setting_name(b().reconnect_backoff(Duration::ZERO, Duration::ZERO).start()),
         "reconnect_backoff"

@@ -85,7 +85,8 @@ pub const FRAME_LIMIT: usize = 1 << 16;
 /// sends. Frames are read by the driver's reader (limit [`FRAME_LIMIT`]) and each body is
 /// decoded as the driver decodes it (`Envelope::decode`, default limits). No panic; each frame
 /// is exactly the bytes its length prefix names; the stream ends cleanly only between frames;
-/// every accepted envelope re-encodes to its frame.
+/// every accepted envelope re-encodes to its frame; a heartbeat (an empty body) never decodes
+/// as a message.
 pub fn decode_frames(data: &[u8]) {
     use hotstuff_driver_std::net::frame::read_frame;
     use hotstuff_driver_std::FrameError;
@@ -108,8 +109,13 @@ pub fn decode_frames(data: &[u8]) {
                 assert_eq!(data.get(at + 4..at + 4 + body.len()), Some(&body[..]), "the frame's body");
                 at += 4 + body.len();
                 assert_eq!(stream.len(), data.len() - at);
-                if let Ok(env) = Envelope::decode(&body, &Limits::default()) {
+                let decoded = Envelope::decode(&body, &Limits::default());
+                if let Ok(env) = &decoded {
                     assert_eq!(env.encode(), body, "a decoded frame does not re-encode to itself");
+                }
+                // A heartbeat (an empty body) is never a message, so the two cannot be confused.
+                if hotstuff_driver_std::net::frame::is_heartbeat(&body) {
+                    assert!(decoded.is_err(), "a heartbeat decodes as a message");
                 }
             }
             Err(FrameError::TooLarge { len, max }) => {
@@ -504,7 +510,8 @@ pub mod samples {
     /// A connection's byte stream: every sample message as a length-prefixed frame, in turn.
     #[must_use]
     pub fn frame_stream() -> Vec<u8> {
-        let mut out = Vec::new();
+        // A heartbeat (empty frame) first, as a connection's reader sees between messages.
+        let mut out = hotstuff_driver_std::net::frame::HEARTBEAT.to_vec();
         for env in messages() {
             hotstuff_driver_std::net::frame::write_frame(&mut out, &env.encode()).expect("write to a Vec");
         }

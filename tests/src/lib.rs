@@ -1,9 +1,11 @@
 //! Test harness for `hotstuff-core`: a deterministic simulator with faults, Byzantine replicas
-//! and safety/liveness oracles. See [`sim`].
+//! and safety/liveness oracles. See [`sim`]. Also a fault-injecting TCP proxy for the drivers'
+//! end-to-end tests on loopback ([`proxy`]).
 
 pub mod app;
 pub mod batch;
 pub mod fuzzing;
+pub mod proxy;
 pub mod scenario;
 pub mod sim;
 

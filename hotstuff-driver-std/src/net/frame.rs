@@ -1,8 +1,22 @@
 //! Length-prefixed frames: a `u32` little-endian length, then that many bytes. The length is
 //! checked against the limit before anything is allocated for the body.
+//!
+//! A frame with an empty body is a heartbeat ([`HEARTBEAT`]): it carries nothing, is never
+//! decoded, and only shows that the link is alive (see [`super::health`]). No message encodes
+//! to zero bytes (an envelope always holds its version, chain and kind), so an empty body was
+//! never a valid message and the two cannot be confused; the frame format is unchanged.
 
 use crate::error::FrameError;
 use std::io::{ErrorKind, Read, Write};
+
+/// A heartbeat on the wire: the length prefix of an empty body.
+pub const HEARTBEAT: [u8; 4] = [0; 4];
+
+/// Whether a frame body is a heartbeat (empty) rather than a message.
+#[must_use]
+pub fn is_heartbeat(body: &[u8]) -> bool {
+    body.is_empty()
+}
 
 /// Writes one frame (length prefix and body in one buffered write).
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {

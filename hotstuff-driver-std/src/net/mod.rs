@@ -3,11 +3,12 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod health;
 mod tcp;
 
 pub use tcp::{TcpNetwork, TcpSettings};
 
-use crate::error::NetError;
+use crate::error::{HandshakeError, NetError};
 use hotstuff_core::{ChainId, Envelope, Keypair, Limits, Message, PublicKey, ValidatorSet};
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
@@ -146,11 +147,17 @@ impl Backoff {
         self.next
     }
 
-    /// Records the outcome of dialling `peer` at `addr`: a connection resets the delay and
-    /// is returned; a failure schedules the next dial and is logged, and a failed handshake is
-    /// also handed to `refuse` (to be reported).
+    /// Records the outcome of dialling `peer` at `addr`, an attempt begun at `started`: a
+    /// connection resets the delay and is returned; a failure schedules the next dial and is
+    /// logged, and a handshake the peer failed (wrong key, chain, signature...) is also handed
+    /// to `refuse` (to be reported); one that only timed out or was cut is logged at debug
+    /// level like a failed connect. The delay
+    /// counts from the attempt's start, so it bounds how often a peer is dialled: a dial that
+    /// hung until its timeout (a silent link) is followed by the next one at once if the delay
+    /// has passed, rather than after a further delay.
     pub fn record<T>(
         &mut self,
+        started: Instant,
         result: Result<T, NetError>,
         peer: PublicKey,
         addr: SocketAddr,
@@ -162,12 +169,16 @@ impl Backoff {
                 Some(conn)
             }
             Err(error) => {
-                self.next = Instant::now() + self.delay;
+                self.next = started + self.delay;
                 self.delay = (self.delay * 2).min(self.max);
-                if let NetError::Handshake(_) = error {
-                    refuse(error);
-                } else {
-                    tracing::debug!(peer = %peer, %addr, %error, "dial failed");
+                match error {
+                    // The link only failed (timed out, reset, closed): like a refused connect,
+                    // not a refusal, so a silent link redialled every second floods no log.
+                    NetError::Handshake(HandshakeError::Io(_) | HandshakeError::Closed) => {
+                        tracing::debug!(peer = %peer, %addr, %error, "dial failed in the handshake");
+                    }
+                    NetError::Handshake(_) => refuse(error),
+                    _ => tracing::debug!(peer = %peer, %addr, %error, "dial failed"),
                 }
                 None
             }

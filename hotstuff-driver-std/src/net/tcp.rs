@@ -6,17 +6,25 @@
 //! for each connection it dials. Nothing polls: every thread blocks in `accept`, `read` or a
 //! queue receive with a deadline. A peer that is slow or gone fills only its own queue; frames
 //! for it are dropped when that queue is full.
+//!
+//! Connection health ([`super::health`]): every connection's reader wakes at least every
+//! heartbeat interval; it sends a heartbeat when nothing was sent on the connection for that
+//! long, and ends the connection when nothing arrived on it for the liveness deadline. The
+//! writer of the peer sees the connection closed at its next wake-up (at most one heartbeat
+//! interval later) and redials with its back-off. A writer whose connection went quiet (nothing
+//! received for two heartbeat intervals) switches to a fresh connection the peer opened, if
+//! there is one.
 
-use super::frame::{read_frame, write_frame};
-use super::{handshake, Backoff, Frame, Inbox, NetContext, NetEvent, Network};
+use super::frame::{is_heartbeat, read_frame, write_frame};
+use super::{handshake, health, Backoff, Frame, Inbox, NetContext, NetEvent, Network};
 use crate::error::{FrameError, NetError};
 use hotstuff_core::{ChainId, Keypair, Limits, PublicKey, ValidatorSet};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufReader;
+use std::io::{BufReader, ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,6 +55,13 @@ pub struct TcpSettings {
     pub max_handshakes: usize,
     /// Inbound connections kept per authenticated peer (default 4); more are refused.
     pub max_connections_per_peer: usize,
+    /// A connection on which nothing arrived for this long is dropped and its peer redialled
+    /// (default 1 s, about one base view timeout). Each side sends a heartbeat on a connection
+    /// it sent nothing on for a quarter of it; it also sets TCP keepalive and (Linux)
+    /// `TCP_USER_TIMEOUT`, and bounds each step of dialling (connect, each handshake read),
+    /// together with `handshake_timeout`. Use the same value on every node of a chain; see
+    /// [`super::health`].
+    pub liveness_timeout: Duration,
 }
 
 impl Default for TcpSettings {
@@ -63,6 +78,7 @@ impl Default for TcpSettings {
             frame_timeout: Duration::from_secs(30),
             max_handshakes: 64,
             max_connections_per_peer: 4,
+            liveness_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -84,8 +100,127 @@ impl TcpNetwork {
 
 struct Slot {
     tx: SyncSender<Frame>,
-    /// A connection the peer opened, offered to the writer (used when we have none of our own).
-    offered: Arc<Mutex<Option<TcpStream>>>,
+    /// A connection the peer opened, offered to the writer (used when we have none of our own,
+    /// or when ours went quiet).
+    offered: Arc<Mutex<Option<Arc<Link>>>>,
+}
+
+/// One authenticated connection: shared by its reader (which reads, and sends heartbeats) and
+/// the peer's writer (which sends frames), with the times of the last bytes each way.
+struct Link {
+    /// Reads go through `&TcpStream`; `shutdown` ends the connection for every user.
+    stream: TcpStream,
+    /// The write side: frames and heartbeats take turns, so they never interleave.
+    write: Mutex<TcpStream>,
+    /// Origin of the timestamps below.
+    epoch: Instant,
+    /// Milliseconds since `epoch` when bytes last arrived.
+    last_rx: AtomicU64,
+    /// Milliseconds since `epoch` when a frame or heartbeat was last sent.
+    last_tx: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Link {
+    fn new(stream: TcpStream) -> std::io::Result<Arc<Link>> {
+        let write = Mutex::new(stream.try_clone()?);
+        Ok(Arc::new(Link {
+            stream,
+            write,
+            epoch: Instant::now(),
+            last_rx: AtomicU64::new(0),
+            last_tx: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn since(&self, stamp: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now().saturating_sub(stamp.load(Ordering::Relaxed)))
+    }
+
+    /// How long nothing has arrived.
+    fn rx_idle(&self) -> Duration {
+        self.since(&self.last_rx)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Ends the connection for its reader and writer.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Sends one frame (waits for a heartbeat being written).
+    fn send(&self, body: &[u8]) -> std::io::Result<()> {
+        write_frame(&mut *lock(&self.write), body)?;
+        self.last_tx.store(self.now(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends a heartbeat if nothing was sent for `interval` and no frame is being written
+    /// (a frame being written shows the peer the link is alive just as well).
+    fn heartbeat(&self, interval: Duration) -> std::io::Result<()> {
+        if self.since(&self.last_tx) < interval {
+            return Ok(());
+        }
+        let mut w = match self.write.try_lock() {
+            Ok(w) => w,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(()),
+        };
+        write_frame(&mut *w, &[])?;
+        self.last_tx.store(self.now(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A connection's reading side: wakes every heartbeat interval (the socket's read timeout) to
+/// send a heartbeat when due and to end the connection once nothing arrived for the liveness
+/// deadline; records when bytes arrive. Sits under the frame reader, which sees only bytes.
+struct LinkReader<'a> {
+    sh: &'a Shared,
+    link: &'a Link,
+}
+
+impl Read for LinkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let result = (&self.link.stream).read(buf);
+            self.link.heartbeat(self.sh.heartbeat)?;
+            match result {
+                Ok(n) => {
+                    if n > 0 {
+                        self.link.last_rx.store(self.link.now(), Ordering::Relaxed);
+                    }
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let idle = self.link.rx_idle();
+                    if self.sh.stopping() || self.link.is_closed() {
+                        return Err(e);
+                    }
+                    if idle >= self.sh.liveness {
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            format!(
+                                "nothing received for {} ms (liveness timeout {} ms)",
+                                idle.as_millis(),
+                                self.sh.liveness.as_millis()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -99,6 +234,12 @@ struct Shared {
     write_timeout: Duration,
     max_handshakes: usize,
     max_per_peer: usize,
+    /// The liveness deadline of a connection.
+    liveness: Duration,
+    /// How often an idle side sends a heartbeat (and every reader wakes).
+    heartbeat: Duration,
+    /// Bound of each step of dialling (connect, each handshake read or write).
+    dial_timeout: Duration,
     /// Inbound connections per authenticated peer.
     inbound: Mutex<BTreeMap<PublicKey, usize>>,
     stop: AtomicBool,
@@ -180,10 +321,10 @@ impl Shared {
         Some(tx)
     }
 
-    fn offer(self: &Arc<Self>, peer: PublicKey, stream: TcpStream) {
+    fn offer(self: &Arc<Self>, peer: PublicKey, link: Arc<Link>) {
         self.slot(peer, None);
         if let Some(s) = lock(&self.slots).get(&peer) {
-            *lock(&s.offered) = Some(stream);
+            *lock(&s.offered) = Some(link);
         }
     }
 
@@ -219,6 +360,12 @@ impl Network for TcpNetwork {
             write_timeout: settings.write_timeout,
             max_handshakes: settings.max_handshakes.max(1),
             max_per_peer: settings.max_connections_per_peer.max(1),
+            liveness: settings.liveness_timeout.max(Duration::from_millis(1)),
+            heartbeat: health::heartbeat_interval(settings.liveness_timeout),
+            dial_timeout: settings
+                .handshake_timeout
+                .min(settings.liveness_timeout)
+                .max(Duration::from_millis(1)),
             inbound: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             allowed: RwLock::new(allowed),
@@ -335,22 +482,28 @@ fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
     }
 }
 
-/// Sets the socket up for the handshake (bounded) or for the connection's life.
-fn set_timeouts(stream: &TcpStream, handshake: Option<Duration>, write: Duration) -> std::io::Result<()> {
+/// Sets the socket up for the handshake (`read` and `write` bound each step).
+fn set_timeouts(stream: &TcpStream, read: Duration, write: Duration) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(handshake)?;
-    stream.set_write_timeout(Some(handshake.unwrap_or(write)))
+    stream.set_read_timeout(Some(read))?;
+    stream.set_write_timeout(Some(write))
+}
+
+/// Sets an authenticated connection up for its life: the reader wakes every heartbeat
+/// interval, a write may block for the write timeout, and the kernel knows the deadline.
+fn established(sh: &Shared, stream: TcpStream) -> std::io::Result<Arc<Link>> {
+    set_timeouts(&stream, sh.heartbeat, sh.write_timeout)?;
+    if let Err(error) = health::tune(&stream, sh.liveness) {
+        tracing::debug!(%error, "cannot set TCP keepalive or user timeout");
+    }
+    Link::new(stream)
 }
 
 fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
     let registered = sh.register(&stream);
-    let result = set_timeouts(&stream, Some(sh.handshake_timeout), sh.write_timeout)
+    let result = set_timeouts(&stream, sh.handshake_timeout, sh.handshake_timeout)
         .map_err(NetError::from)
-        .and_then(|()| Ok(handshake::run(&mut stream, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?))
-        .and_then(|peer| {
-            set_timeouts(&stream, None, sh.write_timeout)?;
-            Ok(peer)
-        });
+        .and_then(|()| Ok(handshake::run(&mut stream, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?));
     sh.handshaking.fetch_sub(1, Ordering::AcqRel);
     if registered.is_none() {
         return;
@@ -368,13 +521,16 @@ fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
                 }
                 *n += 1;
             }
-            if let Ok(clone) = stream.try_clone() {
-                sh.offer(peer, clone);
+            match established(sh, stream) {
+                Ok(link) => {
+                    sh.offer(peer, link.clone());
+                    if let Some(addr) = addr {
+                        sh.inbox.report(NetEvent::Connected { peer, addr, outbound: false });
+                    }
+                    read_loop(sh, peer, &link, addr);
+                }
+                Err(error) => sh.refuse(addr, Some(peer), error.into()),
             }
-            if let Some(addr) = addr {
-                sh.inbox.report(NetEvent::Connected { peer, addr, outbound: false });
-            }
-            read_loop(sh, peer, &stream, addr);
             if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
                 *n = n.saturating_sub(1);
             }
@@ -382,11 +538,13 @@ fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
     }
 }
 
-/// Reads frames until the connection ends or misbehaves.
-fn read_loop(sh: &Shared, peer: PublicKey, stream: &TcpStream, addr: Option<SocketAddr>) {
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
+/// Reads frames until the connection ends, misbehaves or stays silent for the liveness
+/// deadline; sends heartbeats while it waits.
+fn read_loop(sh: &Shared, peer: PublicKey, link: &Link, addr: Option<SocketAddr>) {
+    let mut reader = BufReader::with_capacity(64 << 10, LinkReader { sh, link });
     let reason = loop {
         match read_frame(&mut reader, sh.limits.max_frame) {
+            Ok(Some(bytes)) if is_heartbeat(&bytes) => {}
             Ok(Some(bytes)) => match sh.inbox.deliver_frame(peer, &bytes) {
                 Ok(()) => {}
                 Err(NetError::Stopped) => break None,
@@ -403,75 +561,90 @@ fn read_loop(sh: &Shared, peer: PublicKey, stream: &TcpStream, addr: Option<Sock
             }
         }
     };
-    let _ = stream.shutdown(Shutdown::Both);
+    link.close();
     if let Some(reason) = reason.filter(|_| !sh.stopping()) {
         sh.inbox.report(NetEvent::Disconnected { peer, reason });
     }
 }
 
-fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<TcpStream, NetError> {
-    let mut stream = TcpStream::connect_timeout(&addr, sh.handshake_timeout)?;
-    set_timeouts(&stream, Some(sh.handshake_timeout), sh.write_timeout)?;
+/// Connects to `peer` at `addr` and runs the handshake, each step bounded by the dial timeout
+/// (a silent link fails within the liveness deadline, not the handshake timeout); starts the
+/// connection's reader.
+fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<Arc<Link>, NetError> {
+    let mut stream = TcpStream::connect_timeout(&addr, sh.dial_timeout)?;
+    set_timeouts(&stream, sh.dial_timeout, sh.dial_timeout)?;
     handshake::run(&mut stream, &sh.key, sh.chain, |k| sh.is_allowed(k), Some(peer))?;
-    set_timeouts(&stream, None, sh.write_timeout)?;
-    let reader = stream.try_clone()?;
-    sh.spawn("hotstuff-net-reader", move |sh| {
-        if let Some(_registered) = sh.register(&reader) {
-            read_loop(&sh, peer, &reader, Some(addr));
-        }
+    let link = established(sh, stream)?;
+    let reader = link.clone();
+    sh.spawn("hotstuff-net-reader", move |sh| match sh.register(&reader.stream) {
+        Some(_registered) => read_loop(&sh, peer, &reader, Some(addr)),
+        None => reader.close(),
     });
     sh.inbox.report(NetEvent::Connected { peer, addr, outbound: true });
-    Ok(stream)
+    Ok(link)
+}
+
+/// The connection the peer offered, if it is still open.
+fn take_offered(offered: &Mutex<Option<Arc<Link>>>) -> Option<Arc<Link>> {
+    lock(offered).take().filter(|l| !l.is_closed())
 }
 
 /// Owns `peer`'s queue: keeps a connection (dialled, or offered by the acceptor) and writes.
+/// Wakes at least every heartbeat interval to drop a connection its reader closed.
 fn writer_loop(
     sh: &Arc<Shared>,
     peer: PublicKey,
     addr: Option<SocketAddr>,
     rx: &Receiver<Frame>,
-    offered: &Mutex<Option<TcpStream>>,
+    offered: &Mutex<Option<Arc<Link>>>,
 ) {
     let mut backoff = Backoff::new(sh.backoff.0, sh.backoff.1);
-    let mut conn: Option<TcpStream> = None;
-    let mut registered = None;
+    let mut conn: Option<Arc<Link>> = None;
     loop {
         if sh.stopping() {
             break;
         }
+        if conn.as_ref().is_some_and(|c| c.is_closed()) {
+            tracing::debug!(peer = %peer, "connection closed; reconnecting");
+            conn = None;
+        }
+        // Prefer a fresh connection from the peer over one of ours that went quiet.
+        if conn.as_ref().is_some_and(|c| c.rx_idle() > 2 * sh.heartbeat) {
+            if let Some(fresh) = take_offered(offered) {
+                tracing::debug!(peer = %peer, "connection quiet; using the one the peer opened");
+                if let Some(stale) = conn.replace(fresh) {
+                    stale.close();
+                }
+            }
+        }
         if conn.is_none() {
             if let Some(a) = addr.filter(|_| Instant::now() >= backoff.next()) {
-                conn = backoff.record(dial(sh, peer, a), peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+                let started = Instant::now();
+                conn = backoff.record(started, dial(sh, peer, a), peer, a, |e| {
+                    sh.refuse(Some(a), Some(peer), e);
+                });
             }
         }
         let wait = match (conn.is_some(), addr) {
-            (false, Some(_)) => {
-                backoff.next().saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
-            }
-            _ => Duration::from_secs(3600),
+            (false, Some(_)) => backoff.next().saturating_duration_since(Instant::now()).min(sh.heartbeat),
+            _ => sh.heartbeat,
         };
-        let frame = match rx.recv_timeout(wait) {
+        let frame = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
             Ok(f) => f,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
         if conn.is_none() {
-            conn = lock(offered).take();
+            conn = take_offered(offered);
         }
-        let Some(stream) = conn.as_mut() else { continue }; // unreachable peer: dropped
-        if registered.is_none() {
-            registered = sh.register(stream).map(|r| r.id);
-        }
-        if let Err(e) = write_frame(stream, &frame) {
+        let Some(link) = conn.as_ref() else { continue }; // unreachable peer: dropped
+        if let Err(e) = link.send(&frame) {
             tracing::debug!(peer = %peer, error = %e, "write failed; reconnecting");
-            let _ = stream.shutdown(Shutdown::Both);
+            link.close();
             conn = None;
-            if let Some(id) = registered.take() {
-                lock(&sh.streams).remove(&id);
-            }
         }
     }
-    if let Some(id) = registered {
-        lock(&sh.streams).remove(&id);
+    if let Some(link) = conn {
+        link.close();
     }
 }

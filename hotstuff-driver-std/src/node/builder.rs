@@ -60,6 +60,7 @@ pub struct NodeBuilder<A: App> {
     max_uncommitted_blocks: usize,
     pacemaker: DefaultPacemaker,
     idle_block_delay: Duration,
+    sync_no_progress: Option<Duration>,
     inbox_capacity: usize,
     handlers: Vec<Handler>,
 }
@@ -85,6 +86,7 @@ impl<A: App> NodeBuilder<A> {
             max_uncommitted_blocks: 10_000,
             pacemaker: DefaultPacemaker::default(),
             idle_block_delay: Duration::from_millis(100),
+            sync_no_progress: None,
             inbox_capacity: 4096,
             handlers: Vec::new(),
         }
@@ -149,6 +151,16 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Liveness deadline of a peer connection (default 1 s, about one base view timeout): a
+    /// connection on which nothing arrived for this long is dropped and redialled; heartbeats
+    /// keep quiet connections alive (see [`TcpSettings::liveness_timeout`]). Use the same value
+    /// on every node of a chain.
+    #[must_use]
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp.liveness_timeout = timeout;
+        self
+    }
+
     /// A network of your own instead of TCP (the TCP settings above are then unused).
     #[must_use]
     pub fn network(mut self, network: impl Network) -> Self {
@@ -193,6 +205,19 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Block sync asks a peer for blocks when nothing has committed for this long, giving up a
+    /// request still unanswered (default: the base view timeout). It is what moves a sync
+    /// request off a dead or silent peer while views advance by QCs (when the view timer, the
+    /// other retry, never fires): such a request goes to the next peer within twice this. The
+    /// core's own default (10 s, `Config::sync_no_progress`) is meant for runs without
+    /// connection health; a node detects a silent link within about a view timeout, and its
+    /// sync should not wait longer than that.
+    #[must_use]
+    pub fn sync_no_progress(mut self, period: Duration) -> Self {
+        self.sync_no_progress = Some(period);
+        self
+    }
+
     /// How long a leader waits before proposing an empty block when the app has nothing to
     /// propose and no uncommitted ancestor carries updates (default 100 ms; must be below the
     /// base timeout). It bounds the block rate, and so the CPU use, of an idle chain.
@@ -228,6 +253,9 @@ impl<A: App> NodeBuilder<A> {
         if self.idle_block_delay >= p.base_timeout {
             return Err(setting("idle_block_delay", "must be below base_timeout, or views time out"));
         }
+        if self.sync_no_progress.is_some_and(|d| d.is_zero()) {
+            return Err(setting("sync_no_progress", "must be above zero"));
+        }
         if self.inbox_capacity == 0 {
             return Err(setting("inbox_capacity", "must be at least 1"));
         }
@@ -241,6 +269,9 @@ impl<A: App> NodeBuilder<A> {
             }
             if t.handshake_timeout.is_zero() {
                 return Err(setting("handshake_timeout", "must be above zero"));
+            }
+            if t.liveness_timeout < Duration::from_millis(4) {
+                return Err(setting("liveness_timeout", "must be at least 4 ms"));
             }
             if t.frame_timeout.is_zero() {
                 return Err(setting("frame_timeout", "must be above zero"));
@@ -306,6 +337,7 @@ impl<A: App> NodeBuilder<A> {
             limits: self.limits,
             view_window: self.view_window,
             max_uncommitted_blocks: self.max_uncommitted_blocks,
+            sync_no_progress: self.sync_no_progress.unwrap_or(self.pacemaker.base_timeout),
             ..Config::new(chain)
         };
         config.validate()?;

@@ -4,19 +4,30 @@
 //! frames, same rules: each side sends on the connection it dialled, or on one the peer opened
 //! if it has no address for it, and reads from both), so the two drivers form one cluster.
 //! Settings are `hotstuff-driver-std`'s [`TcpSettings`].
+//!
+//! Connection health is the std driver's ([`hotstuff_driver_std::net::health`]): each
+//! connection's reader task also runs its heartbeats, sending one when nothing was sent on the
+//! connection for a heartbeat interval and ending the connection once nothing arrived for the
+//! liveness deadline (while a delivery waits for the consensus task, the connection counts as
+//! alive). The writer notices the closed connection within a heartbeat interval and redials
+//! with its back-off, and prefers a fresh connection the peer opened over one of its own that
+//! went quiet.
 
 pub mod wire;
 
 use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
-use hotstuff_driver_std::net::{decode_frame, Backoff, Frame};
+use hotstuff_driver_std::net::frame::{is_heartbeat, HEARTBEAT};
+use hotstuff_driver_std::net::{decode_frame, health, Backoff, Frame};
 use hotstuff_driver_std::{FrameError, HandshakeError, NetError, NetEvent, Outbound, TcpSettings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
-use tokio::io::BufReader;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -41,8 +52,81 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct Slot {
     tx: mpsc::Sender<Frame>,
-    /// A connection the peer opened, offered to the writer (used when it has none of its own).
-    offered: Arc<Mutex<Option<OwnedWriteHalf>>>,
+    /// A connection the peer opened, offered to the writer (used when it has none of its own,
+    /// or when its own went quiet).
+    offered: Arc<Mutex<Option<Arc<Link>>>>,
+}
+
+/// One authenticated connection: its write half (the writer's frames and the reader task's
+/// heartbeats take turns), a handle that closes the socket under both halves, and the times of
+/// the last bytes each way.
+struct Link {
+    write: tokio::sync::Mutex<OwnedWriteHalf>,
+    closer: std::net::TcpStream,
+    /// Origin of the timestamps below.
+    epoch: Instant,
+    /// Milliseconds since `epoch` when bytes last arrived (or a delivery to the consensus task
+    /// ended).
+    last_rx: AtomicU64,
+    /// Milliseconds since `epoch` when frames or a heartbeat were last sent.
+    last_tx: AtomicU64,
+    /// A received message is waiting for room in the consensus task's inbox.
+    delivering: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Link {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn since(&self, stamp: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now().saturating_sub(stamp.load(Ordering::Relaxed)))
+    }
+
+    fn rx_idle(&self) -> Duration {
+        self.since(&self.last_rx)
+    }
+
+    fn touch_rx(&self) {
+        self.last_rx.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn touch_tx(&self) {
+        self.last_tx.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Ends the connection for its reader and writer.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = self.closer.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A read half that records when bytes arrive on its link.
+struct LinkRead {
+    inner: OwnedReadHalf,
+    link: Arc<Link>,
+}
+
+impl AsyncRead for LinkRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.link.touch_rx();
+        }
+        poll
+    }
 }
 
 struct Shared {
@@ -220,11 +304,15 @@ impl Shared {
         Some(tx)
     }
 
-    fn offer(self: &Arc<Self>, peer: PublicKey, half: OwnedWriteHalf) {
+    fn offer(self: &Arc<Self>, peer: PublicKey, link: Arc<Link>) {
         self.slot(peer, None);
         if let Some(s) = lock(&self.slots).get(&peer) {
-            *lock(&s.offered) = Some(half);
+            *lock(&s.offered) = Some(link);
         }
+    }
+
+    fn heartbeat(&self) -> Duration {
+        health::heartbeat_interval(self.tcp.liveness_timeout)
     }
 
     fn report(&self, event: NetEvent) {
@@ -265,17 +353,18 @@ async fn handshake(
     sh: &Shared,
     stream: &mut TcpStream,
     expect: Option<PublicKey>,
+    limit: Duration,
 ) -> Result<PublicKey, NetError> {
     stream.set_nodelay(true)?;
     let run = wire::run_handshake(stream, &sh.key, sh.chain, |k| sh.is_allowed(k), expect);
-    match tokio::time::timeout(sh.tcp.handshake_timeout, run).await {
+    match tokio::time::timeout(limit, run).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(HandshakeError::Io(Arc::new(ErrorKind::TimedOut.into())).into()),
     }
 }
 
 async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
-    let result = handshake(sh, &mut stream, None).await;
+    let result = handshake(sh, &mut stream, None, sh.tcp.handshake_timeout).await;
     sh.handshaking.fetch_sub(1, Ordering::AcqRel);
     let peer = match result {
         Ok(peer) => peer,
@@ -294,53 +383,115 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
         }
         *n += 1;
     }
-    let (read, write, closer) = match split(stream) {
+    let (read, link) = match split(sh, stream) {
         Ok(parts) => parts,
         Err(error) => return sh.refuse(Some(addr), Some(peer), error),
     };
-    sh.offer(peer, write);
+    sh.offer(peer, link.clone());
     sh.report(NetEvent::Connected { peer, addr, outbound: false });
-    read_loop(sh, peer, read, addr, &closer).await;
+    read_loop(sh, peer, read, addr, &link).await;
     if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
         *n = n.saturating_sub(1);
     }
 }
 
-/// The halves of a connection, and a handle that closes the socket under both (the writer may
-/// hold the write half; when the reader ends, the whole connection must end, as in the std
-/// driver).
-fn split(stream: TcpStream) -> Result<(OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream), NetError> {
+/// Sets an authenticated connection up for its life: the kernel's keepalive and user timeout
+/// from the liveness deadline, and the link shared by the reader task and the writer (when the
+/// reader ends, the whole connection must end, as in the std driver).
+fn split(sh: &Shared, stream: TcpStream) -> Result<(OwnedReadHalf, Arc<Link>), NetError> {
     let stream = stream.into_std()?;
+    if let Err(error) = health::tune(&stream, sh.tcp.liveness_timeout) {
+        tracing::debug!(%error, "cannot set TCP keepalive or user timeout");
+    }
     let closer = stream.try_clone()?;
     let (read, write) = TcpStream::from_std(stream)?.into_split();
-    Ok((read, write, closer))
+    let link = Arc::new(Link {
+        write: tokio::sync::Mutex::new(write),
+        closer,
+        epoch: Instant::now(),
+        last_rx: AtomicU64::new(0),
+        last_tx: AtomicU64::new(0),
+        delivering: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+    });
+    Ok((read, link))
 }
 
-/// Reads frames until the connection ends or misbehaves, then closes it.
-async fn read_loop(
-    sh: &Shared,
-    peer: PublicKey,
-    read: OwnedReadHalf,
-    addr: SocketAddr,
-    closer: &std::net::TcpStream,
-) {
-    let reason = read_frames(sh, peer, read, addr).await;
-    let _ = closer.shutdown(std::net::Shutdown::Both);
+/// Reads frames until the connection ends, misbehaves or stays silent for the liveness
+/// deadline, sending heartbeats meanwhile; then closes it.
+async fn read_loop(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: SocketAddr, link: &Arc<Link>) {
+    // Both run for the connection's whole life; whichever ends first ends it.
+    let reason = tokio::select! {
+        reason = read_frames(sh, peer, LinkRead { inner: read, link: link.clone() }, addr, link) => reason,
+        reason = heartbeats(sh, link) => reason,
+    };
+    link.close();
     if let Some(reason) = reason.filter(|_| !sh.stop.is_cancelled()) {
         sh.report(NetEvent::Disconnected { peer, reason });
     }
 }
 
+/// Every heartbeat interval: ends the connection if nothing arrived for the liveness deadline
+/// (unless a delivery is waiting for the consensus task), and sends a heartbeat if nothing was
+/// sent for an interval and no frames are being written. Returns why the connection ended.
+async fn heartbeats(sh: &Shared, link: &Link) -> Option<String> {
+    let every = sh.heartbeat();
+    let liveness = sh.tcp.liveness_timeout;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if link.is_closed() {
+            return Some("closed".to_string());
+        }
+        if link.delivering.load(Ordering::Acquire) {
+            link.touch_rx();
+        }
+        let idle = link.rx_idle();
+        if idle >= liveness {
+            return Some(format!(
+                "nothing received for {} ms (liveness timeout {} ms)",
+                idle.as_millis(),
+                liveness.as_millis()
+            ));
+        }
+        if link.since(&link.last_tx) < every {
+            continue;
+        }
+        let Ok(mut w) = link.write.try_lock() else { continue }; // frames are going out
+        let write = async {
+            w.write_all(&HEARTBEAT).await?;
+            w.flush().await
+        };
+        match tokio::time::timeout(sh.tcp.write_timeout, write).await {
+            Ok(Ok(())) => link.touch_tx(),
+            Ok(Err(e)) => return Some(e.to_string()),
+            Err(_) => return Some("heartbeat write timed out".to_string()),
+        }
+    }
+}
+
 /// Reads and delivers frames; returns why the connection ended (`None`: refused or stopping).
-async fn read_frames(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: SocketAddr) -> Option<String> {
+async fn read_frames(
+    sh: &Shared,
+    peer: PublicKey,
+    read: LinkRead,
+    addr: SocketAddr,
+    link: &Link,
+) -> Option<String> {
     let mut reader = BufReader::with_capacity(64 << 10, read);
     loop {
         let frame = wire::read_frame(&mut reader, sh.limits.max_frame, sh.tcp.frame_timeout).await;
         match frame {
+            Ok(Some(bytes)) if is_heartbeat(&bytes) => {}
             Ok(Some(bytes)) => match decode_frame(&bytes, sh.chain, &sh.limits) {
                 Ok(message) => {
                     // Waits while the consensus task is behind (back-pressure onto the peer).
-                    if sh.inbox.send(Inbound::Message { from: peer, message }).await.is_err() {
+                    link.delivering.store(true, Ordering::Release);
+                    let sent = sh.inbox.send(Inbound::Message { from: peer, message }).await;
+                    link.touch_rx();
+                    link.delivering.store(false, Ordering::Release);
+                    if sent.is_err() {
                         return None;
                     }
                 }
@@ -359,46 +510,75 @@ async fn read_frames(sh: &Shared, peer: PublicKey, read: OwnedReadHalf, addr: So
     }
 }
 
-async fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<OwnedWriteHalf, NetError> {
-    let connect = tokio::time::timeout(sh.tcp.handshake_timeout, TcpStream::connect(addr));
+/// Connects to `peer` at `addr` and runs the handshake, each bounded by the liveness deadline
+/// as well as the handshake timeout (a silent link fails within the deadline); starts the
+/// connection's reader task.
+async fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<Arc<Link>, NetError> {
+    let limit = sh.tcp.handshake_timeout.min(sh.tcp.liveness_timeout);
+    let connect = tokio::time::timeout(limit, TcpStream::connect(addr));
     let mut stream =
         connect.await.map_err(|_| NetError::from(std::io::Error::from(ErrorKind::TimedOut)))??;
-    handshake(sh, &mut stream, Some(peer)).await?;
-    let (read, write, closer) = split(stream)?;
-    sh.spawn("reader", move |sh| async move { read_loop(&sh, peer, read, addr, &closer).await });
+    handshake(sh, &mut stream, Some(peer), limit).await?;
+    let (read, link) = split(sh, stream)?;
+    let reader = link.clone();
+    sh.spawn("reader", move |sh| async move { read_loop(&sh, peer, read, addr, &reader).await });
     sh.report(NetEvent::Connected { peer, addr, outbound: true });
-    Ok(write)
+    Ok(link)
+}
+
+/// The connection the peer offered, if it is still open.
+fn take_offered(offered: &Mutex<Option<Arc<Link>>>) -> Option<Arc<Link>> {
+    lock(offered).take().filter(|l| !l.is_closed())
 }
 
 /// Owns `peer`'s queue: keeps a connection (dialled, or offered by the acceptor) and writes,
-/// several queued frames per flush.
+/// several queued frames per flush. Wakes at least every heartbeat interval to drop a
+/// connection its reader closed.
 async fn writer_loop(
     sh: &Arc<Shared>,
     peer: PublicKey,
     addr: Option<SocketAddr>,
     mut rx: mpsc::Receiver<Frame>,
-    offered: &Mutex<Option<OwnedWriteHalf>>,
+    offered: &Mutex<Option<Arc<Link>>>,
 ) {
     let mut backoff = Backoff::new(sh.tcp.backoff_min, sh.tcp.backoff_max);
-    let mut conn: Option<OwnedWriteHalf> = None;
+    let mut conn: Option<Arc<Link>> = None;
     let mut batch: Vec<Frame> = Vec::new();
+    let every = sh.heartbeat();
     loop {
-        if conn.is_none() {
-            if let Some(a) = addr.filter(|_| std::time::Instant::now() >= backoff.next()) {
-                let dialled = dial(sh, peer, a).await;
-                conn = backoff.record(dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+        if conn.as_ref().is_some_and(|c| c.is_closed()) {
+            tracing::debug!(peer = %peer, "connection closed; reconnecting");
+            conn = None;
+        }
+        // Prefer a fresh connection from the peer over one of ours that went quiet.
+        if conn.as_ref().is_some_and(|c| c.rx_idle() > 2 * every) {
+            if let Some(fresh) = take_offered(offered) {
+                tracing::debug!(peer = %peer, "connection quiet; using the one the peer opened");
+                if let Some(stale) = conn.replace(fresh) {
+                    stale.close();
+                }
             }
         }
-        let redial = conn.is_none() && addr.is_some();
+        if conn.is_none() {
+            if let Some(a) = addr.filter(|_| Instant::now() >= backoff.next()) {
+                let started = Instant::now();
+                let dialled = dial(sh, peer, a).await;
+                conn = backoff.record(started, dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+            }
+        }
+        let wake = match (conn.is_some(), addr) {
+            (false, Some(_)) => backoff.next().min(Instant::now() + every),
+            _ => Instant::now() + every,
+        };
         let frame = tokio::select! {
             f = rx.recv() => f,
-            () = tokio::time::sleep_until(backoff.next().into()), if redial => continue,
+            () = tokio::time::sleep_until(wake.into()) => continue,
         };
         let Some(frame) = frame else { break };
         if conn.is_none() {
-            conn = lock(offered).take();
+            conn = take_offered(offered);
         }
-        let Some(w) = conn.as_mut() else { continue }; // unreachable peer: dropped
+        let Some(link) = conn.as_ref() else { continue }; // unreachable peer: dropped
         batch.push(frame);
         while batch.len() < 64 {
             match rx.try_recv() {
@@ -406,12 +586,21 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
-        let write = wire::write_frames(w, &batch);
-        let result = tokio::time::timeout(sh.tcp.write_timeout, write).await;
+        let result = {
+            let mut w = link.write.lock().await;
+            tokio::time::timeout(sh.tcp.write_timeout, wire::write_frames(&mut *w, &batch)).await
+        };
         batch.clear();
-        if let Err(e) = result.unwrap_or_else(|_| Err(ErrorKind::TimedOut.into())) {
-            tracing::debug!(peer = %peer, error = %e, "write failed; reconnecting");
-            conn = None;
+        match result.unwrap_or_else(|_| Err(ErrorKind::TimedOut.into())) {
+            Ok(()) => link.touch_tx(),
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "write failed; reconnecting");
+                link.close();
+                conn = None;
+            }
         }
+    }
+    if let Some(link) = conn {
+        link.close();
     }
 }
