@@ -115,7 +115,8 @@ pub enum InputError {
     /// An app reply for a block or view the core did not ask about (or no longer waits for).
     #[error("unexpected app reply")]
     UnexpectedReply,
-    /// A block whose app validation reply names an unknown block.
+    /// An app validation reply naming a block not in the tree: never asked about, or pruned
+    /// since by a commit on another branch (a driver drops such a reply).
     #[error("unknown block {0}")]
     UnknownBlock(BlockHash),
     /// A produced payload over the block size limit.

@@ -726,9 +726,18 @@ impl Sim {
             let from_app = matches!(input, Input::BlockProduced { .. } | Input::BlockValidated { .. });
             match replica.handle(input) {
                 Ok(()) => {}
-                // An app reply can be overtaken by a view change queued before it.
-                Err(hotstuff_core::InputError::UnexpectedReply) if from_app => {}
-                Err(e) => panic!("seed {}: node {n} refused its own driver's input: {e}", self.p.seed),
+                // An app reply can be overtaken by a view change queued before it, or by a commit
+                // on another branch that pruned its block.
+                Err(
+                    hotstuff_core::InputError::UnexpectedReply | hotstuff_core::InputError::UnknownBlock(_),
+                ) if from_app => {}
+                Err(e) => {
+                    let tail = self.report.trace.len().saturating_sub(60);
+                    for l in &self.report.trace[tail..] {
+                        eprintln!("{l}");
+                    }
+                    panic!("seed {}: node {n} refused its own driver's input: {e}", self.p.seed)
+                }
             }
         }
     }

@@ -207,7 +207,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
             _ => "app reply",
         };
         match self.replica.handle(input) {
-            Ok(()) | Err(InputError::UnexpectedReply) => {}
+            // A reply the core no longer waits for: the view moved on, or a commit on another
+            // branch pruned the block being validated.
+            Ok(()) | Err(InputError::UnexpectedReply | InputError::UnknownBlock(_)) => {}
             Err(error) => tracing::warn!(%error, what, "local input refused"),
         }
     }
