@@ -175,8 +175,8 @@ fn kill_restart_and_full_restart_keep_every_committed_transaction() {
         net.put(t % N, &format!("warm{t}"), &format!("w{t}"));
     }
 
-    // Kill -9 one node, then the current leader, three times; restart each.
-    for round in 0..4 {
+    // Kill -9 one node, then the current leader five times in a row; restart each.
+    for round in 0..6 {
         let alive = (round + 1) % N;
         // Let the view move on by a varying amount, so the leader killed is not always the same.
         std::thread::sleep(Duration::from_millis(170 * round as u64));

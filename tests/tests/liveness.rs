@@ -81,7 +81,7 @@ fn fault_free_n4_500_seeds_no_view_timeouts() {
 fn fault_free_n7_500_seeds_no_view_timeouts() {
     batch("fault-free n=7", 7, 0..500, |s| {
         let (d, t) = shapes(s);
-        Params::fault_free(s, 7, d, t, 20)
+        Params::fault_free(s, 7, d, t, 15)
     });
 }
 
@@ -89,6 +89,6 @@ fn fault_free_n7_500_seeds_no_view_timeouts() {
 fn fault_free_n10_500_seeds_no_view_timeouts() {
     batch("fault-free n=10", 10, 0..500, |s| {
         let (d, t) = shapes(s);
-        Params::fault_free(s, 10, d, t, 15)
+        Params::fault_free(s, 10, d, t, 10)
     });
 }

@@ -10,7 +10,7 @@
 use hotstuff_core::LeaderPolicy;
 use hotstuff_tests::sim::{Params, Sim};
 
-const RUN_MS: u64 = 120_000;
+const RUN_MS: u64 = 90_000;
 const FROM_MS: u64 = 30_000;
 
 fn params(seed: u64, n: usize, dead: &[usize], policy: LeaderPolicy) -> Params {
