@@ -115,10 +115,12 @@ pub mod app;
 pub mod error;
 pub mod event;
 pub mod kv;
-pub mod load;
 pub mod net;
 pub mod node;
 pub mod storage;
+
+/// The kv load harness (it lives in [`kv::load`], beside the app it drives).
+pub use kv::load;
 
 pub use app::{App, BlockContext, Produced};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};

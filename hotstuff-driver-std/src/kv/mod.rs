@@ -1,0 +1,35 @@
+//! A replicated key-value store: the example app of this crate (used by the `kv_cluster`
+//! example and the `hotstuff-node` binary).
+//!
+//! Transactions put or delete a key. A block's payload is a borsh `Vec<Tx>`; its outcome sets
+//! `kv/<key>` for each put, deletes it for each delete, and adds the number of transactions to
+//! the counter `meta/txs` (read through the speculative state, so it exercises
+//! [`crate::BlockContext::get`]). Clients submit to one node's [`Mempool`]; that node proposes the
+//! transactions when it leads, and proposes them again if their block is abandoned.
+//!
+//! [`ClientServer`] and [`Client`] speak a small line protocol over TCP:
+//! `PUT <key> <value>`, `DEL <key>`, `GET <key>` and `STATUS`, answered by `OK`, `VALUE <v>`,
+//! `NONE`, `STATUS view=.. leader=.. height=.. txs=..` or `ERR <reason>`. Keys and values are
+//! whitespace-free UTF-8.
+//!
+//! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
+//! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
+//! ([`ClientServer`]) and the load harness ([`load`]) of the `kv_cluster` examples.
+
+mod app;
+mod client;
+pub mod load;
+mod mempool;
+mod payload;
+mod server;
+
+pub use app::KvApp;
+pub use client::{Client, RemoteStatus};
+pub use mempool::{Mempool, MempoolStats, SubmitError};
+pub use payload::{
+    decode_payload, hex, state_key, tx_count, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
+};
+pub use server::ClientServer;
+
+/// Longest request line, in bytes.
+const MAX_LINE: usize = MAX_KEY + MAX_VALUE + 16;
