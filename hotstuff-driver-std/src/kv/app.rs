@@ -15,7 +15,8 @@ pub struct KvApp {
 
 impl KvApp {
     /// An app proposing from `mempool`, at most `max_block_txs` transactions per block (and
-    /// never more than [`MAX_BLOCK_TXS`]).
+    /// never more than [`MAX_BLOCK_TXS`]), within the payload limit of the core (the block's
+    /// `BlockContext::max_payload`) and of the mempool (`MempoolLimits::max_block_bytes`).
     #[must_use]
     pub fn new(mempool: Mempool, max_block_txs: usize) -> Self {
         KvApp { mempool, max_block_txs: max_block_txs.clamp(1, MAX_BLOCK_TXS) }
@@ -38,7 +39,7 @@ fn apply(ctx: &BlockContext<'_>, txs: &[Tx]) -> Result<AppOutcome, StoreError> {
 
 impl App for KvApp {
     fn produce_block(&mut self, ctx: &BlockContext<'_>) -> Produced {
-        let txs = self.mempool.take(ctx.me, ctx.view, self.max_block_txs);
+        let txs = self.mempool.take(ctx.me, ctx.view, self.max_block_txs, ctx.max_payload);
         if txs.is_empty() {
             return Produced::default();
         }

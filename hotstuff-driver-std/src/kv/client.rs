@@ -11,6 +11,14 @@ pub struct Client {
     lines: BufReader<TcpStream>,
 }
 
+/// True if `error` is the node's `ERR busy: ...` answer (a limit is full: the mempool, this
+/// connection's share of it, the client port, or its write slots); the same request may
+/// succeed later.
+#[must_use]
+pub fn is_busy(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::Other && error.to_string().starts_with("busy")
+}
+
 /// A node's answer to `STATUS`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoteStatus {

@@ -12,6 +12,13 @@
 //! `NONE`, `STATUS view=.. leader=.. height=.. txs=..` or `ERR <reason>`. Keys and values are
 //! whitespace-free UTF-8.
 //!
+//! Intake is bounded and fair: the [`Mempool`] holds at most [`MempoolLimits`] (transactions
+//! and bytes) and each client connection at most its [`Quota`]; blocks are filled by bytes as
+//! well as count and never exceed the payload limit; a transaction that can never fit a block
+//! is refused at submission. The client port caps connections in total and per address, keeps
+//! slots for reads, and cuts off idle and trickling clients ([`ClientLimits`]). A full limit is
+//! answered `ERR busy: ...` ([`is_busy`]), never dropped silently.
+//!
 //! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
 //! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
 //! ([`ClientServer`]) and the load harness ([`load`]) of the `kv_cluster` examples.
@@ -24,12 +31,12 @@ mod payload;
 mod server;
 
 pub use app::KvApp;
-pub use client::{Client, RemoteStatus};
-pub use mempool::{Mempool, MempoolStats, SubmitError};
+pub use client::{is_busy, Client, RemoteStatus};
+pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
 pub use payload::{
     decode_payload, hex, state_key, tx_count, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
 };
-pub use server::ClientServer;
+pub use server::{ClientLimits, ClientServer};
 
 /// Longest request line, in bytes.
 const MAX_LINE: usize = MAX_KEY + MAX_VALUE + 16;

@@ -57,6 +57,15 @@ pub fn decode_payload(payload: &[u8]) -> Option<Vec<Tx>> {
 }
 
 impl Tx {
+    /// Its size in a block payload (its borsh encoding).
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Tx::Put { key, value } => 1 + 4 + key.len() + 4 + value.len(),
+            Tx::Delete { key } => 1 + 4 + key.len(),
+        }
+    }
+
     pub(super) fn valid(&self) -> bool {
         match self {
             Tx::Put { key, value } => !key.is_empty() && key.len() <= MAX_KEY && value.len() <= MAX_VALUE,

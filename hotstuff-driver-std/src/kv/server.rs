@@ -1,70 +1,147 @@
-//! The client port: serves the line protocol of [`super::client`] over TCP.
+//! The client port: serves the line protocol of [`super::client`] over TCP, a thread per
+//! connection, within [`ClientLimits`]: connections in total and per source address, a
+//! deadline for each whole request line (a client trickling bytes is cut off when it runs out,
+//! not when it stops sending), an idle timeout, a write timeout, and a share of the mempool per
+//! connection; a connection whose writes are refused as busy is read more and more slowly
+//! (5 ms after a refusal, doubling up to 500 ms while they go on), so a client that floods a
+//! full node costs it little. The last few connection slots are kept for reads: a connection accepted into
+//! them serves `GET` and `STATUS`, and answers writes with `ERR busy`. Refused connections get
+//! one `ERR busy: too many connections ...` line and are counted; they are logged at a bounded rate.
 
-use super::mempool::Mempool;
+use super::mempool::{Mempool, Quota};
 use super::payload::{hex, state_key, tx_count, Tx, TX_COUNT_KEY};
 use super::MAX_LINE;
+use crate::net::admission::Admission;
 use crate::node::{Reader, Status};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Most clients served at once.
-const MAX_CLIENTS: usize = 64;
+/// Limits of the client port (see each field for its default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Connections served at once (default 64).
+    pub max_clients: usize,
+    /// Connections served at once from one source address (default 16).
+    pub max_clients_per_ip: usize,
+    /// Of `max_clients`, the slots kept for reads (default 8): a connection accepted while only
+    /// these are free serves `GET` and `STATUS`, and answers `PUT` and `DEL` with `ERR busy`.
+    pub read_reserve: usize,
+    /// Time a request line may take to arrive whole, from its first byte (default 10 s).
+    pub line_timeout: Duration,
+    /// Time a connection may stay without a request (default 60 s).
+    pub idle_timeout: Duration,
+    /// Time a reply may take to be written (default 10 s); a client that does not read its
+    /// replies is disconnected.
+    pub write_timeout: Duration,
+    /// Transactions one connection may hold in the mempool at once (default 10,000).
+    pub max_pending_txs: usize,
+    /// Bytes one connection may hold in the mempool at once (default 8 MiB, counted as the
+    /// mempool counts them).
+    pub max_pending_bytes: usize,
+}
 
-/// Serves the line protocol on a listener: a thread per client (at most 64 at once).
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_clients: 64,
+            max_clients_per_ip: 16,
+            read_reserve: 8,
+            line_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_pending_txs: 10_000,
+            max_pending_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Serves the line protocol on a listener: a thread per client, within [`ClientLimits`].
 pub struct ClientServer {
     stop: Arc<AtomicBool>,
     addr: SocketAddr,
+    admission: Arc<Admission>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// What every connection's thread shares.
+struct Shared {
+    mempool: Mempool,
+    reader: Reader,
+    status: Box<dyn Fn() -> Status + Send + Sync>,
+    limits: ClientLimits,
+    next_id: AtomicU64,
+}
+
 impl ClientServer {
-    /// Serves clients of `mempool` (writes), `reader` (reads) and `status` on `listener`.
+    /// Serves clients of `mempool` (writes), `reader` (reads) and `status` on `listener`, with
+    /// the default [`ClientLimits`].
     pub fn start(
         listener: TcpListener,
         mempool: Mempool,
         reader: Reader,
         status: impl Fn() -> Status + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
+        Self::start_with(listener, mempool, reader, status, ClientLimits::default())
+    }
+
+    /// Like [`ClientServer::start`] with these limits.
+    pub fn start_with(
+        listener: TcpListener,
+        mempool: Mempool,
+        reader: Reader,
+        status: impl Fn() -> Status + Send + Sync + 'static,
+        limits: ClientLimits,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let status = Arc::new(status);
-        let active = Arc::new(AtomicUsize::new(0));
+        let admission = Admission::new("client", limits.max_clients, limits.max_clients_per_ip);
+        let adm = admission.clone();
+        let shared = Arc::new(Shared {
+            mempool,
+            reader,
+            status: Box::new(status),
+            limits,
+            next_id: AtomicU64::new(0),
+        });
         let thread = std::thread::Builder::new().name("kv-clients".into()).spawn(move || {
             for conn in listener.incoming() {
                 if flag.load(Ordering::Acquire) {
                     break;
                 }
-                let Ok(mut stream) = conn else { continue };
-                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-                    active.fetch_sub(1, Ordering::AcqRel);
-                    tracing::warn!("too many clients; connection refused");
-                    let _ = stream.write_all(b"ERR too many clients\n");
-                    continue;
-                }
-                let (m, r, s, a) = (mempool.clone(), reader.clone(), status.clone(), active.clone());
-                let spawned = std::thread::Builder::new().name("kv-client".into()).spawn(move || {
-                    if let Err(e) = serve(stream, &m, &r, &*s) {
-                        tracing::debug!(error = %e, "client connection ended");
+                match conn {
+                    Ok(stream) => accept(&shared, &adm, stream),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "client accept failed");
+                        // Out of file descriptors and the like: do not spin on it.
+                        std::thread::sleep(Duration::from_millis(20));
                     }
-                    a.fetch_sub(1, Ordering::AcqRel);
-                });
-                if spawned.is_err() {
-                    tracing::warn!("cannot spawn a client thread");
                 }
             }
         })?;
-        Ok(ClientServer { stop, addr, thread: Some(thread) })
+        Ok(ClientServer { stop, addr, admission, thread: Some(thread) })
     }
 
     /// The address it serves on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections served now.
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.admission.pending()
+    }
+
+    /// Connections refused so far (over a limit).
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.admission.refusals().total()
     }
 }
 
@@ -78,55 +155,152 @@ impl Drop for ClientServer {
     }
 }
 
-fn serve(
-    stream: TcpStream,
-    mempool: &Mempool,
-    reader: &Reader,
-    status: &dyn Fn() -> Status,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut out = stream.try_clone()?;
-    let mut lines = BufReader::new(stream);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = (&mut lines).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Ok(());
+/// Admits a connection (or refuses it with one line) and starts its thread.
+fn accept(shared: &Arc<Shared>, admission: &Arc<Admission>, mut stream: TcpStream) {
+    let Ok(addr) = stream.peer_addr() else { return };
+    let limits = &shared.limits;
+    let writable = admission.pending() + limits.read_reserve.min(limits.max_clients - 1) < limits.max_clients;
+    let slot = match admission.admit(addr.ip()) {
+        Ok(slot) => slot,
+        Err(error) => {
+            let reply = format!("ERR busy: {error}\n");
+            if admission.refusals().record(error.kind()) {
+                tracing::warn!(%addr, %error, "client connection refused (further refusals are counted)");
+            }
+            // Never wait on a refused client: the reply fits the socket's send buffer.
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write_all(reply.as_bytes());
+            return;
         }
-        if n > MAX_LINE && line.last() != Some(&b'\n') {
-            // The rest of the line is not a command: say why and close the connection.
-            out.write_all(b"ERR line too long\n")?;
-            return Ok(());
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let sh = shared.clone();
+    let spawned = std::thread::Builder::new().name("kv-client".into()).spawn(move || {
+        if let Err(e) = serve(&stream, &sh, id, writable) {
+            tracing::debug!(%addr, error = %e, "client connection ended");
         }
-        let reply = match std::str::from_utf8(&line) {
-            Ok(text) => answer(text.trim(), mempool, reader, status),
-            Err(_) => "ERR not UTF-8".to_string(),
-        };
-        out.write_all(reply.as_bytes())?;
-        out.write_all(b"\n")?;
+        drop(slot);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot spawn a client thread");
     }
 }
 
-fn answer(line: &str, mempool: &Mempool, reader: &Reader, status: &dyn Fn() -> Status) -> String {
+/// The first pause after a write refused as busy; it doubles per further refusal.
+const BUSY_PAUSE_MIN: Duration = Duration::from_millis(5);
+/// The longest pause after a write refused as busy.
+const BUSY_PAUSE_MAX: Duration = Duration::from_millis(500);
+
+/// Why a connection is closed by the server.
+enum Close {
+    LineTimeout,
+    Idle,
+    TooLong,
+}
+
+/// Serves one connection: reads request lines within their deadlines, answers each.
+fn serve(stream: &TcpStream, sh: &Shared, id: u64, writable: bool) -> std::io::Result<()> {
+    let limits = &sh.limits;
+    stream.set_write_timeout(Some(limits.write_timeout))?;
+    let quota = Quota { id, max_txs: limits.max_pending_txs, max_bytes: limits.max_pending_bytes };
+    let mut out = stream;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8 << 10];
+    // When the first byte of the line in `buf` arrived, and when the last request was answered.
+    let mut line_start: Option<Instant> = None;
+    let mut last_request = Instant::now();
+    // While its writes are refused as busy, the connection is read more and more slowly (TCP
+    // pushes back on the client): a flood of refused writes costs the node little.
+    let mut pause = Duration::ZERO;
+    let close = loop {
+        let mut answered = false;
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            if end + 1 > MAX_LINE {
+                break;
+            }
+            let mut reply = match std::str::from_utf8(buf.get(..end).unwrap_or_default()) {
+                Ok(text) => answer(text.trim(), sh, &quota, writable),
+                Err(_) => "ERR not UTF-8".to_string(),
+            };
+            buf.drain(..=end);
+            let busy = reply.starts_with("ERR busy");
+            reply.push('\n');
+            out.write_all(reply.as_bytes())?;
+            answered = true;
+            pause = if busy { (pause * 2).clamp(BUSY_PAUSE_MIN, BUSY_PAUSE_MAX) } else { Duration::ZERO };
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
+        let pending_line_len = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+        if pending_line_len >= MAX_LINE {
+            break Close::TooLong;
+        }
+        let now = Instant::now();
+        if answered {
+            last_request = now;
+            line_start = (!buf.is_empty()).then_some(now);
+        } else if buf.is_empty() {
+            line_start = None;
+        }
+        let (deadline, why) = match line_start {
+            Some(t) => (t + limits.line_timeout, Close::LineTimeout),
+            None => (last_request + limits.idle_timeout, Close::Idle),
+        };
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            break why;
+        }
+        stream.set_read_timeout(Some(left))?;
+        match (&mut &*stream).read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if buf.is_empty() {
+                    line_start = Some(Instant::now());
+                }
+                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let reply: &[u8] = match close {
+        Close::TooLong => b"ERR line too long\n",
+        Close::LineTimeout => b"ERR timeout: the request line did not arrive whole in time\n",
+        Close::Idle => b"ERR timeout: idle connection closed\n",
+    };
+    // The rest of the line is not a command: say why and close the connection.
+    out.write_all(reply)
+}
+
+fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let submitted = |tx| match mempool.submit(tx) {
-        Ok(()) => "OK".to_string(),
-        Err(e) => format!("ERR {e}"),
+    let submitted = |tx| {
+        if !writable {
+            return format!(
+                "ERR busy: the write slots are full ({} connections); this connection serves GET and STATUS only",
+                sh.limits.max_clients - sh.limits.read_reserve.min(sh.limits.max_clients - 1)
+            );
+        }
+        match sh.mempool.submit_as(tx, quota) {
+            Ok(()) => "OK".to_string(),
+            Err(e) => format!("ERR {e}"),
+        }
     };
     match words.as_slice() {
         ["PUT", key, value] => {
             submitted(Tx::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() })
         }
         ["DEL", key] => submitted(Tx::Delete { key: key.as_bytes().to_vec() }),
-        ["GET", key] => match reader.get(&state_key(key.as_bytes())) {
+        ["GET", key] => match sh.reader.get(&state_key(key.as_bytes())) {
             Ok(Some(v)) => format!("VALUE {}", String::from_utf8_lossy(&v)),
             Ok(None) => "NONE".to_string(),
             Err(e) => format!("ERR {e}"),
         },
         ["STATUS"] => {
-            let s = status();
-            let txs = reader.get(TX_COUNT_KEY).ok().flatten();
+            let s = (sh.status)();
+            let txs = sh.reader.get(TX_COUNT_KEY).ok().flatten();
             format!(
                 "STATUS view={} leader={} height={} txs={} running={}",
                 s.view.0,
@@ -147,6 +321,10 @@ mod client_protocol_tests {
     use hotstuff_core::{PublicKey, View};
 
     fn server() -> ClientServer {
+        server_with(Mempool::new(16), ClientLimits::default())
+    }
+
+    fn server_with(mempool: Mempool, limits: ClientLimits) -> ClientServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let reader = Reader::new(Arc::new(RedbStore::in_memory().unwrap()));
         let status = || Status {
@@ -156,7 +334,7 @@ mod client_protocol_tests {
             high_qc: View(0),
             running: true,
         };
-        ClientServer::start(listener, Mempool::new(16), reader, status).unwrap()
+        ClientServer::start_with(listener, mempool, reader, status, limits).unwrap()
     }
 
     fn exchange(addr: SocketAddr, request: &[u8]) -> String {
@@ -187,5 +365,81 @@ mod client_protocol_tests {
         assert_eq!(exact.len(), MAX_LINE);
         assert!(exchange(addr, &exact).starts_with("ERR"), "the key is over MAX_KEY: refused by the mempool");
         assert_eq!(exchange(addr, b"NOPE\n"), "ERR unknown command (PUT k v | DEL k | GET k | STATUS)\n");
+    }
+
+    fn reply(s: &mut TcpStream) -> String {
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    }
+
+    #[test]
+    fn a_trickling_client_is_cut_off_at_the_line_deadline_and_an_idle_one_at_the_idle_timeout() {
+        let limits = ClientLimits {
+            line_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(600),
+            ..ClientLimits::default()
+        };
+        let server = server_with(Mempool::new(16), limits);
+        let mut slow = TcpStream::connect(server.local_addr()).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = std::time::Instant::now();
+        // A byte every 100 ms: each read is quick, the line never completes.
+        for b in b"PUT k" {
+            slow.write_all(&[*b]).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(reply(&mut slow), "ERR timeout: the request line did not arrive whole in time\n");
+        let cut = start.elapsed();
+        assert!(cut < Duration::from_millis(700), "cut off after {cut:?}");
+
+        let mut idle = TcpStream::connect(server.local_addr()).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        idle.write_all(b"GET a\n").unwrap();
+        assert_eq!(reply(&mut idle), "NONE\n");
+        assert_eq!(reply(&mut idle), "ERR timeout: idle connection closed\n");
+    }
+
+    #[test]
+    fn connections_are_capped_per_address_and_the_last_slots_serve_reads_only() {
+        let limits = ClientLimits {
+            max_clients: 3,
+            max_clients_per_ip: 3,
+            read_reserve: 1,
+            ..ClientLimits::default()
+        };
+        let server = server_with(Mempool::new(16), limits);
+        let addr = server.local_addr();
+        let mut held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for s in &mut held {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"STATUS\n").unwrap();
+            assert!(reply(s).starts_with("STATUS "), "every admitted connection serves STATUS");
+        }
+        held[0].write_all(b"PUT a b\n").unwrap();
+        assert_eq!(reply(&mut held[0]), "OK\n");
+        held[2].write_all(b"PUT a b\nGET a\n").unwrap();
+        let r = reply(&mut held[2]);
+        assert!(r.starts_with("ERR busy: the write slots are full"), "{r}");
+        let mut fourth = TcpStream::connect(addr).unwrap();
+        fourth.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(reply(&mut fourth), "ERR busy: too many connections (limit 3)\n");
+        assert_eq!(server.refused(), 1);
+    }
+
+    #[test]
+    fn one_connection_cannot_hold_more_than_its_share_of_the_mempool() {
+        let limits = ClientLimits { max_pending_txs: 2, ..ClientLimits::default() };
+        let server = server_with(Mempool::new(16), limits);
+        let replies = exchange(server.local_addr(), b"PUT a 1\nPUT b 2\nPUT c 3\n");
+        let lines: Vec<&str> = replies.lines().collect();
+        assert_eq!(&lines[..2], ["OK", "OK"]);
+        assert!(
+            lines[2].starts_with("ERR busy: this connection holds 2 pending transactions"),
+            "{}",
+            lines[2]
+        );
+        // Another connection has its own share.
+        assert_eq!(exchange(server.local_addr(), b"PUT d 4\n"), "OK\n");
     }
 }

@@ -7,6 +7,7 @@
 //! queue receive with a deadline. A peer that is slow or gone fills only its own queue; frames
 //! for it are dropped when that queue is full.
 
+use super::admission::{Admission, Deadline, Pending};
 use super::frame::{read_frame, write_frame};
 use super::{handshake, Backoff, Frame, Inbox, NetContext, NetEvent, Network};
 use crate::error::{FrameError, NetError};
@@ -14,7 +15,7 @@ use hotstuff_core::{ChainId, Keypair, Limits, PublicKey, ValidatorSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufReader;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
@@ -35,7 +36,8 @@ pub struct TcpSettings {
     pub backoff_min: Duration,
     /// Longest reconnect delay (default 1 s).
     pub backoff_max: Duration,
-    /// Time allowed to connect and complete the handshake (default 5 s).
+    /// Time allowed to connect and complete the whole handshake (default 2 s): a deadline for
+    /// the exchange, not per read, so a peer trickling bytes cannot hold a handshake slot.
     pub handshake_timeout: Duration,
     /// A write blocked this long drops the connection (default 5 s).
     pub write_timeout: Duration,
@@ -45,6 +47,9 @@ pub struct TcpSettings {
     pub frame_timeout: Duration,
     /// Inbound connections allowed in their handshake at once (default 64).
     pub max_handshakes: usize,
+    /// Inbound connections allowed in their handshake at once from one source address
+    /// (default 8), so one host cannot take every handshake slot.
+    pub max_handshakes_per_ip: usize,
     /// Inbound connections kept per authenticated peer (default 4); more are refused.
     pub max_connections_per_peer: usize,
 }
@@ -58,10 +63,11 @@ impl Default for TcpSettings {
             send_queue: 1024,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(30),
             max_handshakes: 64,
+            max_handshakes_per_ip: 8,
             max_connections_per_peer: 4,
         }
     }
@@ -97,7 +103,9 @@ struct Shared {
     backoff: (Duration, Duration),
     handshake_timeout: Duration,
     write_timeout: Duration,
-    max_handshakes: usize,
+    /// Inbound handshake slots, and the refusal counter (refusals are logged at a bounded rate
+    /// and only the first of each kind per window reaches the inbox).
+    admission: Arc<Admission>,
     max_per_peer: usize,
     /// Inbound connections per authenticated peer.
     inbound: Mutex<BTreeMap<PublicKey, usize>>,
@@ -107,7 +115,6 @@ struct Shared {
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
     streams: Mutex<BTreeMap<u64, TcpStream>>,
     next_stream: AtomicU64,
-    handshaking: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -188,7 +195,7 @@ impl Shared {
     }
 
     fn refuse(&self, addr: Option<SocketAddr>, peer: Option<PublicKey>, error: NetError) {
-        if !self.stopping() {
+        if !self.stopping() && self.admission.refusals().record(error.kind()) {
             self.inbox.report(NetEvent::Refused { addr, peer, error });
         }
     }
@@ -217,7 +224,7 @@ impl Network for TcpNetwork {
             backoff: (settings.backoff_min, settings.backoff_max.max(settings.backoff_min)),
             handshake_timeout: settings.handshake_timeout,
             write_timeout: settings.write_timeout,
-            max_handshakes: settings.max_handshakes.max(1),
+            admission: Admission::new("consensus", settings.max_handshakes, settings.max_handshakes_per_ip),
             max_per_peer: settings.max_connections_per_peer.max(1),
             inbound: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
@@ -226,7 +233,6 @@ impl Network for TcpNetwork {
             slots: Mutex::new(BTreeMap::new()),
             streams: Mutex::new(BTreeMap::new()),
             next_stream: AtomicU64::new(0),
-            handshaking: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
         });
         for (peer, addr) in &settings.peers {
@@ -325,13 +331,17 @@ fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
                 continue;
             }
         };
-        let addr = stream.peer_addr().ok();
-        if sh.handshaking.fetch_add(1, Ordering::AcqRel) >= sh.max_handshakes {
-            sh.handshaking.fetch_sub(1, Ordering::AcqRel);
-            sh.refuse(addr, None, NetError::TooManyHandshakes(sh.max_handshakes));
-            continue;
-        }
-        sh.spawn("hotstuff-net-inbound", move |sh| inbound(&sh, stream, addr));
+        let Ok(addr) = stream.peer_addr() else { continue };
+        let slot = match sh.admission.admit(addr.ip()) {
+            Ok(slot) => slot,
+            Err(error) => {
+                // Closed at once; counted, and reported at a bounded rate.
+                drop(stream);
+                sh.refuse(Some(addr), None, error.into());
+                continue;
+            }
+        };
+        sh.spawn("hotstuff-net-inbound", move |sh| inbound(&sh, stream, Some(addr), slot));
     }
 }
 
@@ -342,21 +352,30 @@ fn set_timeouts(stream: &TcpStream, handshake: Option<Duration>, write: Duration
     stream.set_write_timeout(Some(handshake.unwrap_or(write)))
 }
 
-fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
+fn inbound(sh: &Arc<Shared>, stream: TcpStream, addr: Option<SocketAddr>, slot: Pending) {
     let registered = sh.register(&stream);
-    let result = set_timeouts(&stream, Some(sh.handshake_timeout), sh.write_timeout)
+    let result = stream
+        .set_nodelay(true)
         .map_err(NetError::from)
-        .and_then(|()| Ok(handshake::run(&mut stream, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?))
+        .and_then(|()| {
+            let mut timed = Deadline::new(&stream, sh.handshake_timeout);
+            Ok(handshake::run(&mut timed, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?)
+        })
         .and_then(|peer| {
             set_timeouts(&stream, None, sh.write_timeout)?;
             Ok(peer)
         });
-    sh.handshaking.fetch_sub(1, Ordering::AcqRel);
+    drop(slot);
     if registered.is_none() {
         return;
     }
     match result {
-        Err(error) => sh.refuse(addr, None, error),
+        Err(error) => {
+            if let Some(a) = addr {
+                sh.admission.failed(a.ip());
+            }
+            sh.refuse(addr, None, error);
+        }
         Ok(peer) => {
             {
                 let mut inbound = lock(&sh.inbound);
