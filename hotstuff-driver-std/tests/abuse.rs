@@ -40,9 +40,11 @@ const N: usize = 4;
 /// The baseline window and the abuse window.
 const WINDOW: Duration = Duration::from_secs(5);
 /// The test process's resident set may not exceed this. Four nodes with mempools of at most
-/// 64 MiB each (256 MiB), blocks of at most 4 MiB in flight, redb caches, and the test's own
-/// clients: 1 GiB leaves room for the allocator's slack but not for an unbounded queue.
-const RSS_BOUND: u64 = 1 << 30;
+/// 16 MiB each ([`mempool_limits`]), redb page caches of 32 MiB each (128 MiB), blocks of at
+/// most 128 KiB in flight, and the test's own clients: 512 MiB leaves room for the
+/// allocator's slack but not for an unbounded queue (before this change one node's mempool
+/// alone could hold 100,000 x 4 KiB, over 400 MiB).
+const RSS_BOUND: u64 = 512 << 20;
 /// Log lines (INFO and above) the abuse window may add over the baseline window: a refusal
 /// summary line and the first refusal of each kind per 10 s, per port and node.
 const LOG_LINES_BOUND: u64 = 120;
@@ -78,6 +80,12 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
+/// The nodes' mempools: the defaults but 16 MiB instead of 64 MiB, so that a flood fills one
+/// and it drains within seconds (a node leads a quarter of the blocks, 128 KiB each).
+fn mempool_limits() -> MempoolLimits {
+    MempoolLimits { max_bytes: 16 << 20, ..MempoolLimits::default() }
+}
+
 struct Cluster {
     _dir: tempfile::TempDir,
     nodes: Vec<Node>,
@@ -97,7 +105,7 @@ impl Cluster {
         let view_timeouts = Arc::new(AtomicU64::new(0));
         let (mut nodes, mut servers, mut mempools, mut clients) = (vec![], vec![], vec![], vec![]);
         for (i, l) in listeners.into_iter().enumerate() {
-            let mempool = Mempool::with_limits(MempoolLimits::default());
+            let mempool = Mempool::with_limits(mempool_limits());
             let store = RedbStore::open(dir.path().join(format!("node{i}.redb"))).unwrap();
             let timeouts = view_timeouts.clone();
             let mut b = NodeBuilder::new(key(i), genesis.clone(), KvApp::new(mempool.clone(), 2000), store)
@@ -299,7 +307,7 @@ fn run(name: &str, attack: impl FnOnce(&Cluster, &mut Threads, &Acked) -> Report
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     let drained = c.check_acked(&acked, Duration::from_secs(60));
     let ratio = abused.blocks_per_sec / base.blocks_per_sec.max(1e-9);
-    let limit = MempoolLimits::default().max_bytes as u64;
+    let limit = mempool_limits().max_bytes as u64;
     println!(
         "{name}: commit rate baseline {:.1} blocks/s, during abuse {:.1} blocks/s ({:.0}%); \
          {} acknowledged txs committed on all {N} nodes (last {:.1} s after the abuse); \
@@ -504,10 +512,11 @@ fn max_size_put(tag: &str, i: usize) -> (String, Value) {
 fn client_flood_of_maximum_size_values() {
     run("client flood of maximum-size values", |c, t, acked| {
         let (busy, count) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        // Two connections per node, each pipelining maximum-size PUTs (256-byte keys, 4 KiB
-        // values) as fast as the node answers.
-        for (i, addr) in c.clients.iter().copied().enumerate().flat_map(|(i, a)| [(2 * i, a), (2 * i + 1, a)])
-        {
+        // Ten connections to node 0 (their quotas, 10 x 8 MiB, exceed its 16 MiB mempool) and two
+        // to each other node, each pipelining maximum-size PUTs (256-byte keys, 4 KiB values)
+        // as fast as the node answers.
+        let conns = |(i, a): (usize, SocketAddr)| std::iter::repeat_n(a, if i == 0 { 10 } else { 2 });
+        for (i, addr) in c.clients.iter().copied().enumerate().flat_map(conns).enumerate() {
             let (busy, count, acked) = (busy.clone(), count.clone(), acked.clone());
             t.spawn(move |stop| {
                 let mut round = 0;

@@ -131,14 +131,25 @@ struct Entry {
     owner: Option<u64>,
 }
 
+/// The queue of transactions submitted without a quota.
+const ANONYMOUS: u64 = u64::MAX;
+
 impl Entry {
+    fn lane(&self) -> u64 {
+        self.owner.unwrap_or(ANONYMOUS)
+    }
+
     fn held(&self) -> usize {
         self.size + ENTRY_OVERHEAD
     }
 }
 
 struct Pool {
-    queue: VecDeque<Entry>,
+    /// Waiting transactions, one queue per submitter (quota id; [`ANONYMOUS`] for
+    /// [`Mempool::submit`]).
+    lanes: BTreeMap<u64, VecDeque<Entry>>,
+    /// The submitter whose turn comes first in the next block.
+    next_lane: u64,
     /// Transactions this node proposed, by the view of their block.
     in_flight: BTreeMap<View, Vec<Entry>>,
     me: Option<PublicKey>,
@@ -191,7 +202,8 @@ impl Mempool {
     #[must_use]
     pub fn with_limits(limits: MempoolLimits) -> Self {
         Mempool(Arc::new(Mutex::new(Pool {
-            queue: VecDeque::new(),
+            lanes: BTreeMap::new(),
+            next_lane: 0,
             in_flight: BTreeMap::new(),
             me: None,
             limits,
@@ -259,7 +271,7 @@ impl Mempool {
         }
         p.held_txs += 1;
         p.held_bytes += entry.held();
-        p.queue.push_back(entry);
+        p.lanes.entry(entry.lane()).or_default().push_back(entry);
         Ok(())
     }
 
@@ -275,39 +287,59 @@ impl Mempool {
         }
     }
 
-    /// Takes transactions for a block of `view`, oldest first: at most `max_txs` of them, and
-    /// as many as fit a payload of `max_bytes` (the smaller of this and
-    /// [`MempoolLimits::max_block_bytes`]), prefix included. The mempool adopts a smaller
-    /// `max_bytes` as its block limit, and drops queued transactions that can never fit it.
+    /// Takes transactions for a block of `view`: at most `max_txs` of them, as many as fit a
+    /// payload of `max_bytes` (the smaller of this and [`MempoolLimits::max_block_bytes`]),
+    /// prefix included. Submitters take turns (one transaction each per round, round robin
+    /// across blocks; each submitter's own transactions stay in order), so a client that
+    /// fills the mempool does not hold back the others' transactions for long. The mempool
+    /// adopts a smaller `max_bytes` as its block limit, and drops queued transactions that can
+    /// never fit it.
     pub(super) fn take(&self, me: PublicKey, view: View, max_txs: usize, max_bytes: usize) -> Vec<Tx> {
-        let mut p = self.lock();
+        let mut guard = self.lock();
+        let p = &mut *guard;
         p.me = Some(me);
         if max_bytes < p.limits.max_block_bytes {
             p.limits.max_block_bytes = max_bytes;
         }
         let max_bytes = p.limits.max_block_bytes;
-        let (mut n, mut bytes) = (0, PAYLOAD_PREFIX);
-        while n < p.queue.len() && n < max_txs {
-            let Some(e) = p.queue.get(n) else { break };
-            if bytes + e.size > max_bytes {
-                if n == 0 && e.size + PAYLOAD_PREFIX > max_bytes {
-                    // Queued before the limit shrank; it can never be proposed.
-                    if let Some(e) = p.queue.pop_front() {
-                        tracing::warn!(
-                            size = e.size,
-                            max_bytes,
-                            "dropping a transaction that can never fit a block"
-                        );
-                        p.release(&e);
-                    }
+        let mut never_fit = Vec::new();
+        for lane in p.lanes.values_mut() {
+            // Queued before the limit shrank: they can never be proposed.
+            while lane.front().is_some_and(|e| e.size + PAYLOAD_PREFIX > max_bytes) {
+                never_fit.extend(lane.pop_front());
+            }
+        }
+        for e in never_fit {
+            tracing::warn!(size = e.size, max_bytes, "dropping a transaction that can never fit a block");
+            p.release(&e);
+        }
+        let order: Vec<u64> =
+            p.lanes.range(p.next_lane..).chain(p.lanes.range(..p.next_lane)).map(|(id, _)| *id).collect();
+        let (mut batch, mut bytes, mut last) = (Vec::new(), PAYLOAD_PREFIX, None);
+        'rounds: loop {
+            let mut progress = false;
+            for id in &order {
+                if batch.len() >= max_txs {
+                    break 'rounds;
+                }
+                let Some(lane) = p.lanes.get_mut(id) else { continue };
+                if lane.front().is_none_or(|e| bytes + e.size > max_bytes) {
                     continue;
                 }
+                if let Some(e) = lane.pop_front() {
+                    bytes += e.size;
+                    batch.push(e);
+                    (progress, last) = (true, Some(*id));
+                }
+            }
+            if !progress {
                 break;
             }
-            bytes += e.size;
-            n += 1;
         }
-        let batch: Vec<Entry> = p.queue.drain(..n).collect();
+        p.lanes.retain(|_, lane| !lane.is_empty());
+        if let Some(last) = last {
+            p.next_lane = last.wrapping_add(1);
+        }
         let txs = batch.iter().map(|e| e.tx.clone()).collect();
         if !batch.is_empty() {
             p.in_flight.insert(view, batch);
@@ -338,7 +370,7 @@ impl Mempool {
             let abandoned = std::mem::replace(&mut p.in_flight, keep);
             for (_, batch) in abandoned.into_iter().rev() {
                 for item in batch.into_iter().rev() {
-                    p.queue.push_front(item);
+                    p.lanes.entry(item.lane()).or_default().push_front(item);
                 }
             }
         }
@@ -442,5 +474,23 @@ mod tests {
         assert!(matches!(err, SubmitError::Full { held_txs: 3, .. }) && err.is_busy(), "{err}");
         assert!(err.to_string().starts_with("busy: "), "{err}");
         assert_eq!(pool.take_stats().pending_bytes, 3 * held);
+    }
+
+    #[test]
+    fn submitters_take_turns_in_blocks_and_keep_their_own_order() {
+        let me = PublicKey([1; 32]);
+        let pool = Mempool::new(100);
+        let (flood, other) = (
+            Quota { id: 1, max_txs: 100, max_bytes: 1 << 20 },
+            Quota { id: 2, max_txs: 100, max_bytes: 1 << 20 },
+        );
+        for k in ["f1", "f2", "f3", "f4", "f5"] {
+            pool.submit_as(put(k), &flood).unwrap();
+        }
+        pool.submit_as(put("o1"), &other).unwrap();
+        pool.submit_as(put("o2"), &other).unwrap();
+        // The flooder came first, yet the other submitter's transactions ride in the first block.
+        assert_eq!(pool.take(me, View(1), 4, usize::MAX), vec![put("f1"), put("o1"), put("f2"), put("o2")]);
+        assert_eq!(pool.take(me, View(2), 4, usize::MAX), vec![put("f3"), put("f4"), put("f5")]);
     }
 }

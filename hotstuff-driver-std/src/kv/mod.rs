@@ -13,7 +13,8 @@
 //! whitespace-free UTF-8.
 //!
 //! Intake is bounded and fair: the [`Mempool`] holds at most [`MempoolLimits`] (transactions
-//! and bytes) and each client connection at most its [`Quota`]; blocks are filled by bytes as
+//! and bytes) and each client connection at most its [`Quota`]; submitters take turns in
+//! each block (round robin, each one's transactions in order); blocks are filled by bytes as
 //! well as count and never exceed the payload limit; a transaction that can never fit a block
 //! is refused at submission. The client port caps connections in total and per address, keeps
 //! slots for reads, and cuts off idle and trickling clients ([`ClientLimits`]). A full limit is
