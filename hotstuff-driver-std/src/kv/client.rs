@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// A client of [`ClientServer`].
+/// A client of [`ClientServer`](super::ClientServer).
 pub struct Client {
     out: TcpStream,
     lines: BufReader<TcpStream>,
