@@ -32,7 +32,9 @@ pub struct ClientLimits {
     pub read_reserve: usize,
     /// Time a request line may take to arrive whole, from its first byte (default 10 s).
     pub line_timeout: Duration,
-    /// Time a connection may stay without a request (default 60 s).
+    /// Time a connection may stay without a request (default 60 s). While only the read
+    /// reserve is free, idle connections get `line_timeout` instead, so idle clients cannot
+    /// keep every slot.
     pub idle_timeout: Duration,
     /// Time a reply may take to be written (default 10 s); a client that does not read its
     /// replies is disconnected.
@@ -74,6 +76,16 @@ struct Shared {
     status: Box<dyn Fn() -> Status + Send + Sync>,
     limits: ClientLimits,
     next_id: AtomicU64,
+    admission: Arc<Admission>,
+}
+
+impl Shared {
+    /// True when only the read reserve is left: idle connections then get the line timeout
+    /// instead of the idle timeout, so that idle clients cannot keep every slot.
+    fn crowded(&self) -> bool {
+        let l = &self.limits;
+        self.admission.pending() + l.read_reserve.max(1) >= l.max_clients
+    }
 }
 
 impl ClientServer {
@@ -107,6 +119,7 @@ impl ClientServer {
             status: Box::new(status),
             limits,
             next_id: AtomicU64::new(0),
+            admission: admission.clone(),
         });
         let thread = std::thread::Builder::new().name("kv-clients".into()).spawn(move || {
             for conn in listener.incoming() {
@@ -243,15 +256,18 @@ fn serve(stream: &TcpStream, sh: &Shared, id: u64, writable: bool) -> std::io::R
         } else if buf.is_empty() {
             line_start = None;
         }
+        let idle_timeout =
+            if sh.crowded() { limits.idle_timeout.min(limits.line_timeout) } else { limits.idle_timeout };
         let (deadline, why) = match line_start {
             Some(t) => (t + limits.line_timeout, Close::LineTimeout),
-            None => (last_request + limits.idle_timeout, Close::Idle),
+            None => (last_request + idle_timeout, Close::Idle),
         };
         let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
             break why;
         }
-        stream.set_read_timeout(Some(left))?;
+        // Wake at least once a second to see whether the port got crowded.
+        stream.set_read_timeout(Some(left.min(Duration::from_secs(1))))?;
         match (&mut &*stream).read(&mut chunk) {
             Ok(0) => return Ok(()),
             Ok(n) => {
@@ -441,5 +457,33 @@ mod client_protocol_tests {
         );
         // Another connection has its own share.
         assert_eq!(exchange(server.local_addr(), b"PUT d 4\n"), "OK\n");
+    }
+
+    #[test]
+    fn idle_connections_are_shed_sooner_when_the_port_is_crowded() {
+        let limits = ClientLimits {
+            max_clients: 4,
+            max_clients_per_ip: 4,
+            read_reserve: 1,
+            line_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(60),
+            ..ClientLimits::default()
+        };
+        let server = server_with(Mempool::new(16), limits);
+        let _idle = TcpStream::connect(server.local_addr()).unwrap();
+        // One of four slots in use: an idle connection may stay (60 s).
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(server.connections(), 1);
+        let _more: Vec<TcpStream> =
+            (0..2).map(|_| TcpStream::connect(server.local_addr()).unwrap()).collect();
+        // Three in use, only the read reserve left: idle connections are cut after the line
+        // timeout (checked at least once a second) until the port is no longer crowded.
+        let start = std::time::Instant::now();
+        while server.connections() > 2 {
+            assert!(start.elapsed() < Duration::from_millis(2500), "no idle connection was shed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(server.connections(), 2, "the others stay once the port is not crowded");
     }
 }
