@@ -38,7 +38,7 @@ use tracing_subscriber::Layer;
 
 const N: usize = 4;
 /// The baseline window and the abuse window.
-const WINDOW: Duration = Duration::from_secs(5);
+const WINDOW: Duration = Duration::from_secs(8);
 /// The test process's resident set may not exceed this. Four nodes with mempools of at most
 /// 16 MiB each ([`mempool_limits`]), redb page caches of 32 MiB each (128 MiB), blocks of at
 /// most 128 KiB in flight, and the test's own clients: 512 MiB leaves room for the
