@@ -31,7 +31,7 @@ impl Produced {
 /// state only through [`BlockContext::get`] (the speculative state of the parent block), never
 /// from the clock, randomness or local files.
 pub trait App: Send + 'static {
-    /// Builds the payload of a new block on `ctx.parent`. Returning an empty [`Produced`] when
+    /// Builds the payload of a new block on `ctx.parent`, at most `ctx.max_payload` bytes. Returning an empty [`Produced`] when
     /// there is nothing to do lets the node wait a little (its `idle_block_delay`) before
     /// proposing an empty block, which keeps an idle chain idle.
     fn produce_block(&mut self, ctx: &BlockContext<'_>) -> Produced;
@@ -64,6 +64,9 @@ pub struct BlockContext<'a> {
     pub me: PublicKey,
     /// The validator set in force.
     pub validators: &'a ValidatorSet,
+    /// The largest payload the core accepts (its `Limits::max_payload`): a produced payload
+    /// must not be longer, or the node proposes an empty block instead.
+    pub max_payload: usize,
     pub(crate) store: &'a dyn Storage,
     /// Updates of the parent and its uncommitted ancestors, newest first.
     pub(crate) pending: Vec<&'a AppStateUpdates>,

@@ -145,6 +145,22 @@ pub enum NetError {
     /// Too many connections are in their handshake at once.
     #[error("too many connections in handshake (limit {0})")]
     TooManyHandshakes(usize),
+    /// This source address already holds this many connections in their handshake.
+    #[error("too many connections in handshake from {addr} (limit {limit} per address)")]
+    TooManyHandshakesFrom {
+        /// The source address.
+        addr: std::net::IpAddr,
+        /// The limit per address.
+        limit: usize,
+    },
+    /// This source address failed too many handshakes lately.
+    #[error("too many failed handshakes from {addr} lately (at most {per_second} per second)")]
+    TooManyFailures {
+        /// The source address.
+        addr: std::net::IpAddr,
+        /// The sustained rate of failures allowed.
+        per_second: u32,
+    },
     /// The peer already holds this many inbound connections.
     #[error("too many connections from this peer (limit {0})")]
     TooManyConnections(usize),
@@ -154,6 +170,38 @@ pub enum NetError {
     /// The node is shutting down.
     #[error("the node is stopped")]
     Stopped,
+}
+
+impl NetError {
+    /// A short name of the kind of refusal, for counting refusals by kind.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NetError::Frame(FrameError::TooLarge { .. }) => "frame_too_large",
+            NetError::Frame(FrameError::Truncated { .. }) => "frame_truncated",
+            NetError::Frame(FrameError::Io(_)) => "frame_io",
+            NetError::Handshake(h) => match h {
+                HandshakeError::Io(_) => "handshake_io",
+                HandshakeError::Closed => "handshake_closed",
+                HandshakeError::BadHello => "handshake_bad_hello",
+                HandshakeError::WrongChain { .. } => "handshake_wrong_chain",
+                HandshakeError::SelfConnection => "handshake_self",
+                HandshakeError::UnexpectedKey { .. } => "handshake_unexpected_key",
+                HandshakeError::NotAllowed(_) => "handshake_not_allowed",
+                HandshakeError::BadKey(_) => "handshake_bad_key",
+                HandshakeError::BadSignature(_) => "handshake_bad_signature",
+                HandshakeError::Entropy(_) => "handshake_entropy",
+            },
+            NetError::Decode(_) => "message_decode",
+            NetError::WrongChain { .. } => "message_wrong_chain",
+            NetError::TooManyHandshakes(_) => "too_many_handshakes",
+            NetError::TooManyHandshakesFrom { .. } => "too_many_handshakes_from_address",
+            NetError::TooManyFailures { .. } => "too_many_failures_from_address",
+            NetError::TooManyConnections(_) => "too_many_connections_of_peer",
+            NetError::Io(_) => "io",
+            NetError::Stopped => "stopped",
+        }
+    }
 }
 
 impl From<std::io::Error> for NetError {

@@ -52,6 +52,13 @@
 //! logged and reported as [`Event::Net`], and the connection is closed; the node goes on.
 //! Peers are configured as `PublicKey -> Option<SocketAddr>`: with an address, the node dials
 //! it; without (a listener behind NAT), it answers on the connection the peer opened.
+//! Inbound connections are admitted within bounds ([`net::admission`]): at most
+//! `max_handshakes` in their handshake at once and `max_handshakes_per_ip` from one address,
+//! each with one deadline for the whole handshake (`handshake_timeout`, 2 s, not per read), and
+//! an address that keeps failing handshakes is refused at accept for a while. Refusals are
+//! counted; only the first of each kind per 10 s is logged in full and reaches the node's loop
+//! (as [`Event::Net`]), the rest go into one summary line per window, so a flood costs neither
+//! the log nor the consensus inbox more than a few lines.
 //! [`Network`] lets you plug in your own transport.
 //!
 //! Connection health ([`net::health`]): each connection has a liveness deadline
@@ -125,10 +132,12 @@ pub mod app;
 pub mod error;
 pub mod event;
 pub mod kv;
-pub mod load;
 pub mod net;
 pub mod node;
 pub mod storage;
+
+/// The kv load harness (it lives in [`kv::load`], beside the app it drives).
+pub use kv::load;
 
 pub use app::{App, BlockContext, Produced};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};

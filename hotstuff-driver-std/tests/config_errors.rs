@@ -39,6 +39,7 @@ fn builder_names_the_bad_setting() {
     assert_eq!(setting_name(b().base_timeout(Duration::ZERO).start()), "base_timeout");
     assert_eq!(setting_name(b().max_timeout(Duration::from_millis(1)).start()), "max_timeout");
     assert_eq!(setting_name(b().send_queue(0).start()), "send_queue");
+    assert_eq!(setting_name(b().max_handshakes(64, 0).start()), "max_handshakes");
     assert_eq!(setting_name(b().inbox_capacity(0).start()), "inbox_capacity");
     assert_eq!(setting_name(b().liveness_timeout(Duration::ZERO).start()), "liveness_timeout");
     assert_eq!(setting_name(b().sync_no_progress(Duration::ZERO).start()), "sync_no_progress");
@@ -95,6 +96,12 @@ fn node_binary_names_the_bad_field() {
             good.replace("idle_block_delay_ms = 100", "idle_block_delay_ms = 5000"),
         ),
         ("key_file", good.replace("node0.key", "missing.key")),
+        ("intake.client_read_reserve", good.replace("client_read_reserve = 8", "client_read_reserve = 64")),
+        ("intake.block_max_bytes", good.replace("block_max_bytes = 131072", "block_max_bytes = 10")),
+        (
+            "intake.handshake_timeout_ms",
+            good.replace("handshake_timeout_ms = 2000", "handshake_timeout_ms = 0"),
+        ),
     ];
     for (field, text) in cases {
         assert_ne!(text, good, "case {field} changed nothing");

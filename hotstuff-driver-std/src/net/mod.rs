@@ -1,6 +1,7 @@
 //! Networking: the [`Network`] trait the node sends through, the [`Inbox`] a network delivers
 //! into, and the default [`TcpNetwork`].
 
+pub mod admission;
 pub mod frame;
 pub mod handshake;
 pub mod health;

@@ -15,6 +15,7 @@
 //! received for two heartbeat intervals) switches to a fresh connection the peer opened, if
 //! there is one.
 
+use super::admission::{Admission, Deadline, Pending};
 use super::frame::{is_heartbeat, read_frame, write_frame};
 use super::{handshake, health, Backoff, Frame, Inbox, NetContext, NetEvent, Network};
 use crate::error::{FrameError, NetError};
@@ -22,7 +23,7 @@ use hotstuff_core::{ChainId, Keypair, Limits, PublicKey, ValidatorSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::thread::JoinHandle;
@@ -43,7 +44,8 @@ pub struct TcpSettings {
     pub backoff_min: Duration,
     /// Longest reconnect delay (default 1 s).
     pub backoff_max: Duration,
-    /// Time allowed to connect and complete the handshake (default 5 s).
+    /// Time allowed to connect and complete the whole handshake (default 2 s): a deadline for
+    /// the exchange, not per read, so a peer trickling bytes cannot hold a handshake slot.
     pub handshake_timeout: Duration,
     /// A write blocked this long drops the connection (default 5 s).
     pub write_timeout: Duration,
@@ -53,6 +55,9 @@ pub struct TcpSettings {
     pub frame_timeout: Duration,
     /// Inbound connections allowed in their handshake at once (default 64).
     pub max_handshakes: usize,
+    /// Inbound connections allowed in their handshake at once from one source address
+    /// (default 8), so one host cannot take every handshake slot.
+    pub max_handshakes_per_ip: usize,
     /// Inbound connections kept per authenticated peer (default 4); more are refused.
     pub max_connections_per_peer: usize,
     /// A connection on which nothing arrived for this long is dropped and its peer redialled
@@ -73,10 +78,11 @@ impl Default for TcpSettings {
             send_queue: 1024,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(30),
             max_handshakes: 64,
+            max_handshakes_per_ip: 8,
             max_connections_per_peer: 4,
             liveness_timeout: Duration::from_secs(1),
         }
@@ -232,7 +238,9 @@ struct Shared {
     backoff: (Duration, Duration),
     handshake_timeout: Duration,
     write_timeout: Duration,
-    max_handshakes: usize,
+    /// Inbound handshake slots, and the refusal counter (refusals are logged at a bounded rate
+    /// and only the first of each kind per window reaches the inbox).
+    admission: Arc<Admission>,
     max_per_peer: usize,
     /// The liveness deadline of a connection.
     liveness: Duration,
@@ -248,7 +256,6 @@ struct Shared {
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
     streams: Mutex<BTreeMap<u64, TcpStream>>,
     next_stream: AtomicU64,
-    handshaking: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -329,7 +336,7 @@ impl Shared {
     }
 
     fn refuse(&self, addr: Option<SocketAddr>, peer: Option<PublicKey>, error: NetError) {
-        if !self.stopping() {
+        if !self.stopping() && self.admission.refusals().record(error.kind()) {
             self.inbox.report(NetEvent::Refused { addr, peer, error });
         }
     }
@@ -358,7 +365,7 @@ impl Network for TcpNetwork {
             backoff: (settings.backoff_min, settings.backoff_max.max(settings.backoff_min)),
             handshake_timeout: settings.handshake_timeout,
             write_timeout: settings.write_timeout,
-            max_handshakes: settings.max_handshakes.max(1),
+            admission: Admission::new("consensus", settings.max_handshakes, settings.max_handshakes_per_ip),
             max_per_peer: settings.max_connections_per_peer.max(1),
             liveness: settings.liveness_timeout.max(Duration::from_millis(1)),
             heartbeat: health::heartbeat_interval(settings.liveness_timeout),
@@ -373,7 +380,6 @@ impl Network for TcpNetwork {
             slots: Mutex::new(BTreeMap::new()),
             streams: Mutex::new(BTreeMap::new()),
             next_stream: AtomicU64::new(0),
-            handshaking: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
         });
         for (peer, addr) in &settings.peers {
@@ -472,13 +478,17 @@ fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
                 continue;
             }
         };
-        let addr = stream.peer_addr().ok();
-        if sh.handshaking.fetch_add(1, Ordering::AcqRel) >= sh.max_handshakes {
-            sh.handshaking.fetch_sub(1, Ordering::AcqRel);
-            sh.refuse(addr, None, NetError::TooManyHandshakes(sh.max_handshakes));
-            continue;
-        }
-        sh.spawn("hotstuff-net-inbound", move |sh| inbound(&sh, stream, addr));
+        let Ok(addr) = stream.peer_addr() else { continue };
+        let slot = match sh.admission.admit(addr.ip()) {
+            Ok(slot) => slot,
+            Err(error) => {
+                // Closed at once; counted, and reported at a bounded rate.
+                drop(stream);
+                sh.refuse(Some(addr), None, error.into());
+                continue;
+            }
+        };
+        sh.spawn("hotstuff-net-inbound", move |sh| inbound(&sh, stream, Some(addr), slot));
     }
 }
 
@@ -499,17 +509,24 @@ fn established(sh: &Shared, stream: TcpStream) -> std::io::Result<Arc<Link>> {
     Link::new(stream)
 }
 
-fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: Option<SocketAddr>) {
+fn inbound(sh: &Arc<Shared>, stream: TcpStream, addr: Option<SocketAddr>, slot: Pending) {
     let registered = sh.register(&stream);
-    let result = set_timeouts(&stream, sh.handshake_timeout, sh.handshake_timeout)
-        .map_err(NetError::from)
-        .and_then(|()| Ok(handshake::run(&mut stream, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?));
-    sh.handshaking.fetch_sub(1, Ordering::AcqRel);
+    // The whole handshake has one deadline; `established` sets the connection up for its life.
+    let result = stream.set_nodelay(true).map_err(NetError::from).and_then(|()| {
+        let mut timed = Deadline::new(&stream, sh.handshake_timeout);
+        Ok(handshake::run(&mut timed, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?)
+    });
+    drop(slot);
     if registered.is_none() {
         return;
     }
     match result {
-        Err(error) => sh.refuse(addr, None, error),
+        Err(error) => {
+            if let Some(a) = addr {
+                sh.admission.failed(a.ip());
+            }
+            sh.refuse(addr, None, error);
+        }
         Ok(peer) => {
             {
                 let mut inbound = lock(&sh.inbound);

@@ -136,7 +136,7 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
-    /// Time allowed to connect and finish the handshake (default 5 s).
+    /// Time allowed to connect and finish the whole handshake (default 2 s).
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.tcp.handshake_timeout = timeout;
@@ -158,6 +158,15 @@ impl<A: App> NodeBuilder<A> {
     #[must_use]
     pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
         self.tcp.liveness_timeout = timeout;
+        self
+    }
+
+    /// Inbound connections in their handshake at once: in total (default 64) and from one
+    /// source address (default 8). Further connections are closed at once and counted.
+    #[must_use]
+    pub fn max_handshakes(mut self, total: usize, per_address: usize) -> Self {
+        self.tcp.max_handshakes = total;
+        self.tcp.max_handshakes_per_ip = per_address;
         self
     }
 
@@ -272,6 +281,9 @@ impl<A: App> NodeBuilder<A> {
             }
             if t.liveness_timeout < Duration::from_millis(4) {
                 return Err(setting("liveness_timeout", "must be at least 4 ms"));
+            }
+            if t.max_handshakes == 0 || t.max_handshakes_per_ip == 0 {
+                return Err(setting("max_handshakes", "need at least 1 in total and per address"));
             }
             if t.frame_timeout.is_zero() {
                 return Err(setting("frame_timeout", "must be above zero"));

@@ -12,7 +12,7 @@
 //!    network; or how long the driver may wait for it.
 
 use super::Status;
-use crate::app::{App, BlockContext};
+use crate::app::{App, BlockContext, Produced};
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::net::{Frame, NetEvent, Outbound};
@@ -330,7 +330,19 @@ impl<A: App, N: Outbound> Engine<A, N> {
     fn produce(&mut self, view: View, parent: BlockHash, height: Height, may_wait: bool) {
         let ctx = context(&self.replica, self.store.as_ref(), view, height, parent);
         let idle = ctx.pending.iter().all(|u| u.is_empty());
-        let produced = self.app.produce_block(&ctx);
+        let max_payload = ctx.max_payload;
+        let mut produced = self.app.produce_block(&ctx);
+        if produced.payload.len() > max_payload {
+            // The core would refuse the block and the view would fail; an empty block keeps
+            // the chain going (the app's transactions stay its to propose again).
+            tracing::error!(
+                len = produced.payload.len(),
+                max_payload,
+                %view,
+                "the app produced a payload over the limit; proposing an empty block instead"
+            );
+            produced = Produced::default();
+        }
         if may_wait && idle && produced.is_empty() && !self.idle_block_delay.is_zero() {
             self.deferred =
                 Some(Deferred { view, parent, height, at: Instant::now() + self.idle_block_delay });
@@ -378,6 +390,7 @@ fn context<'a>(
         height,
         parent,
         me: replica.id(),
+        max_payload: replica.config().limits.max_payload,
         validators: replica.validators(),
         store,
         pending: replica.pending_updates(&parent),

@@ -16,6 +16,7 @@
 pub mod wire;
 
 use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
+use hotstuff_driver_std::net::admission::{Admission, Pending};
 use hotstuff_driver_std::net::frame::{is_heartbeat, HEARTBEAT};
 use hotstuff_driver_std::net::{decode_frame, health, Backoff, Frame};
 use hotstuff_driver_std::{FrameError, HandshakeError, NetError, NetEvent, Outbound, TcpSettings};
@@ -23,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -138,7 +139,10 @@ struct Shared {
     tcp: TcpSettings,
     /// Inbound connections per authenticated peer.
     inbound: Mutex<BTreeMap<PublicKey, usize>>,
-    handshaking: AtomicUsize,
+    /// Inbound handshake slots (in total and per source address), and the refusal counter:
+    /// refusals are logged at a bounded rate and only the first of each kind per window
+    /// reaches the inbox.
+    admission: Arc<Admission>,
     allowed: RwLock<BTreeSet<PublicKey>>,
     configured: BTreeSet<PublicKey>,
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
@@ -184,7 +188,7 @@ impl TcpNetwork {
             limits,
             inbox,
             inbound: Mutex::new(BTreeMap::new()),
-            handshaking: AtomicUsize::new(0),
+            admission: Admission::new("consensus", settings.max_handshakes, settings.max_handshakes_per_ip),
             allowed: RwLock::new(BTreeSet::new()),
             configured,
             tcp: TcpSettings {
@@ -322,7 +326,7 @@ impl Shared {
     }
 
     fn refuse(&self, addr: Option<SocketAddr>, peer: Option<PublicKey>, error: NetError) {
-        if !self.stop.is_cancelled() {
+        if !self.stop.is_cancelled() && self.admission.refusals().record(error.kind()) {
             self.report(NetEvent::Refused { addr, peer, error });
         }
     }
@@ -339,12 +343,15 @@ async fn accept_loop(sh: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        if sh.handshaking.fetch_add(1, Ordering::AcqRel) >= sh.tcp.max_handshakes {
-            sh.handshaking.fetch_sub(1, Ordering::AcqRel);
-            sh.refuse(Some(addr), None, NetError::TooManyHandshakes(sh.tcp.max_handshakes));
-            continue;
-        }
-        sh.spawn("inbound", move |sh| async move { inbound(&sh, stream, addr).await });
+        let slot = match sh.admission.admit(addr.ip()) {
+            Ok(slot) => slot,
+            Err(error) => {
+                drop(stream);
+                sh.refuse(Some(addr), None, error.into());
+                continue;
+            }
+        };
+        sh.spawn("inbound", move |sh| async move { inbound(&sh, stream, addr, slot).await });
     }
 }
 
@@ -363,12 +370,15 @@ async fn handshake(
     }
 }
 
-async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, slot: Pending) {
     let result = handshake(sh, &mut stream, None, sh.tcp.handshake_timeout).await;
-    sh.handshaking.fetch_sub(1, Ordering::AcqRel);
+    drop(slot);
     let peer = match result {
         Ok(peer) => peer,
-        Err(error) => return sh.refuse(Some(addr), None, error),
+        Err(error) => {
+            sh.admission.failed(addr.ip());
+            return sh.refuse(Some(addr), None, error);
+        }
     };
     {
         let mut inbound = lock(&sh.inbound);

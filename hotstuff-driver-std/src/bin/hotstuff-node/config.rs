@@ -1,9 +1,14 @@
 //! The node's TOML configuration file, and the key file.
 
 use hotstuff_core::{ChainId, Keypair, PublicKey, ValidatorSet};
+use hotstuff_driver_std::kv::{
+    ClientLimits, MempoolLimits, Tx, ENTRY_OVERHEAD, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE,
+};
+use hotstuff_driver_std::TcpSettings;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A configuration problem, naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,140 @@ impl Default for Timing {
     }
 }
 
+/// Limits on what comes in: the mempool, the client port and the consensus port's handshakes.
+/// Each field is optional and has the node's default (see the README).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Intake {
+    /// Transactions the mempool holds, waiting or in uncommitted blocks (default 100000).
+    pub mempool_max_txs: usize,
+    /// Bytes the mempool holds: encoded transactions plus 64 bytes each (default 64 MiB).
+    pub mempool_max_bytes: usize,
+    /// Most transactions per block (default 2000).
+    pub block_max_txs: usize,
+    /// Most payload bytes per block (default 128 KiB; at most the core's 4 MiB payload limit).
+    pub block_max_bytes: usize,
+    /// Client connections served at once (default 64).
+    pub client_max_connections: usize,
+    /// Client connections from one source address (default 16).
+    pub client_max_connections_per_ip: usize,
+    /// Client connection slots kept for GET and STATUS (default 8).
+    pub client_read_reserve: usize,
+    /// Time a client request line may take to arrive whole, in ms (default 10000).
+    pub client_line_timeout_ms: u64,
+    /// Time a client connection may stay without a request, in ms (default 60000).
+    pub client_idle_timeout_ms: u64,
+    /// Transactions one client connection may hold in the mempool (default 10000).
+    pub client_max_pending_txs: usize,
+    /// Bytes one client connection may hold in the mempool (default 8 MiB).
+    pub client_max_pending_bytes: usize,
+    /// Inbound consensus connections in their handshake at once (default 64).
+    pub consensus_max_handshakes: usize,
+    /// Of those, from one source address (default 8).
+    pub consensus_max_handshakes_per_ip: usize,
+    /// Time to connect and finish a consensus handshake, in ms (default 2000).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        let (m, c, t) = (MempoolLimits::default(), ClientLimits::default(), TcpSettings::default());
+        Intake {
+            mempool_max_txs: m.max_txs,
+            mempool_max_bytes: m.max_bytes,
+            block_max_txs: 2000,
+            block_max_bytes: m.max_block_bytes,
+            client_max_connections: c.max_clients,
+            client_max_connections_per_ip: c.max_clients_per_ip,
+            client_read_reserve: c.read_reserve,
+            client_line_timeout_ms: millis(c.line_timeout),
+            client_idle_timeout_ms: millis(c.idle_timeout),
+            client_max_pending_txs: c.max_pending_txs,
+            client_max_pending_bytes: c.max_pending_bytes,
+            consensus_max_handshakes: t.max_handshakes,
+            consensus_max_handshakes_per_ip: t.max_handshakes_per_ip,
+            handshake_timeout_ms: millis(t.handshake_timeout),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Intake {
+    /// The mempool's limits.
+    pub fn mempool(&self) -> MempoolLimits {
+        MempoolLimits {
+            max_txs: self.mempool_max_txs,
+            max_bytes: self.mempool_max_bytes,
+            max_block_bytes: self.block_max_bytes,
+        }
+    }
+
+    /// The client port's limits.
+    pub fn client(&self) -> ClientLimits {
+        ClientLimits {
+            max_clients: self.client_max_connections,
+            max_clients_per_ip: self.client_max_connections_per_ip,
+            read_reserve: self.client_read_reserve,
+            line_timeout: Duration::from_millis(self.client_line_timeout_ms),
+            idle_timeout: Duration::from_millis(self.client_idle_timeout_ms),
+            max_pending_txs: self.client_max_pending_txs,
+            max_pending_bytes: self.client_max_pending_bytes,
+            ..ClientLimits::default()
+        }
+    }
+
+    /// The first field with a bad value, and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let one_tx =
+            Tx::Put { key: vec![0; MAX_KEY], value: vec![0; MAX_VALUE] }.encoded_len() + ENTRY_OVERHEAD;
+        let nonzero = [
+            ("intake.mempool_max_txs", self.mempool_max_txs as u64),
+            ("intake.client_max_connections", self.client_max_connections as u64),
+            ("intake.client_max_connections_per_ip", self.client_max_connections_per_ip as u64),
+            ("intake.client_line_timeout_ms", self.client_line_timeout_ms),
+            ("intake.client_idle_timeout_ms", self.client_idle_timeout_ms),
+            ("intake.client_max_pending_txs", self.client_max_pending_txs as u64),
+            ("intake.consensus_max_handshakes", self.consensus_max_handshakes as u64),
+            ("intake.consensus_max_handshakes_per_ip", self.consensus_max_handshakes_per_ip as u64),
+            ("intake.handshake_timeout_ms", self.handshake_timeout_ms),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err((name, "must be at least 1".into()));
+        }
+        if self.mempool_max_bytes < one_tx {
+            return Err((
+                "intake.mempool_max_bytes",
+                format!("must hold at least one transaction ({one_tx} bytes)"),
+            ));
+        }
+        if self.client_max_pending_bytes < one_tx {
+            return Err((
+                "intake.client_max_pending_bytes",
+                format!("must hold at least one transaction ({one_tx} bytes)"),
+            ));
+        }
+        let max_payload = hotstuff_core::Limits::default().max_payload;
+        if self.block_max_bytes < one_tx || self.block_max_bytes > max_payload {
+            return Err((
+                "intake.block_max_bytes",
+                format!(
+                    "must be between one transaction ({one_tx} bytes) and the payload limit ({max_payload})"
+                ),
+            ));
+        }
+        if self.block_max_txs == 0 || self.block_max_txs > MAX_BLOCK_TXS {
+            return Err(("intake.block_max_txs", format!("must be between 1 and {MAX_BLOCK_TXS}")));
+        }
+        if self.client_read_reserve >= self.client_max_connections {
+            return Err(("intake.client_read_reserve", "must be below client_max_connections".into()));
+        }
+        Ok(())
+    }
+}
+
 fn one() -> u64 {
     1
 }
@@ -116,6 +255,9 @@ pub struct FileConfig {
     /// Timing (optional).
     #[serde(default)]
     pub timing: Timing,
+    /// Limits on what comes in (optional).
+    #[serde(default)]
+    pub intake: Intake,
     /// The genesis validator set, with addresses.
     pub validators: Vec<ValidatorEntry>,
     /// Listeners allowed to connect (optional).
@@ -131,6 +273,7 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub client_listen: SocketAddr,
     pub timing: Timing,
+    pub intake: Intake,
     pub validators: ValidatorSet,
     pub peers: Vec<(PublicKey, Option<SocketAddr>)>,
 }
@@ -222,6 +365,7 @@ impl FileConfig {
         if t.idle_block_delay_ms >= t.base_timeout_ms {
             return Err(field("timing.idle_block_delay_ms".into(), "must be below base_timeout_ms".into()));
         }
+        self.intake.check().map_err(|(name, reason)| field(name.into(), reason))?;
         let key = read_key(&base.join(&self.key_file)).map_err(|e| match e {
             ConfigError::Io { source, .. } => field("key_file".into(), source.to_string()),
             other => other,
@@ -233,6 +377,7 @@ impl FileConfig {
             listen: addr("listen".into(), &self.listen)?,
             client_listen: addr("client_listen".into(), &self.client_listen)?,
             timing: self.timing,
+            intake: self.intake,
             validators,
             peers,
             key,

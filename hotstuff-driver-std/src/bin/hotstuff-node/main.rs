@@ -4,7 +4,7 @@
 mod config;
 
 use clap::{Parser, Subcommand};
-use config::{FileConfig, ListenerEntry, Timing, ValidatorEntry};
+use config::{FileConfig, Intake, ListenerEntry, Timing, ValidatorEntry};
 use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool};
 use hotstuff_driver_std::{generate_key, Genesis, NodeBuilder, RedbStore};
 use std::net::TcpListener;
@@ -153,6 +153,7 @@ fn testnet(
             listen: port(i, 0),
             client_listen: port(i, 100),
             timing: Timing { base_timeout_ms, ..Timing::default() },
+            intake: Intake::default(),
             validators: validators.clone(),
             listeners: listener_entries.clone(),
         };
@@ -174,12 +175,13 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let store = RedbStore::open(&cfg.store)?;
-    let mempool = Mempool::new(100_000);
+    let intake = &cfg.intake;
+    let mempool = Mempool::with_limits(intake.mempool());
     let client_listener = TcpListener::bind(cfg.client_listen)?;
     let node = NodeBuilder::new(
         cfg.key,
         Genesis::new(cfg.chain, cfg.validators),
-        KvApp::new(mempool.clone(), 2000),
+        KvApp::new(mempool.clone(), intake.block_max_txs),
         store,
     )
     .listen(cfg.listen)
@@ -187,8 +189,16 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
     .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
     .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
+    .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
+    .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
     .start()?;
-    let _clients = ClientServer::start(client_listener, mempool, node.reader(), node.status_handle())?;
+    let _clients = ClientServer::start_with(
+        client_listener,
+        mempool,
+        node.reader(),
+        node.status_handle(),
+        intake.client(),
+    )?;
     tracing::info!(
         id = %hex(&node.id().0),
         consensus = %cfg.listen,

@@ -6,7 +6,7 @@
 
 use crate::error::StoreError;
 use crate::generate_key;
-use crate::kv::{hex, tx_count, KvApp, Mempool, SubmitError, Tx, TX_COUNT_KEY};
+use crate::kv::{hex, tx_count, KvApp, Mempool, Tx, TX_COUNT_KEY};
 use crate::node::{NodeBuilder, Reader, Status};
 use crate::storage::{Genesis, RedbStore};
 use hotstuff_core::{ChainId, Keypair, PublicKey, ValidatorSet};
@@ -50,7 +50,7 @@ impl Clients {
                             };
                             match pool.submit(tx) {
                                 Ok(()) => seq += 1,
-                                Err(SubmitError::Full | SubmitError::Invalid) => break,
+                                Err(_) => break,
                             }
                         }
                         std::thread::sleep(Duration::from_millis(5));

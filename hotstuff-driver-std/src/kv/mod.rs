@@ -1,0 +1,43 @@
+//! A replicated key-value store: the example app of this crate (used by the `kv_cluster`
+//! example and the `hotstuff-node` binary).
+//!
+//! Transactions put or delete a key. A block's payload is a borsh `Vec<Tx>`; its outcome sets
+//! `kv/<key>` for each put, deletes it for each delete, and adds the number of transactions to
+//! the counter `meta/txs` (read through the speculative state, so it exercises
+//! [`crate::BlockContext::get`]). Clients submit to one node's [`Mempool`]; that node proposes the
+//! transactions when it leads, and proposes them again if their block is abandoned.
+//!
+//! [`ClientServer`] and [`Client`] speak a small line protocol over TCP:
+//! `PUT <key> <value>`, `DEL <key>`, `GET <key>` and `STATUS`, answered by `OK`, `VALUE <v>`,
+//! `NONE`, `STATUS view=.. leader=.. height=.. txs=..` or `ERR <reason>`. Keys and values are
+//! whitespace-free UTF-8.
+//!
+//! Intake is bounded and fair: the [`Mempool`] holds at most [`MempoolLimits`] (transactions
+//! and bytes) and each client connection at most its [`Quota`]; submitters take turns in
+//! each block (round robin, each one's transactions in order); blocks are filled by bytes as
+//! well as count and never exceed the payload limit; a transaction that can never fit a block
+//! is refused at submission. The client port caps connections in total and per address, keeps
+//! slots for reads, and cuts off idle and trickling clients ([`ClientLimits`]). A full limit is
+//! answered `ERR busy: ...` ([`is_busy`]), never dropped silently.
+//!
+//! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
+//! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
+//! ([`ClientServer`]) and the load harness ([`load`]) of the `kv_cluster` examples.
+
+mod app;
+mod client;
+pub mod load;
+mod mempool;
+mod payload;
+mod server;
+
+pub use app::KvApp;
+pub use client::{is_busy, Client, RemoteStatus};
+pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
+pub use payload::{
+    decode_payload, hex, state_key, tx_count, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
+};
+pub use server::{ClientLimits, ClientServer};
+
+/// Longest request line, in bytes.
+const MAX_LINE: usize = MAX_KEY + MAX_VALUE + 16;

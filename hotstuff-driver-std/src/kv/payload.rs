@@ -1,0 +1,95 @@
+//! Transactions and block payloads of the kv app: the transaction type, its bounded decoding,
+//! the state keys it writes.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+/// Largest key, in bytes.
+pub const MAX_KEY: usize = 256;
+/// Largest value, in bytes.
+pub const MAX_VALUE: usize = 4096;
+/// Most transactions in one block. Validation checks this constant, never a local setting:
+/// every replica must reach the same verdict.
+pub const MAX_BLOCK_TXS: usize = 10_000;
+/// The app-state key of the committed transaction counter (u64 LE).
+pub const TX_COUNT_KEY: &[u8] = b"meta/txs";
+
+/// A transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
+pub enum Tx {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Deletes `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+impl BorshDeserialize for Tx {
+    /// The derived layout, with the key and value read within [`MAX_KEY`] and [`MAX_VALUE`]:
+    /// an oversized length prefix is refused before anything is allocated for it.
+    fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
+        let key = |r: &mut R| hotstuff_core::codec::read_bytes(r, MAX_KEY);
+        match u8::deserialize_reader(reader)? {
+            0 => {
+                Ok(Tx::Put { key: key(reader)?, value: hotstuff_core::codec::read_bytes(reader, MAX_VALUE)? })
+            }
+            1 => Ok(Tx::Delete { key: key(reader)? }),
+            _ => Err(borsh::io::Error::new(borsh::io::ErrorKind::InvalidData, "unknown transaction kind")),
+        }
+    }
+}
+
+/// Decodes a block payload into its transactions: `None` unless it is a canonical borsh
+/// `Vec<Tx>` of 1 to [`MAX_BLOCK_TXS`] valid transactions (the count is checked before any
+/// transaction is read). An empty payload is an empty block, not a payload: the caller
+/// handles it.
+#[must_use]
+pub fn decode_payload(payload: &[u8]) -> Option<Vec<Tx>> {
+    let mut reader = payload;
+    let txs: Vec<Tx> = hotstuff_core::codec::read_vec(&mut reader, MAX_BLOCK_TXS).ok()?;
+    (reader.is_empty() && !txs.is_empty() && txs.iter().all(Tx::valid)).then_some(txs)
+}
+
+impl Tx {
+    /// Its size in a block payload (its borsh encoding).
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Tx::Put { key, value } => 1 + 4 + key.len() + 4 + value.len(),
+            Tx::Delete { key } => 1 + 4 + key.len(),
+        }
+    }
+
+    pub(super) fn valid(&self) -> bool {
+        match self {
+            Tx::Put { key, value } => !key.is_empty() && key.len() <= MAX_KEY && value.len() <= MAX_VALUE,
+            Tx::Delete { key } => !key.is_empty() && key.len() <= MAX_KEY,
+        }
+    }
+}
+
+/// The app-state key that holds the kv key `key`.
+#[must_use]
+pub fn state_key(key: &[u8]) -> Vec<u8> {
+    let mut k = b"kv/".to_vec();
+    k.extend_from_slice(key);
+    k
+}
+
+/// The committed transaction count in a state value (`None`: 0).
+#[must_use]
+pub fn tx_count(value: Option<&[u8]>) -> u64 {
+    value.and_then(|v| v.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
+
+/// Lowercase hex.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
