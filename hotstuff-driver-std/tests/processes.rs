@@ -223,6 +223,14 @@ fn kill_restart_and_full_restart_keep_every_committed_transaction() {
     for i in 0..N {
         net.check_all_committed(i);
     }
+    // ... and the same app state, digest for digest.
+    let digests: Vec<String> = (0..N)
+        .map(|i| net.client(i).and_then(|mut c| c.digest()).map(|(_, d)| d).unwrap_or_default())
+        .collect();
+    assert!(
+        !digests[0].is_empty() && digests.iter().all(|d| *d == digests[0]),
+        "app-state digests differ: {digests:?}"
+    );
     let txs = net.status(0).unwrap().txs;
     assert_eq!(txs, net.committed.len() as u64, "committed count equals acknowledged transactions");
     println!("{} transactions committed and kept on all 4 replicas; test took {:?}", txs, started.elapsed());

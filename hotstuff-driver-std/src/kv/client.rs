@@ -77,6 +77,20 @@ impl Client {
         Ok(reply.strip_prefix("VALUE ").map(str::to_string))
     }
 
+    /// `(committed height, hex digest)` of the node's whole committed app state (`DIGEST`).
+    pub fn digest(&mut self) -> std::io::Result<(u64, String)> {
+        let reply = self.request("DIGEST")?;
+        let mut out = (0, String::new());
+        for part in reply.split_whitespace().skip(1) {
+            match part.split_once('=') {
+                Some(("height", v)) => out.0 = v.parse().unwrap_or(0),
+                Some(("digest", v)) => out.1 = v.to_string(),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// The node's progress.
     pub fn status(&mut self) -> std::io::Result<RemoteStatus> {
         let reply = self.request("STATUS")?;

@@ -363,7 +363,12 @@ fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
                 s.running
             )
         }
-        _ => "ERR unknown command (PUT k v | DEL k | GET k | STATUS)".to_string(),
+        // A digest of the whole committed app state (it reads every key: for checks, not polling).
+        ["DIGEST"] => match sh.reader.app_state_digest() {
+            Ok((tip, digest)) => format!("DIGEST height={} digest={}", tip.height.0, hex(&digest)),
+            Err(e) => format!("ERR {e}"),
+        },
+        _ => "ERR unknown command (PUT k v | DEL k | GET k | STATUS | DIGEST)".to_string(),
     }
 }
 
@@ -417,7 +422,10 @@ mod client_protocol_tests {
         exact.push(b'\n');
         assert_eq!(exact.len(), MAX_LINE);
         assert!(exchange(addr, &exact).starts_with("ERR"), "the key is over MAX_KEY: refused by the mempool");
-        assert_eq!(exchange(addr, b"NOPE\n"), "ERR unknown command (PUT k v | DEL k | GET k | STATUS)\n");
+        assert_eq!(
+            exchange(addr, b"NOPE\n"),
+            "ERR unknown command (PUT k v | DEL k | GET k | STATUS | DIGEST)\n"
+        );
     }
 
     fn reply(s: &mut TcpStream) -> String {
