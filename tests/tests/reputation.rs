@@ -72,3 +72,28 @@ fn control_round_robin_loses_most_of_the_rate_with_one_of_four_crashed() {
     );
     assert!(c / h < 0.5, "round robin kept {:.2} of the rate", c / h);
 }
+
+/// A validator down for the first 20 s is skipped meanwhile and leads again once it is back:
+/// it proposes committed blocks after its restart, and the chain's rate after it recovers is the
+/// healthy rate.
+#[test]
+fn a_recovered_validator_gets_back_into_the_schedule() {
+    for seed in 0..3 {
+        let mut p = params(seed, 4, &[], LeaderPolicy::REPUTATION);
+        p.outages = vec![(1, 0, 20_000)];
+        p.heal_at_ms = 20_000;
+        let r = Sim::new(p).run();
+        assert!(r.ok(), "seed {seed}: {:?}", r.liveness_failures);
+        let healthy = Sim::new(params(seed, 4, &[], LeaderPolicy::REPUTATION)).run();
+        let ratio = r.commit_rate(40_000, RUN_MS) / healthy.commit_rate(40_000, RUN_MS);
+        println!(
+            "seed {seed}: validator 1 down until 20 s; proposers of committed blocks {:?}; rate from 40 s vs healthy {ratio:.2}",
+            r.proposers.get(&0)
+        );
+        assert!(
+            r.proposers.get(&0).is_some_and(|s| s.contains(&1)),
+            "seed {seed}: validator 1 never led again"
+        );
+        assert!(ratio >= 0.9, "seed {seed}: after the recovery the rate is {ratio:.2} of the healthy one");
+    }
+}
