@@ -596,6 +596,9 @@ impl Sim {
                     }
                 }
                 let replica = self.nodes[to].replica.as_mut().expect("checked above");
+                // The drain rule: every input's actions were drained before the next input. A plain
+                // `assert!` (one comparison): the batches run in release builds.
+                assert!(!replica.has_actions(), "node {to}: input handled before the last drain");
                 if let Err(e) = replica.handle_frame(from, &bytes) {
                     self.report.refused_inputs += 1;
                     self.trace(|| format!("n{to} refused: {e}"));
@@ -724,13 +727,12 @@ impl Sim {
             let Some(input) = inputs.pop_front() else { break };
             let Some(replica) = self.nodes[n].replica.as_mut() else { break };
             let from_app = matches!(input, Input::BlockProduced { .. } | Input::BlockValidated { .. });
+            assert!(!replica.has_actions(), "node {n}: input handled before the last drain");
             match replica.handle(input) {
                 Ok(()) => {}
                 // An app reply can be overtaken by a view change queued before it, or by a commit
-                // on another branch that pruned its block.
-                Err(
-                    hotstuff_core::InputError::UnexpectedReply | hotstuff_core::InputError::UnknownBlock(_),
-                ) if from_app => {}
+                // on another branch that pruned its block: stale, not a bug.
+                Err(e) if from_app && e.is_stale() => {}
                 Err(e) => {
                     let tail = self.report.trace.len().saturating_sub(60);
                     for l in &self.report.trace[tail..] {
