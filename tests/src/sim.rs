@@ -641,6 +641,9 @@ impl Sim {
     }
 
     /// Handles every event due up to `t_ms` of virtual time, and sets the clock to `t_ms`.
+    /// Unlike [`Sim::run_to_end`] it does not stop at the end condition; pausing with it and
+    /// then calling `run_to_end` gives the same trace as [`Sim::run`] (as long as the pauses
+    /// end before the heal).
     pub fn run_until(&mut self, t_ms: u64) {
         while self.step_until(t_ms) {}
     }

@@ -223,3 +223,25 @@ fn negative_control_a_bank_that_mints_money_is_caught() {
     println!("bank negative control: minting caught in {caught} of 10 seeds");
     assert!(caught >= 8, "minting caught in only {caught} of 10 seeds");
 }
+
+#[test]
+fn stepping_replays_the_same_trace_as_run() {
+    // The built-in app, random faults and a twin: pausing every 100 ms of virtual time until
+    // the heal, then running to the end, must not change anything.
+    for seed in [3, 11, 42] {
+        let p = scenario::params(seed, 4, 1, Kind::Mixed);
+        let whole = Sim::new(p.clone()).run();
+        let mut sim = Sim::new(p.clone());
+        let mut t = 0;
+        while t < p.heal_at_ms {
+            t += 100;
+            sim.run_until(t);
+            assert_eq!(sim.now_ms(), t);
+        }
+        sim.run_to_end();
+        let stepped = sim.finish();
+        assert_eq!(stepped.trace_hash, whole.trace_hash, "seed {seed}");
+        assert_eq!(stepped.commit_logs, whole.commit_logs, "seed {seed}");
+        assert!(whole.ok(), "seed {seed}");
+    }
+}
