@@ -183,6 +183,8 @@ pub mod message;
 pub mod pacemaker;
 mod replica;
 pub mod state;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod types;
 pub mod validators;
 
