@@ -11,7 +11,7 @@ pub mod scenario;
 pub mod sim;
 pub mod user_app;
 
-pub use sim::{Behavior, NetFaults, Params, Report, SetChange, Sim};
+pub use sim::{Behavior, NetFaults, Params, Report, SetChange, Sim, Strategy, StrategyContext};
 pub use user_app::{AppState, SimApp, SimContext};
 
 /// CPU time used by the calling thread so far, in seconds (Linux `/proc/thread-self/stat`,

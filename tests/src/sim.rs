@@ -53,6 +53,37 @@ pub enum Behavior {
     Replay,
     /// Answers block-sync requests with corrupt, truncated or empty responses, or not at all.
     BadSync,
+    /// A user-supplied [`Strategy`], set with [`Sim::set_strategy`].
+    Custom,
+}
+
+/// What a user-supplied Byzantine [`Strategy`] may use: the node's key (to sign anything it
+/// likes), the chain, and the time.
+pub struct StrategyContext<'a> {
+    /// The node.
+    pub node: usize,
+    /// Its key.
+    pub key: &'a Keypair,
+    /// The chain (for signing).
+    pub chain: ChainId,
+    /// Virtual time (ms).
+    pub now_ms: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+}
+
+/// A user-supplied Byzantine behaviour: the node runs the honest core, and every message the
+/// core sends passes through [`Strategy::on_send`], which decides what actually goes out. The
+/// node is not honest for the oracles.
+pub trait Strategy {
+    /// The core sends `message` to `targets` (node indices); return the `(node, message)` pairs
+    /// to transmit instead (through the network model, faults included).
+    fn on_send(
+        &mut self,
+        ctx: &StrategyContext<'_>,
+        targets: &[usize],
+        message: Message,
+    ) -> Vec<(usize, Message)>;
 }
 
 /// A validator-set change the app makes in the first block it produces at or above
@@ -264,6 +295,8 @@ pub struct Report {
     pub end_ms: u64,
     /// Messages the core refused (bad input from Byzantine peers, stale messages).
     pub refused_inputs: u64,
+    /// Of those, the ones no honest peer sends ([`InputError::is_invalid`](hotstuff_core::InputError::is_invalid)).
+    pub invalid_inputs: u64,
     /// Blocks honest replicas added by block sync.
     pub synced_blocks: u64,
     /// Human-readable trace (if asked for).
@@ -424,6 +457,8 @@ pub struct Sim {
     hasher: blake3::Hasher,
     /// The user's app, one per node (empty: the built-in app).
     apps: Vec<Box<dyn SimApp>>,
+    /// User-supplied Byzantine strategies by node.
+    strategies: BTreeMap<usize, Box<dyn Strategy>>,
     started: bool,
     deadline: u64,
 }
@@ -504,6 +539,7 @@ impl Sim {
             report,
             hasher: blake3::Hasher::new(),
             apps: Vec::new(),
+            strategies: BTreeMap::new(),
             started: false,
             deadline: 0,
         }
@@ -657,6 +693,14 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// Makes node `n` Byzantine with the user's `strategy` (before the run starts; the node is
+    /// then not honest for the oracles).
+    pub fn set_strategy(&mut self, n: usize, strategy: Box<dyn Strategy>) {
+        assert!(!self.started, "set strategies before the run starts");
+        self.nodes[n].behavior = Behavior::Custom;
+        self.strategies.insert(n, strategy);
     }
 
     /// Virtual time now (ms).
@@ -838,6 +882,9 @@ impl Sim {
                 assert!(!replica.has_actions(), "node {to}: input handled before the last drain");
                 if let Err(e) = replica.handle_frame(from, &bytes) {
                     self.report.refused_inputs += 1;
+                    if e.is_invalid() {
+                        self.report.invalid_inputs += 1;
+                    }
                     self.trace(|| format!("n{to} refused: {e}"));
                 }
                 self.drain(to, VecDeque::new());
@@ -1311,6 +1358,27 @@ impl Sim {
         }
         let view = message.view();
         match self.nodes[n].behavior {
+            Behavior::Custom => {
+                let Some(mut strategy) = self.strategies.remove(&n) else { return };
+                let key = Keypair::from_secret(&self.keys[self.nodes[n].key]);
+                let ctx = StrategyContext {
+                    node: n,
+                    key: &key,
+                    chain: self.chain,
+                    now_ms: self.now,
+                    nodes: self.nodes.len(),
+                };
+                let out = strategy.on_send(&ctx, targets, message);
+                self.strategies.insert(n, strategy);
+                for (to, m) in out {
+                    if to < self.nodes.len() && to != n {
+                        let v = m.view();
+                        let bytes = Rc::new(Envelope::new(self.chain, m).encode());
+                        self.transmit(n, to, v, bytes);
+                    }
+                }
+                return;
+            }
             Behavior::Silent => return,
             Behavior::Withhold if matches!(message, Message::Vote(_)) => return,
             Behavior::Equivocate => {

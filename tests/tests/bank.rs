@@ -245,3 +245,59 @@ fn stepping_replays_the_same_trace_as_run() {
         assert!(whole.ok(), "seed {seed}");
     }
 }
+
+/// A user's Byzantine strategy: every vote goes out together with a second, conflicting vote
+/// for another block, signed with the same key.
+struct DoubleVoter;
+
+impl hotstuff_tests::Strategy for DoubleVoter {
+    fn on_send(
+        &mut self,
+        ctx: &hotstuff_tests::StrategyContext<'_>,
+        targets: &[usize],
+        message: hotstuff_core::Message,
+    ) -> Vec<(usize, hotstuff_core::Message)> {
+        let mut out: Vec<(usize, hotstuff_core::Message)> =
+            targets.iter().map(|t| (*t, message.clone())).collect();
+        if let hotstuff_core::Message::Vote(v) = &message {
+            let mut other = v.block;
+            other.0[0] ^= 1;
+            let subject = hotstuff_core::crypto::vote_subject(&other, v.epoch);
+            let signature = ctx.key.sign(ctx.chain, hotstuff_core::SignKind::Vote, v.view, &subject);
+            let forged = hotstuff_core::Vote { block: other, signature, ..v.clone() };
+            out.extend(targets.iter().map(|t| (*t, hotstuff_core::Message::Vote(forged.clone()))));
+        }
+        out
+    }
+}
+
+#[test]
+fn bank_with_a_user_supplied_double_voting_validator_20_seeds() {
+    let (mut refused, mut invalid) = (0, 0);
+    for seed in 0..20 {
+        let mut p = scenario::params(seed, 4, 0, Kind::None);
+        p.faults.partitions = true;
+        let mut sim = Sim::with_app(p, |_| Box::new(Bank { mints: false }));
+        sim.set_strategy((seed % 4) as usize, Box::new(DoubleVoter));
+        for i in 0..20u8 {
+            for n in 0..4 {
+                sim.submit(n, transfer(i % 8, (i + 1) % 8, 5));
+            }
+        }
+        sim.run_to_end();
+        assert!(!sim.is_honest((seed % 4) as usize));
+        let r = sim.finish();
+        assert!(
+            r.ok(),
+            "seed {seed}: {:?} {:?} {:?}",
+            r.safety_violations,
+            r.liveness_failures,
+            r.invariant_violations
+        );
+        check_agreement(&r);
+        refused += r.refused_inputs;
+        invalid += r.invalid_inputs;
+    }
+    println!("bank double voter: 20 seeds ok, {refused} inputs refused, {invalid} of them invalid");
+    assert!(invalid > 0, "the conflicting votes were refused as invalid");
+}
