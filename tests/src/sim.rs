@@ -341,6 +341,30 @@ impl Report {
 }
 
 impl Report {
+    /// Agreement, checked from the per-node commit logs alone (an oracle independent of the
+    /// one that runs during the simulation): every two honest nodes committed the same block at
+    /// every height both reached. The error names the seed, the nodes, the height and both
+    /// full hashes.
+    pub fn agreement(&self) -> Result<(), String> {
+        let honest: Vec<usize> =
+            (0..self.commit_logs.len()).filter(|n| self.honest.get(*n) == Some(&true)).collect();
+        for (i, &a) in honest.iter().enumerate() {
+            for &b in &honest[i + 1..] {
+                let (la, lb) = (&self.commit_logs[a], &self.commit_logs[b]);
+                if let Some(h) = la.iter().zip(lb).position(|(x, y)| x != y) {
+                    return Err(format!(
+                        "seed {}: nodes {a} and {b} committed {:#} and {:#} at height {}",
+                        self.seed,
+                        la[h],
+                        lb[h],
+                        h + 1
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True if no oracle fired.
     #[must_use]
     pub fn ok(&self) -> bool {
