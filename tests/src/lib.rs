@@ -1,7 +1,8 @@
 //! Test harness for `hotstuff-core`: a deterministic simulator with faults, Byzantine replicas
 //! and safety/liveness oracles. See [`sim`]; users test their own app with it through
-//! [`SimApp`] and [`Sim::with_app`], stepping it with [`Sim::run_until`]. Also a fault-injecting TCP proxy for the drivers'
-//! end-to-end tests on loopback ([`proxy`]).
+//! [`SimApp`] and [`Sim::with_app`] (and their own Byzantine [`Strategy`]), stepping it with
+//! [`Sim::run_until`]. Also a fault-injecting TCP proxy for the drivers' end-to-end tests on
+//! loopback ([`proxy`]).
 
 pub mod app;
 pub mod batch;
