@@ -76,7 +76,9 @@ pub fn vote_subject(hash: &BlockHash, epoch: Epoch) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// A replica's signing key.
+/// A replica's signing key. `Clone` copies the secret (tests and simulators run several
+/// replicas, or twins, from one key); the copies are zeroized on drop.
+#[derive(Clone)]
 pub struct Keypair {
     key: ed25519_dalek::SigningKey,
     public: PublicKey,

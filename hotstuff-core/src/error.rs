@@ -1,4 +1,11 @@
 //! Errors. An input that returns an error leaves the replica exactly as it was.
+//!
+//! Not every refused input is an attack. [`InputError::kind`] sorts them into three
+//! [`InputErrorKind`]s: *stale* input that honest peers send in the normal course of the
+//! protocol (late, duplicated, reordered, or seen from another view, epoch or leader schedule),
+//! which a driver may drop silently; *invalid* input that breaks a rule no honest peer breaks,
+//! which a driver should log and may hold against the connection's peer; and *local* errors,
+//! which name a bug in the driver or the app rather than anything a peer did.
 
 use crate::certificate::CertificateError;
 use crate::crypto::SignatureError;
@@ -151,6 +158,92 @@ pub enum InputError {
         /// The last emitted seq.
         last: u64,
     },
+}
+
+/// What a refused input says about where it came from (see [`InputError::kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputErrorKind {
+    /// Normal traffic that came too late, twice, out of order, or from a replica that sees
+    /// another view, epoch or leader: an honest peer sends it too. A driver may drop it
+    /// silently (or count it at debug level).
+    Stale,
+    /// The input breaks a rule that no honest peer breaks (a bad signature or certificate, a
+    /// malformed block, an equivocation, a forged sync response, bytes that do not decode, a
+    /// message of another chain). Either the peer (the connection's identity, or the signer
+    /// for signed content) misbehaves or it runs an incompatible version. A driver should log
+    /// it and may penalise or disconnect the peer.
+    Invalid,
+    /// The driver or its app broke the contract (a `Persisted` for a seq never emitted, a
+    /// produced block over the size limit or with inapplicable validator-set updates). Not a
+    /// peer's doing: a bug to fix.
+    Local,
+}
+
+impl InputError {
+    /// Sorts the error into stale traffic, invalid input and local bugs.
+    ///
+    /// Stale: [`Stale`](Self::Stale), [`Duplicate`](Self::Duplicate),
+    /// [`TooFarAhead`](Self::TooFarAhead) (a replica far behind), [`WrongEpoch`](Self::WrongEpoch)
+    /// (a peer on either side of an epoch change), [`WrongLeader`](Self::WrongLeader) and
+    /// [`NotNextLeader`](Self::NotNextLeader) (replicas with different committed histories may
+    /// compute different leaders; see the [`pacemaker`](crate::pacemaker) docs),
+    /// [`UnknownParent`](Self::UnknownParent), [`TreeFull`](Self::TreeFull) (a local bound, not
+    /// a proof of misbehaviour), [`UnexpectedSync`](Self::UnexpectedSync) and
+    /// [`UnexpectedBlock`](Self::UnexpectedBlock) (a reply that arrives after the core stopped
+    /// waiting, or a second copy), and the app replies the core no longer waits for,
+    /// [`UnexpectedReply`](Self::UnexpectedReply) and [`UnknownBlock`](Self::UnknownBlock)
+    /// (overtaken by a view change or pruned by a commit).
+    ///
+    /// Local: [`UnknownSeq`](Self::UnknownSeq), [`PayloadTooLarge`](Self::PayloadTooLarge),
+    /// [`BadValidatorUpdates`](Self::BadValidatorUpdates).
+    ///
+    /// Every other variant is [`InputErrorKind::Invalid`].
+    #[must_use]
+    pub fn kind(&self) -> InputErrorKind {
+        match self {
+            InputError::Stale { .. }
+            | InputError::Duplicate
+            | InputError::TooFarAhead { .. }
+            | InputError::WrongEpoch { .. }
+            | InputError::WrongLeader { .. }
+            | InputError::NotNextLeader { .. }
+            | InputError::UnknownParent(_)
+            | InputError::TreeFull
+            | InputError::UnexpectedSync(_)
+            | InputError::UnexpectedBlock(_)
+            | InputError::UnexpectedReply
+            | InputError::UnknownBlock(_) => InputErrorKind::Stale,
+            InputError::UnknownSeq { .. }
+            | InputError::PayloadTooLarge { .. }
+            | InputError::BadValidatorUpdates(_) => InputErrorKind::Local,
+            InputError::Decode(_)
+            | InputError::WrongChain { .. }
+            | InputError::NotAValidator(_)
+            | InputError::BadSignature { .. }
+            | InputError::BadCertificate(_)
+            | InputError::Equivocation { .. }
+            | InputError::MalformedBlock(_)
+            | InputError::BadHeight { .. }
+            | InputError::MissingTc { .. }
+            | InputError::BadTimeout
+            | InputError::BadSyncResponse(_)
+            | InputError::BadFetchedBlock(_) => InputErrorKind::Invalid,
+        }
+    }
+
+    /// True for normal traffic an honest peer also sends (late, duplicated, reordered, or from
+    /// another view, epoch or leader schedule): a driver may drop it without logging.
+    #[must_use]
+    pub fn is_stale(&self) -> bool {
+        self.kind() == InputErrorKind::Stale
+    }
+
+    /// True for input no honest peer sends: the peer misbehaves (or runs an incompatible
+    /// version).
+    #[must_use]
+    pub fn is_invalid(&self) -> bool {
+        self.kind() == InputErrorKind::Invalid
+    }
 }
 
 /// Why a replica could not be built.

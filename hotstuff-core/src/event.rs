@@ -69,6 +69,9 @@ pub enum Event {
     },
     /// A block was committed.
     Committed {
+        /// Its epoch (the epoch whose validator set certified it; a block that ends its epoch
+        /// carries the old epoch).
+        epoch: Epoch,
         /// Its view.
         view: View,
         /// Its height.

@@ -15,8 +15,24 @@
 //! 2. Drain [`Replica::poll_action`] until `None` and perform each [`Action`] in order; each
 //!    variant's doc says what the driver must do and which [`Input`] answers it.
 //! 3. Feed each event from the outside world to [`Replica::handle`] (or raw frames to
-//!    [`Replica::handle_frame`]) and go to 2. An `Err` means the input was bad and changed
-//!    nothing; log it and carry on.
+//!    [`Replica::handle_frame`]) and go to 2, **always**, whether `handle` returned `Ok` or
+//!    `Err`: any input may release actions (an [`Input::Persisted`] releases the held votes),
+//!    and a driver that does not drain after one of them stalls with no error (see
+//!    [`Replica::poll_action`]; [`Replica::has_actions`] checks the rule in a debug
+//!    assertion).
+//!
+//! An `Err` changed nothing. Its [`InputError::kind`] says what it means: most refusals are
+//! [stale](InputErrorKind::Stale) traffic an honest peer also sends (late, duplicated,
+//! reordered, from another view or epoch), which a driver may drop silently;
+//! [invalid](InputErrorKind::Invalid) input comes only from a misbehaving (or incompatible)
+//! peer, which a driver logs and may penalise; [local](InputErrorKind::Local) errors are bugs in
+//! the driver or the app.
+//!
+//! An [`Action::Broadcast`] goes to every other validator of the set in force and to the
+//! listeners the driver serves: [`Replica::broadcast_peers`] lists them (call it when
+//! performing the action, since the set changes with the epochs).
+//!
+//! Hashes and keys print their first 12 hex digits; `{:#}` or `to_hex()` print all 64.
 //!
 //! ## Persist before send
 //! Votes, timeout votes and proposals depend on the [`SafetyState`]. The core changes that state
@@ -167,6 +183,8 @@ pub mod message;
 pub mod pacemaker;
 mod replica;
 pub mod state;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod types;
 pub mod validators;
 
@@ -177,13 +195,17 @@ pub use block_tree::{BlockTree, Validity};
 pub use certificate::{CertificateError, QuorumCertificate, TimeoutCertificate};
 pub use config::Config;
 pub use crypto::Keypair;
-pub use error::{ConfigError, InputError};
+pub use crypto::{SignKind, SignatureError};
+pub use error::{ConfigError, InputError, InputErrorKind};
 pub use event::{Event, ViewChange};
 pub use input::Input;
-pub use message::{DecodeError, Envelope, Limits, Message, Proposal, TimeoutVote, Vote, PROTOCOL_VERSION};
-pub use pacemaker::{DefaultPacemaker, LeaderHistory, LeaderPolicy, Pacemaker};
+pub use message::{
+    DecodeError, Envelope, Limits, Message, Proposal, SyncRequest, SyncResponse, TimeoutVote, Vote,
+    PROTOCOL_VERSION,
+};
+pub use pacemaker::{DefaultPacemaker, HistoryEntry, LeaderHistory, LeaderPolicy, Pacemaker};
 pub use replica::progress::{safe_to_timeout, safe_to_vote};
 pub use replica::Replica;
 pub use state::{BlockRecord, CommittedTip, EpochState, Recovered, SafetyState};
 pub use types::{BlockHash, ChainId, Epoch, Height, Power, PublicKey, Signature, View};
-pub use validators::{ValidatorSet, ValidatorSetError, ValidatorSetUpdates};
+pub use validators::{Validator, ValidatorSet, ValidatorSetError, ValidatorSetUpdates};

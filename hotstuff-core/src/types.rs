@@ -76,8 +76,18 @@ impl fmt::Debug for BlockHash {
 }
 
 impl fmt::Display for BlockHash {
+    /// The first 6 bytes in hex; with `{:#}`, all 32 (see [`BlockHash::to_hex`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_hex_prefix(f, &self.0)
+    }
+}
+
+impl BlockHash {
+    /// The full 32 bytes as 64 lowercase hex digits (`Display` shows the first 12 digits, or
+    /// all of them with `{:#}`).
+    #[must_use]
+    pub fn to_hex(&self) -> alloc::string::String {
+        alloc::format!("{self:#}")
     }
 }
 
@@ -95,8 +105,18 @@ impl fmt::Debug for PublicKey {
 }
 
 impl fmt::Display for PublicKey {
+    /// The first 6 bytes in hex; with `{:#}`, all 32 (see [`PublicKey::to_hex`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_hex_prefix(f, &self.0)
+    }
+}
+
+impl PublicKey {
+    /// The full 32 bytes as 64 lowercase hex digits (`Display` shows the first 12 digits, or
+    /// all of them with `{:#}`).
+    #[must_use]
+    pub fn to_hex(&self) -> alloc::string::String {
+        alloc::format!("{self:#}")
     }
 }
 
@@ -113,8 +133,11 @@ impl fmt::Debug for Signature {
 /// Voting power of one validator.
 pub type Power = u64;
 
+/// The first 6 bytes in hex (enough to tell hashes and keys apart in logs); all of them with
+/// the alternate flag (`{:#}` or `{:#?}`).
 fn write_hex_prefix(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for b in bytes.iter().take(6) {
+    let take = if f.alternate() { bytes.len() } else { 6 };
+    for b in bytes.iter().take(take) {
         write!(f, "{b:02x}")?;
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! Test harness for `hotstuff-core`: a deterministic simulator with faults, Byzantine replicas
-//! and safety/liveness oracles. See [`sim`]. Also a fault-injecting TCP proxy for the drivers'
-//! end-to-end tests on loopback ([`proxy`]).
+//! and safety/liveness oracles. See [`sim`]; users test their own app with it through
+//! [`SimApp`] and [`Sim::with_app`] (and their own Byzantine [`Strategy`]), stepping it with
+//! [`Sim::run_until`]. Also a fault-injecting TCP proxy for the drivers' end-to-end tests on
+//! loopback ([`proxy`]).
 
 pub mod app;
 pub mod batch;
@@ -8,8 +10,10 @@ pub mod fuzzing;
 pub mod proxy;
 pub mod scenario;
 pub mod sim;
+pub mod user_app;
 
-pub use sim::{Behavior, NetFaults, Params, Report, SetChange, Sim};
+pub use sim::{Behavior, NetFaults, Params, Report, SetChange, Sim, Strategy, StrategyContext};
+pub use user_app::{AppState, SimApp, SimContext};
 
 /// CPU time used by the calling thread so far, in seconds (Linux `/proc/thread-self/stat`,
 /// 10 ms resolution), or `None` where that is not available. Used to report simulator rates

@@ -86,8 +86,8 @@ pub fn twins(scenario: u64, n: usize, twins: usize) -> Params {
     let mut p = Params::new(scenario, n);
     p.twins = (0..twins).collect();
     let nodes = n + twins;
-    // Node order in the simulator: each key's nodes are adjacent, twins first.
-    let node_keys: Vec<usize> = (0..n).flat_map(|k| if k < twins { vec![k, k] } else { vec![k] }).collect();
+    // Node order in the simulator: each key's nodes are adjacent (`Params::node_keys`).
+    let node_keys = p.node_keys();
     debug_assert_eq!(node_keys.len(), nodes);
     for _ in 0..TWINS_VIEWS {
         let mut sides: Vec<u8> = (0..nodes).map(|_| rng.gen_range(0..2)).collect();

@@ -4,13 +4,31 @@
 //! One `u64` seed decides everything. There are no threads and no wall clock: a priority queue
 //! of `(virtual time, sequence number)` orders every event, so the same seed always gives the
 //! same trace (and the same trace hash).
+//!
+//! # Use it on your own app
+//! Build [`Params`], plug your app in with [`Sim::with_app`] (a [`SimApp`]: produce and
+//! validate payloads on the speculative state, and an invariant checked after every commit),
+//! then either [`Sim::run`] to the end, or step: [`Sim::run_until`] a virtual time,
+//! [`Sim::run_until_pred`] a condition, [`Sim::step`] one event, and between steps
+//! [`submit`](Sim::submit) client transactions, [`crash`](Sim::crash) or
+//! [`restart`](Sim::restart) a node, [`set_partition`](Sim::set_partition), and read each
+//! node's [`replica`](Sim::replica), [`commit_log`](Sim::commit_log),
+//! [`app_state`](Sim::app_state) and [`events`](Sim::events). [`Sim::finish`] runs the final
+//! oracles and returns the [`Report`], which carries every node's commit log too.
+//!
+//! # Nodes and keys
+//! Keys are numbered validators first (`0..validators`), then listeners. Nodes are numbered by
+//! key, and a key listed in [`Params::twins`] gets two adjacent nodes (the twin pair): with
+//! `twins = [1]` and 4 validators, nodes 0, 1, 2, 3, 4 run keys 0, 1, 1, 2, 3.
+//! [`Params::node_keys`] gives the mapping.
 
 use crate::app;
-use hotstuff_core::message::SyncResponse;
+use crate::user_app::{AppState, SimApp, SimContext};
 use hotstuff_core::{
     Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope,
-    EpochProof, EpochState, Input, Keypair, LeaderHistory, LeaderPolicy, Message, Pacemaker, Proposal,
-    PublicKey, QuorumCertificate, Recovered, Replica, SafetyState, SyncTimer, ValidatorSet, View,
+    EpochProof, EpochState, Event, Input, Keypair, LeaderHistory, LeaderPolicy, Message, Pacemaker, Proposal,
+    PublicKey, QuorumCertificate, Recovered, Replica, SafetyState, SyncResponse, SyncTimer, ValidatorSet,
+    View,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,6 +53,37 @@ pub enum Behavior {
     Replay,
     /// Answers block-sync requests with corrupt, truncated or empty responses, or not at all.
     BadSync,
+    /// A user-supplied [`Strategy`], set with [`Sim::set_strategy`].
+    Custom,
+}
+
+/// What a user-supplied Byzantine [`Strategy`] may use: the node's key (to sign anything it
+/// likes), the chain, and the time.
+pub struct StrategyContext<'a> {
+    /// The node.
+    pub node: usize,
+    /// Its key.
+    pub key: &'a Keypair,
+    /// The chain (for signing).
+    pub chain: ChainId,
+    /// Virtual time (ms).
+    pub now_ms: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+}
+
+/// A user-supplied Byzantine behaviour: the node runs the honest core, and every message the
+/// core sends passes through [`Strategy::on_send`], which decides what actually goes out. The
+/// node is not honest for the oracles.
+pub trait Strategy {
+    /// The core sends `message` to `targets` (node indices); return the `(node, message)` pairs
+    /// to transmit instead (through the network model, faults included).
+    fn on_send(
+        &mut self,
+        ctx: &StrategyContext<'_>,
+        targets: &[usize],
+        message: Message,
+    ) -> Vec<(usize, Message)>;
 }
 
 /// A validator-set change the app makes in the first block it produces at or above
@@ -95,7 +144,8 @@ pub struct Params {
     pub powers: Option<Vec<u64>>,
     /// Misbehaviour per key index (others are honest).
     pub byzantine: Vec<(usize, Behavior)>,
-    /// Key indices that run as twins: two honest-code nodes sharing one key.
+    /// Key indices that run as twins: two honest-code nodes sharing one key, numbered next to
+    /// each other (see [`Params::node_keys`]).
     pub twins: Vec<usize>,
     /// Network and crash faults (until `heal_at_ms`).
     pub faults: NetFaults,
@@ -138,6 +188,12 @@ pub struct Params {
     /// Validators that never start (crashed for good before the run): the liveness oracle
     /// expects nothing of them.
     pub dead: Vec<usize>,
+    /// Nodes that start late `(node, at_ms)`: nothing runs on them before `at_ms` (a fresh
+    /// node joining a running chain); then they catch up.
+    pub late_starts: Vec<(usize, u64)>,
+    /// Keep every node's core events with their virtual time ([`Sim::events`],
+    /// [`Report::events`]).
+    pub record_events: bool,
 }
 
 impl Params {
@@ -167,7 +223,18 @@ impl Params {
             leader_policy: LeaderPolicy::REPUTATION,
             run_for_ms: None,
             dead: Vec::new(),
+            late_starts: Vec::new(),
+            record_events: false,
         }
+    }
+
+    /// The key index each node runs, by node index: keys in order (validators, then
+    /// listeners), a twinned key twice in a row.
+    #[must_use]
+    pub fn node_keys(&self) -> Vec<usize> {
+        (0..self.validators + self.listeners)
+            .flat_map(|k| std::iter::repeat_n(k, if self.twins.contains(&k) { 2 } else { 1 }))
+            .collect()
     }
 
     /// A fault-free run checked by the strict oracle: no loss, no Byzantine replica, delays
@@ -228,6 +295,8 @@ pub struct Report {
     pub end_ms: u64,
     /// Messages the core refused (bad input from Byzantine peers, stale messages).
     pub refused_inputs: u64,
+    /// Of those, the ones no honest peer sends ([`InputError::is_invalid`](hotstuff_core::InputError::is_invalid)).
+    pub invalid_inputs: u64,
     /// Blocks honest replicas added by block sync.
     pub synced_blocks: u64,
     /// Human-readable trace (if asked for).
@@ -250,6 +319,16 @@ pub struct Report {
     /// Virtual time (ms) at which each height was first committed by an honest replica, in
     /// height order.
     pub commit_times: Vec<u64>,
+    /// Per node: the hashes it committed, `commit_logs[node][h - 1]` at height `h`.
+    pub commit_logs: Vec<Vec<BlockHash>>,
+    /// Per node: whether it is honest (not Byzantine, not a twin); the oracles cover these.
+    pub honest: Vec<bool>,
+    /// Per node: the key index it runs ([`Params::node_keys`]).
+    pub node_keys: Vec<usize>,
+    /// The user app's invariant failed ([`SimApp::check`]).
+    pub invariant_violations: Vec<String>,
+    /// Per node, if [`Params::record_events`]: its core events with their virtual time (ms).
+    pub events: Vec<Vec<(u64, Event)>>,
 }
 
 impl Report {
@@ -262,10 +341,37 @@ impl Report {
 }
 
 impl Report {
+    /// Agreement, checked from the per-node commit logs alone (an oracle independent of the
+    /// one that runs during the simulation): every two honest nodes committed the same block at
+    /// every height both reached. The error names the seed, the nodes, the height and both
+    /// full hashes.
+    pub fn agreement(&self) -> Result<(), String> {
+        let honest: Vec<usize> =
+            (0..self.commit_logs.len()).filter(|n| self.honest.get(*n) == Some(&true)).collect();
+        for (i, &a) in honest.iter().enumerate() {
+            for &b in &honest[i + 1..] {
+                let (la, lb) = (&self.commit_logs[a], &self.commit_logs[b]);
+                if let Some(h) = la.iter().zip(lb).position(|(x, y)| x != y) {
+                    return Err(format!(
+                        "seed {}: nodes {a} and {b} committed {:#} and {:#} at height {}",
+                        self.seed,
+                        la[h],
+                        lb[h],
+                        h + 1
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True if no oracle fired.
     #[must_use]
     pub fn ok(&self) -> bool {
-        self.safety_violations.is_empty() && self.double_signs.is_empty() && self.liveness_failures.is_empty()
+        self.safety_violations.is_empty()
+            && self.double_signs.is_empty()
+            && self.liveness_failures.is_empty()
+            && self.invariant_violations.is_empty()
     }
 }
 
@@ -293,6 +399,10 @@ struct Store {
     /// The epoch in force (stored with the commit that started it).
     epoch: Option<EpochState>,
     pending: VecDeque<(u64, Option<SafetyState>, Vec<BlockRecord>)>,
+    /// The committed app state (a user app's; the default app's is not kept).
+    app_state: AppState,
+    /// The committed hashes, by height.
+    log: Vec<BlockHash>,
 }
 
 struct Node {
@@ -309,6 +419,12 @@ struct Node {
     height_at_heal: Option<(u64, View)>,
     done_at_view: Option<View>,
     replay_log: VecDeque<Rc<Vec<u8>>>,
+    /// Not started before this time (a late start).
+    not_before: u64,
+    /// Client transactions submitted to this node, for the user app.
+    pool: VecDeque<Vec<u8>>,
+    /// Core events, if recorded.
+    events: Vec<(u64, Event)>,
 }
 
 impl Node {
@@ -363,6 +479,12 @@ pub struct Sim {
     signed: BTreeMap<(usize, u8, u64, u64), [u8; 32]>,
     report: Report,
     hasher: blake3::Hasher,
+    /// The user's app, one per node (empty: the built-in app).
+    apps: Vec<Box<dyn SimApp>>,
+    /// User-supplied Byzantine strategies by node.
+    strategies: BTreeMap<usize, Box<dyn Strategy>>,
+    started: bool,
+    deadline: u64,
 }
 
 /// The secret key of validator `i` (fixed, so traces are comparable across seeds).
@@ -387,10 +509,10 @@ impl Sim {
         let chain = ChainId(0x5eed);
         let genesis = Recovered::genesis(chain, validators.clone());
         let mut nodes = Vec::new();
-        for key in 0..p.validators + p.listeners {
+        for (n, key) in p.node_keys().into_iter().enumerate() {
             let behavior = p.byzantine.iter().find(|(k, _)| *k == key).map_or(Behavior::Honest, |(_, b)| *b);
             let copies = if p.twins.contains(&key) { 2 } else { 1 };
-            for _ in 0..copies {
+            {
                 nodes.push(Node {
                     key,
                     behavior,
@@ -404,6 +526,8 @@ impl Sim {
                         committed_chain: Vec::new(),
                         epoch: None,
                         pending: VecDeque::new(),
+                        app_state: AppState::new(),
+                        log: Vec::new(),
                     },
                     produced: 0,
                     durable_voted: View(0),
@@ -411,6 +535,9 @@ impl Sim {
                     height_at_heal: None,
                     done_at_view: None,
                     replay_log: VecDeque::new(),
+                    not_before: p.late_starts.iter().find(|(m, _)| *m == n).map_or(0, |(_, t)| *t),
+                    pool: VecDeque::new(),
+                    events: Vec::new(),
                 });
             }
         }
@@ -435,7 +562,19 @@ impl Sim {
             signed: BTreeMap::new(),
             report,
             hasher: blake3::Hasher::new(),
+            apps: Vec::new(),
+            strategies: BTreeMap::new(),
+            started: false,
+            deadline: 0,
         }
+    }
+
+    /// Sets up a simulation whose nodes run the user's app, `make(node)` for each node.
+    #[must_use]
+    pub fn with_app(p: Params, make: impl Fn(usize) -> Box<dyn SimApp>) -> Self {
+        let mut sim = Sim::new(p);
+        sim.apps = (0..sim.nodes.len()).map(make).collect();
+        sim
     }
 
     fn schedule(&mut self, at: u64, ev: Ev) {
@@ -489,29 +628,195 @@ impl Sim {
     /// Runs until every honest replica has committed enough blocks after the heal, or the
     /// liveness bound passes. Returns what the oracles found.
     pub fn run(mut self) -> Report {
+        self.run_to_end();
+        self.finish()
+    }
+
+    /// Starts the nodes (except dead and late ones) and plans the seeded faults. The stepping
+    /// methods call it on first use; calling it again does nothing.
+    pub fn start(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
         for n in 0..self.nodes.len() {
-            if !self.p.dead.contains(&n) {
+            if !self.p.dead.contains(&n) && self.nodes[n].not_before == 0 {
                 self.start_node(n);
             }
         }
         self.plan_faults();
-        let deadline = match self.p.run_for_ms {
+        for (node, at) in self.p.late_starts.clone() {
+            if at > 0 && !self.p.dead.contains(&node) {
+                self.schedule(at, Ev::Restart { node });
+            }
+        }
+        self.deadline = match self.p.run_for_ms {
             Some(t) => t,
             None => self.p.heal_at_ms + self.p.liveness_bound_ms(),
         };
+    }
+
+    /// Runs what [`Sim::run`] runs (to the end condition: every honest replica done after the
+    /// heal, or `run_for_ms`, or the liveness bound), from wherever the simulation is.
+    pub fn run_to_end(&mut self) {
+        self.start();
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             let Some(ev) = self.events.remove(&seq) else { continue };
-            if at > deadline {
+            if at > self.deadline {
                 break;
             }
             self.now = at;
             self.hasher.update(&at.to_le_bytes());
-            self.step(ev);
+            self.apply(ev);
             if self.p.run_for_ms.is_none() && self.now >= self.p.heal_at_ms && self.all_done() {
                 break;
             }
         }
-        self.finish()
+    }
+
+    /// Handles the next event if it is due by `until_ms`; false if there is none (the clock
+    /// then moves to `until_ms`).
+    fn step_until(&mut self, until_ms: u64) -> bool {
+        self.start();
+        let Some(Reverse((at, seq))) = self.queue.peek().copied() else {
+            self.now = self.now.max(until_ms);
+            return false;
+        };
+        if at > until_ms {
+            self.now = self.now.max(until_ms);
+            return false;
+        }
+        self.queue.pop();
+        if let Some(ev) = self.events.remove(&seq) {
+            self.now = at;
+            self.hasher.update(&at.to_le_bytes());
+            self.apply(ev);
+        }
+        true
+    }
+
+    /// Handles the next scheduled event, whenever it is; false if nothing is scheduled.
+    pub fn step(&mut self) -> bool {
+        self.step_until(u64::MAX)
+    }
+
+    /// Handles every event due up to `t_ms` of virtual time, and sets the clock to `t_ms`.
+    /// Unlike [`Sim::run_to_end`] it does not stop at the end condition; pausing with it and
+    /// then calling `run_to_end` gives the same trace as [`Sim::run`] (as long as the pauses
+    /// end before the heal).
+    pub fn run_until(&mut self, t_ms: u64) {
+        while self.step_until(t_ms) {}
+    }
+
+    /// Steps until `done(self)` holds (true) or `limit_ms` of virtual time passes (false).
+    pub fn run_until_pred(&mut self, limit_ms: u64, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        self.start();
+        while !done(self) {
+            if !self.step_until(limit_ms) {
+                return done(self);
+            }
+        }
+        true
+    }
+
+    /// Makes node `n` Byzantine with the user's `strategy` (before the run starts; the node is
+    /// then not honest for the oracles).
+    pub fn set_strategy(&mut self, n: usize, strategy: Box<dyn Strategy>) {
+        assert!(!self.started, "set strategies before the run starts");
+        self.nodes[n].behavior = Behavior::Custom;
+        self.strategies.insert(n, strategy);
+    }
+
+    /// Virtual time now (ms).
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.now
+    }
+
+    /// The set-up.
+    #[must_use]
+    pub fn params(&self) -> &Params {
+        &self.p
+    }
+
+    /// Number of nodes (twins count twice; see [`Params::node_keys`]).
+    #[must_use]
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether node `n` is honest (the oracles cover it).
+    #[must_use]
+    pub fn is_honest(&self, n: usize) -> bool {
+        self.nodes[n].honest()
+    }
+
+    /// The public key of key index `key`.
+    #[must_use]
+    pub fn public(&self, key: usize) -> PublicKey {
+        self.publics[key]
+    }
+
+    /// Node `n`'s replica, `None` while it is down (crashed, dead or not started yet).
+    #[must_use]
+    pub fn replica(&self, n: usize) -> Option<&Replica<SimPacemaker>> {
+        self.nodes[n].replica.as_ref()
+    }
+
+    /// The hashes node `n` committed, by height (`[h - 1]` at height `h`).
+    #[must_use]
+    pub fn commit_log(&self, n: usize) -> &[BlockHash] {
+        &self.nodes[n].store.log
+    }
+
+    /// Node `n`'s committed app state (kept for a user app only).
+    #[must_use]
+    pub fn app_state(&self, n: usize) -> &AppState {
+        &self.nodes[n].store.app_state
+    }
+
+    /// Node `n`'s core events with their virtual time, if [`Params::record_events`].
+    #[must_use]
+    pub fn events(&self, n: usize) -> &[(u64, Event)] {
+        &self.nodes[n].events
+    }
+
+    /// The report so far (the final oracles run in [`Sim::finish`]).
+    #[must_use]
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Submits a client transaction to node `n`, for its app's next block
+    /// ([`SimApp::produce_block`]). The built-in app ignores transactions.
+    pub fn submit(&mut self, n: usize, tx: Vec<u8>) {
+        self.nodes[n].pool.push_back(tx);
+    }
+
+    /// Crashes node `n` now: its unacknowledged writes are lost (the last may be torn).
+    pub fn crash(&mut self, n: usize) {
+        self.crash_node(n);
+    }
+
+    /// Restarts node `n` now from its durable store (if it is down and not a late starter
+    /// whose time has not come).
+    pub fn restart(&mut self, n: usize) {
+        self.start();
+        if self.nodes[n].replica.is_none() && !self.p.dead.contains(&n) {
+            self.nodes[n].not_before = self.nodes[n].not_before.min(self.now);
+            self.hasher.update(&[5, n as u8]);
+            self.start_node(n);
+        }
+    }
+
+    /// Opens (`Some((sides, one_way))`: node `i` is on side `sides[i]`; one-way lets side 1
+    /// reach side 0) or closes (`None`) a partition until changed again. The seeded faults
+    /// also open and close partitions until the heal.
+    pub fn set_partition(&mut self, partition: Option<(Vec<u8>, bool)>) {
+        if let Some((sides, _)) = &partition {
+            assert_eq!(sides.len(), self.nodes.len(), "one side per node");
+        }
+        self.partition = partition;
     }
 
     fn plan_faults(&mut self) {
@@ -567,7 +872,7 @@ impl Sim {
             .all(|(_, n)| n.done_at_view.is_some())
     }
 
-    fn step(&mut self, ev: Ev) {
+    fn apply(&mut self, ev: Ev) {
         match ev {
             Ev::Deliver { to, from, bytes } => {
                 if self.nodes[to].replica.is_none() {
@@ -596,8 +901,14 @@ impl Sim {
                     }
                 }
                 let replica = self.nodes[to].replica.as_mut().expect("checked above");
+                // The drain rule: every input's actions were drained before the next input. A plain
+                // `assert!` (one comparison): the batches run in release builds.
+                assert!(!replica.has_actions(), "node {to}: input handled before the last drain");
                 if let Err(e) = replica.handle_frame(from, &bytes) {
                     self.report.refused_inputs += 1;
+                    if e.is_invalid() {
+                        self.report.invalid_inputs += 1;
+                    }
                     self.trace(|| format!("n{to} refused: {e}"));
                 }
                 self.drain(to, VecDeque::new());
@@ -632,9 +943,12 @@ impl Sim {
                 inputs.push_back(Input::Persisted { seq });
                 self.drain(node, inputs);
             }
-            Ev::Crash { node } => self.crash(node),
+            Ev::Crash { node } => self.crash_node(node),
             Ev::Restart { node } => {
-                if self.nodes[node].replica.is_none() {
+                if self.nodes[node].replica.is_none()
+                    && self.now >= self.nodes[node].not_before
+                    && !self.p.dead.contains(&node)
+                {
                     self.trace(|| format!("n{node} restarts"));
                     self.hasher.update(&[5, node as u8]);
                     self.start_node(node);
@@ -655,7 +969,10 @@ impl Sim {
         self.faults_active = false;
         self.partition = None;
         for n in 0..self.nodes.len() {
-            if self.nodes[n].replica.is_none() && !self.p.dead.contains(&n) {
+            if self.nodes[n].replica.is_none()
+                && !self.p.dead.contains(&n)
+                && self.now >= self.nodes[n].not_before
+            {
                 self.start_node(n);
             }
         }
@@ -697,7 +1014,7 @@ impl Sim {
         }
     }
 
-    fn crash(&mut self, n: usize) {
+    fn crash_node(&mut self, n: usize) {
         if self.nodes[n].replica.is_none() {
             return;
         }
@@ -724,13 +1041,12 @@ impl Sim {
             let Some(input) = inputs.pop_front() else { break };
             let Some(replica) = self.nodes[n].replica.as_mut() else { break };
             let from_app = matches!(input, Input::BlockProduced { .. } | Input::BlockValidated { .. });
+            assert!(!replica.has_actions(), "node {n}: input handled before the last drain");
             match replica.handle(input) {
                 Ok(()) => {}
                 // An app reply can be overtaken by a view change queued before it, or by a commit
-                // on another branch that pruned its block.
-                Err(
-                    hotstuff_core::InputError::UnexpectedReply | hotstuff_core::InputError::UnknownBlock(_),
-                ) if from_app => {}
+                // on another branch that pruned its block: stale, not a bug.
+                Err(e) if from_app && e.is_stale() => {}
                 Err(e) => {
                     let tail = self.report.trace.len().saturating_sub(60);
                     for l in &self.report.trace[tail..] {
@@ -773,6 +1089,39 @@ impl Sim {
                 let incarnation = self.nodes[n].incarnation;
                 self.schedule(at, Ev::SyncTimer { node: n, timer, incarnation });
             }
+            Action::ProduceBlock { view, parent, height } if !self.apps.is_empty() => {
+                let node = &mut self.nodes[n];
+                let Some(replica) = node.replica.as_ref() else { return };
+                let ctx = SimContext {
+                    node: n,
+                    me: replica.id(),
+                    view,
+                    height,
+                    parent,
+                    validators: replica.validators(),
+                    committed: &node.store.app_state,
+                    pending: replica.pending_updates(&parent),
+                };
+                let (payload, outcome) = self.apps[n].produce_block(&ctx, &mut node.pool);
+                inputs.push_back(Input::BlockProduced { view, parent, payload, outcome });
+            }
+            Action::ValidateBlock { hash, block, .. } if !self.apps.is_empty() => {
+                let node = &self.nodes[n];
+                let Some(replica) = node.replica.as_ref() else { return };
+                let parent = block.parent();
+                let ctx = SimContext {
+                    node: n,
+                    me: replica.id(),
+                    view: block.view,
+                    height: block.height,
+                    parent,
+                    validators: replica.validators(),
+                    committed: &node.store.app_state,
+                    pending: replica.pending_updates(&parent),
+                };
+                let outcome = self.apps[n].validate_block(&ctx, &block);
+                inputs.push_back(Input::BlockValidated { hash, outcome });
+            }
             Action::ProduceBlock { view, parent, .. } => {
                 let node = &mut self.nodes[n];
                 node.produced += 1;
@@ -802,6 +1151,7 @@ impl Sim {
                 for b in blocks {
                     self.check_commit(n, &b);
                     self.on_commit(n, b.hash, b.block.height.0, b.block.view);
+                    self.apply_app(n, &b);
                     let proof = b.epoch_change.as_ref().map(|c| c.proof.clone());
                     if let Some(change) = b.epoch_change {
                         self.on_epoch_change(n, change.state.clone());
@@ -829,6 +1179,9 @@ impl Sim {
                 self.send(n, &targets, Message::SyncResponse(response));
             }
             Action::Event(e) => {
+                if self.p.record_events {
+                    self.nodes[n].events.push((self.now, e.clone()));
+                }
                 if let hotstuff_core::Event::SyncReceived { blocks, .. } = e {
                     self.report.synced_blocks += blocks as u64;
                 }
@@ -910,6 +1263,30 @@ impl Sim {
         self.nodes[n].last_commit = Some((b.block.view, epoch));
     }
 
+    /// Logs a committed block and, with a user app, applies its updates to the node's committed
+    /// app state and checks the user's invariant (honest nodes).
+    fn apply_app(&mut self, n: usize, b: &hotstuff_core::CommittedBlock) {
+        let node = &mut self.nodes[n];
+        node.store.log.push(b.hash);
+        if self.apps.is_empty() {
+            return;
+        }
+        for (k, v) in &b.outcome.app_updates.0 {
+            match v {
+                Some(v) => node.store.app_state.insert(k.clone(), v.clone()),
+                None => node.store.app_state.remove(k),
+            };
+        }
+        if node.honest() {
+            if let Err(e) = self.apps[n].check(b.block.height, &node.store.app_state) {
+                self.report.invariant_violations.push(format!(
+                    "seed {}: node {n} at height {} (block {:#}): {e}",
+                    self.p.seed, b.block.height.0, b.hash
+                ));
+            }
+        }
+    }
+
     /// An honest replica switched epochs: its new set must match every other honest replica's.
     fn on_epoch_change(&mut self, n: usize, state: EpochState) {
         if !self.nodes[n].honest() {
@@ -976,7 +1353,7 @@ impl Sim {
             match self.commits.get(&height) {
                 Some((h, other)) if *h != hash => {
                     self.report.safety_violations.push(format!(
-                        "seed {}: height {height}: node {n} committed {hash}, node {other} committed {h}",
+                        "seed {}: height {height}: node {n} committed {hash:#}, node {other} committed {h:#}",
                         self.p.seed
                     ));
                 }
@@ -1005,6 +1382,27 @@ impl Sim {
         }
         let view = message.view();
         match self.nodes[n].behavior {
+            Behavior::Custom => {
+                let Some(mut strategy) = self.strategies.remove(&n) else { return };
+                let key = Keypair::from_secret(&self.keys[self.nodes[n].key]);
+                let ctx = StrategyContext {
+                    node: n,
+                    key: &key,
+                    chain: self.chain,
+                    now_ms: self.now,
+                    nodes: self.nodes.len(),
+                };
+                let out = strategy.on_send(&ctx, targets, message);
+                self.strategies.insert(n, strategy);
+                for (to, m) in out {
+                    if to < self.nodes.len() && to != n {
+                        let v = m.view();
+                        let bytes = Rc::new(Envelope::new(self.chain, m).encode());
+                        self.transmit(n, to, v, bytes);
+                    }
+                }
+                return;
+            }
             Behavior::Silent => return,
             Behavior::Withhold if matches!(message, Message::Vote(_)) => return,
             Behavior::Equivocate => {
@@ -1132,7 +1530,9 @@ impl Sim {
         }
     }
 
-    fn finish(mut self) -> Report {
+    /// Runs the final oracles (liveness after the heal, if the run got that far) and returns
+    /// the report.
+    pub fn finish(mut self) -> Report {
         if self.now >= self.p.heal_at_ms || self.queue.is_empty() {
             for (i, node) in self.nodes.iter().enumerate() {
                 if node.honest() && node.done_at_view.is_none() && !self.p.dead.contains(&i) {
@@ -1152,6 +1552,12 @@ impl Sim {
             self.nodes.iter().filter_map(|n| n.replica.as_ref()).map(|r| r.view().0).max().unwrap_or(0);
         self.report.end_ms = self.now;
         self.report.trace_hash = *self.hasher.finalize().as_bytes();
+        self.report.commit_logs = self.nodes.iter().map(|n| n.store.log.clone()).collect();
+        self.report.honest = self.nodes.iter().map(Node::honest).collect();
+        self.report.node_keys = self.nodes.iter().map(|n| n.key).collect();
+        if self.p.record_events {
+            self.report.events = self.nodes.iter_mut().map(|n| std::mem::take(&mut n.events)).collect();
+        }
         self.report
     }
 }

@@ -326,9 +326,47 @@ impl<P: Pacemaker> Replica<P> {
 
     /// The next action for the driver, or `None` when there is nothing to do until the next
     /// input. Call it until `None` after every input.
+    ///
+    /// **Drain rule.** Every call to [`handle`](Self::handle) (or
+    /// [`handle_frame`](Self::handle_frame)) and [`new`](Self::new) must be followed by draining
+    /// this until `None` before the driver waits for the next event. Any input may release
+    /// actions, not only the obvious ones: [`Input::Persisted`] releases the votes, timeout votes
+    /// and proposals held back for it, a message may complete a QC, commit blocks and ask the
+    /// app for a block. A driver that skips the drain after some input keeps those actions
+    /// queued (no error says so) and the chain only moves on through view timeouts. Use
+    /// [`has_actions`](Self::has_actions) to check the rule in a debug assertion.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.ready.pop_front()
+    }
+
+    /// Whether actions are waiting to be polled. After a full drain it is `false`; a driver may
+    /// `debug_assert!(!replica.has_actions())` before it blocks for the next event (the
+    /// simulator does, before every input).
+    #[must_use]
+    pub fn has_actions(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// The peers an [`Action::Broadcast`] goes to, given the listeners the driver serves: every
+    /// member of the validator set in force (which follows epoch changes: call this when
+    /// performing the action, not once at start-up), then every listener that is not a member,
+    /// without this replica and without repeats. The core does not know the listeners (they
+    /// have no power and sign nothing), so the driver passes them.
+    ///
+    /// A removed validator is a listener from the driver's point of view: pass it among
+    /// `listeners` if it should keep following the chain.
+    pub fn broadcast_peers<'a>(
+        &'a self,
+        listeners: impl IntoIterator<Item = &'a PublicKey> + 'a,
+    ) -> impl Iterator<Item = PublicKey> + 'a {
+        let me = self.key.public();
+        let set = &self.epoch.validators;
+        let members = set.members().iter().map(|v| v.key);
+        let mut seen = BTreeSet::new();
+        members
+            .chain(listeners.into_iter().copied().filter(move |k| !set.contains(k)))
+            .filter(move |k| *k != me && seen.insert(*k))
     }
 
     /// Turns what one successful input staged into actions: one `Persist` if anything durable

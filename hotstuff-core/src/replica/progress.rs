@@ -239,6 +239,7 @@ impl<P: Pacemaker> Replica<P> {
             let Validity::Valid(outcome) = entry.validity else { continue };
             self.history.push(&entry.block);
             self.emit(Action::Event(Event::Committed {
+                epoch: entry.block.epoch,
                 view: entry.block.view,
                 height: entry.block.height,
                 hash,

@@ -400,7 +400,9 @@ fn context<'a>(
 fn log_core_event(event: &hotstuff_core::Event) {
     use hotstuff_core::Event as E;
     match event {
-        E::Committed { view, height, hash } => tracing::debug!(%view, %height, %hash, "committed"),
+        E::Committed { epoch, view, height, hash } => {
+            tracing::debug!(%epoch, %view, %height, %hash, "committed")
+        }
         E::ViewTimedOut { view } => tracing::info!(%view, "view timed out"),
         E::TcFormed { view } => tracing::info!(%view, "timeout certificate formed"),
         E::SyncRequested { peer, from_height } => tracing::info!(%peer, %from_height, "block sync requested"),
