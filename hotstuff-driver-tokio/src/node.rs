@@ -84,7 +84,14 @@ async fn run<A: App>(
     status: Arc<Mutex<Status>>,
 ) -> Result<(), NodeError> {
     let mut slot = Some(engine);
-    let result = turns(&mut slot, &mut rx, &stop).await;
+    let mut result = turns(&mut slot, &mut rx, &stop).await;
+    if result.is_ok() && slot.is_some() {
+        // A clean stop leaves everything durable (the background writer's queue included).
+        result = match blocking(&mut slot, Engine::close).await {
+            Ok(closed) => closed.map_err(NodeError::from),
+            Err(e) => Err(e),
+        };
+    }
     match (&slot, &result) {
         (Some(engine), Err(NodeError::Store(e))) => engine.stopped(Some(e)),
         (Some(engine), _) => engine.stopped(None),
@@ -122,9 +129,10 @@ async fn turns<A: App>(
     loop {
         let engine = slot.as_mut().ok_or(NodeError::Panicked)?;
         let actions = engine.poll_actions();
-        // SAFETY RULE: `perform` writes the drain's Persists and Commits in one fsynced
-        // transaction before it queues `Persisted`; only then does the core release the
-        // messages signed under that state.
+        // SAFETY RULE: `perform` fsyncs what the drain's Persists need for safety (the safety
+        // state, this node's own proposal) before it queues `Persisted`; only then does the
+        // core release the messages signed under that state. The bulk goes to the store's
+        // background writer.
         if actions.iter().any(needs_blocking) {
             blocking(slot, move |e| e.perform(actions)).await??;
         } else if !actions.is_empty() {

@@ -18,7 +18,8 @@ impl<A: App> Loop<A> {
     pub(super) fn run(mut self) -> Result<(), NodeError> {
         let span = tracing::info_span!("node", id = %self.engine.id());
         let _entered = span.enter();
-        let result = self.turns();
+        // A clean stop leaves everything durable (the background writer's queue included).
+        let result = self.turns().and_then(|()| self.engine.close());
         self.engine.stopped(result.as_ref().err());
         // Network threads may be blocked delivering into a full inbox: close it first, so
         // their sends fail and they can be joined.
