@@ -133,7 +133,7 @@ async fn turns<A: App>(
         // state, this node's own proposal) before it queues `Persisted`; only then does the
         // core release the messages signed under that state. The bulk goes to the store's
         // background writer.
-        if actions.iter().any(needs_blocking) {
+        if actions.iter().any(needs_blocking) || engine.has_unwritten() {
             blocking(slot, move |e| e.perform(actions)).await??;
         } else if !actions.is_empty() {
             engine.perform(actions)?;

@@ -180,7 +180,21 @@ impl<A: App, N: Outbound> Engine<A, N> {
         for action in commits.into_iter().chain(rest) {
             self.perform_one(action)?;
         }
-        self.flush()
+        // With the background writer, the fsync waits while local replies are queued: the
+        // Persists of the inputs they cause (the proposal after a QC, the vote after a
+        // validation) join it, one fsync instead of two. Nothing signed leaves before it: the
+        // core holds it until `Persisted`.
+        if self.writer.is_none() || self.local.is_empty() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// True while writes of performed actions wait for the store (a driver that skips
+    /// [`Engine::perform`] for a drain without actions must still call it then).
+    #[must_use]
+    pub fn has_unwritten(&self) -> bool {
+        !self.batch.is_empty()
     }
 
     /// Performs every action the replica has ([`Engine::poll_actions`] and [`Engine::perform`]).
@@ -285,12 +299,13 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.sync_timers.insert(timer, Instant::now() + after);
             }
             Action::ProduceBlock { view, parent, height } => {
-                // The app reads committed state: what this drain committed must be in the store.
-                self.flush()?;
+                // The app reads committed state: what this drain committed must be in the store
+                // (or, with the background writer, in the overlay).
+                self.hand_over()?;
                 self.produce(view, parent, height, true);
             }
             Action::ValidateBlock { hash, block, for_sync } => {
-                self.flush()?;
+                self.hand_over()?;
                 self.prune_inflight();
                 let ctx = context(
                     &self.replica,
@@ -311,7 +326,8 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.local.push_back(Input::BlockValidated { hash, outcome });
             }
             Action::ServeSync { to, request } => {
-                self.flush()?;
+                // Serves what the store holds; a block still queued is asked for again.
+                self.hand_over()?;
                 let store = &self.store;
                 // Bounded by the request (at most `limits.max_sync_blocks` point reads).
                 let response = self.replica.sync_response(&request, |h| match store.committed_block(h) {
@@ -333,40 +349,56 @@ impl<A: App, N: Outbound> Engine<A, N> {
         Ok(())
     }
 
+    /// Before the app or block sync reads committed state: without the background writer,
+    /// writes everything pending ([`Engine::flush`]); with it, hands the pending commits (and
+    /// the other proposers' blocks) to the writer and the app's overlay, leaving what safety
+    /// needs for the drain's fsync. A commit that ends an epoch is flushed whole at once.
+    fn hand_over(&mut self) -> Result<(), StoreError> {
+        let Some(writer) = &self.writer else { return self.flush() };
+        if self.batch.commits.iter().any(|c| c.epoch_change.is_some()) {
+            return self.flush();
+        }
+        let me = self.replica.id();
+        let blocks = std::mem::take(&mut self.batch.blocks);
+        let commits = std::mem::take(&mut self.batch.commits);
+        // This node's own proposal must be on disk before it is sent (a restarted leader
+        // re-proposes nothing else in that view); other proposers keep theirs.
+        let (own, others): (Vec<_>, Vec<_>) = blocks.into_iter().partition(|r| r.block.proposer == me);
+        self.batch.blocks = own;
+        if !commits.is_empty() {
+            self.app.committed(&commits);
+            for c in &commits {
+                if !c.outcome.app_updates.is_empty() {
+                    self.inflight.push_back((c.block.height, c.outcome.app_updates.clone()));
+                }
+            }
+        }
+        writer.submit(WriteBatch { safety: None, blocks: others, commits })
+    }
+
     /// Writes the pending batch (see the [module docs](self)), then acknowledges its Persists
     /// and tells the app what committed.
     fn flush(&mut self) -> Result<(), StoreError> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        let epoch_change = batch.commits.iter().any(|c| c.epoch_change.is_some());
+        let epoch_change = self.batch.commits.iter().any(|c| c.epoch_change.is_some());
         match &self.writer {
-            Some(writer) if !epoch_change => {
-                let me = self.replica.id();
-                let WriteBatch { safety, blocks, commits } = batch;
-                // This node's own proposal must be on disk before it is sent (a restarted
-                // leader re-proposes nothing else in that view); other proposers keep theirs.
-                let (own, others): (Vec<_>, Vec<_>) =
-                    blocks.into_iter().partition(|r| r.block.proposer == me);
-                self.app.committed(&commits);
-                for c in &commits {
-                    if !c.outcome.app_updates.is_empty() {
-                        self.inflight.push_back((c.block.height, c.outcome.app_updates.clone()));
-                    }
-                }
-                writer.submit(WriteBatch { safety: None, blocks: others, commits })?;
-                self.store.write(&WriteBatch { safety, blocks: own, commits: Vec::new() })?;
+            Some(_) if !epoch_change => {
+                self.hand_over()?;
+                self.store.write(&std::mem::take(&mut self.batch))?;
             }
             Some(writer) => {
                 // The new epoch must be durable no later than any safety state of it: the
-                // queue first, then this drain whole, durably.
+                // queue first, then the batch whole, durably.
                 writer.barrier()?;
                 self.inflight.clear();
+                let batch = std::mem::take(&mut self.batch);
                 self.store.write(&batch)?;
                 self.app.committed(&batch.commits);
             }
             None => {
+                let batch = std::mem::take(&mut self.batch);
                 self.store.write(&batch)?;
                 self.app.committed(&batch.commits);
             }
