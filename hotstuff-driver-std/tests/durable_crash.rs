@@ -238,3 +238,137 @@ fn a_crash_with_queued_store_writes_recovers_an_exact_state() {
     }
     println!("test took {:?}", started.elapsed());
 }
+
+/// Blocks whose payload is their height; every fifth block sets the validator's power to its
+/// height, which ends the epoch.
+struct Epochs {
+    key: hotstuff_core::PublicKey,
+}
+
+fn epoch_outcome(key: hotstuff_core::PublicKey, height: u64) -> hotstuff_core::AppOutcome {
+    let mut outcome = hotstuff_core::AppOutcome::default();
+    outcome.app_updates.insert(format!("h/{height:08}").into_bytes(), height.to_le_bytes().to_vec());
+    if height % 5 == 0 {
+        outcome.validator_updates.0.insert(key, height);
+    }
+    outcome
+}
+
+impl hotstuff_driver_std::App for Epochs {
+    fn produce_block(
+        &mut self,
+        ctx: &hotstuff_driver_std::BlockContext<'_>,
+    ) -> hotstuff_driver_std::Produced {
+        hotstuff_driver_std::Produced {
+            payload: ctx.height.0.to_le_bytes().to_vec(),
+            outcome: epoch_outcome(self.key, ctx.height.0),
+        }
+    }
+
+    fn validate_block(
+        &mut self,
+        _: &hotstuff_driver_std::BlockContext<'_>,
+        block: &hotstuff_core::Block,
+    ) -> Option<hotstuff_core::AppOutcome> {
+        Some(epoch_outcome(self.key, block.height.0))
+    }
+}
+
+fn start_epochs(disk: RecordedDisk) -> Node {
+    let (key, genesis) = setup();
+    let app = Epochs { key: key.public() };
+    NodeBuilder::new(key, genesis, app, RedbStore::with_backend(disk).unwrap())
+        .idle_block_delay(Duration::from_millis(1))
+        .background_store_writes(std::env::var("SYNC_STORE").is_err())
+        .start()
+        .unwrap()
+}
+
+/// Crash images of a lone validator changing its epoch every five blocks.
+fn epoch_images(seed: u64) -> Vec<Vec<u8>> {
+    println!("seed {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let disk = RecordedDisk::default();
+    let node = start_epochs(disk.clone());
+    let mut images = Vec::new();
+    for _ in 0..16 {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(2..15)));
+        let (live, synced) = disk.images();
+        images.push(live);
+        images.push(synced);
+    }
+    node.shutdown().unwrap();
+    images.push(disk.images().1);
+    images
+}
+
+fn seed(default: u64) -> u64 {
+    std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// The epoch-changing commits take the synchronous path (after the writer's queue): every crash
+/// image has its epoch no older than its safety state's and agrees with its committed blocks.
+#[test]
+fn crashes_around_epoch_changes_keep_the_epoch_with_the_chain() {
+    let started = Instant::now();
+    let (key, _) = setup();
+    let images = epoch_images(seed(5));
+    let mut epochs_seen = 0;
+    for (n, image) in images.iter().enumerate() {
+        let what = format!("image {n}");
+        let store = RedbStore::with_backend(RecordedDisk::from_image(image.clone())).unwrap();
+        let stored = store.load().unwrap().unwrap();
+        let tip = stored.tip.height.0;
+        for h in 1..=tip {
+            let (block, _, _) = store.committed_block(Height(h)).unwrap().unwrap();
+            assert_eq!(block.height.0, h, "{what}");
+            assert_eq!(
+                store.app_get(format!("h/{h:08}").as_bytes()).unwrap(),
+                Some(h.to_le_bytes().to_vec()),
+                "{what}: app state of block {h} missing"
+            );
+        }
+        assert_eq!(
+            store.app_get(format!("h/{:08}", tip + 1).as_bytes()).unwrap(),
+            None,
+            "{what}: above the tip"
+        );
+        let power = stored.epoch.as_ref().map_or(1, |e| e.validators.members()[0].power);
+        let last_change = (1..=tip).rev().find(|h| h % 5 == 0).unwrap_or(0);
+        // The epoch in force follows the last committed change (or is still the genesis set).
+        assert!(power == last_change || (last_change == 0 && power == 1), "{what}: power {power}, tip {tip}");
+        if let (Some(safety), Some(epoch)) = (&stored.safety, &stored.epoch) {
+            assert!(safety.epoch <= epoch.epoch, "{what}: safety state of a later epoch than the store's");
+            epochs_seen = epochs_seen.max(epoch.epoch.0);
+        }
+        assert_eq!(store.tip().unwrap().unwrap().1.members()[0].key, key.public());
+    }
+    assert!(epochs_seen >= 2, "too few epoch changes: {epochs_seen}");
+    println!("{epochs_seen} epochs; test took {:?}", started.elapsed());
+}
+
+/// A lone validator restarted from such an image commits on. KNOWN FAILURE with the background
+/// writer (passes with `SYNC_STORE=1`): the restarted node stalls (views time out, no commit)
+/// within a few blocks; under investigation. Run with `--ignored`.
+#[test]
+#[ignore = "known stall: restart across epoch changes with the background writer"]
+fn a_lone_validator_restarted_across_epoch_changes_commits_on() {
+    let images = epoch_images(seed(5));
+    for n in [0, images.len() / 2, images.len() - 2] {
+        let tip = RedbStore::with_backend(RecordedDisk::from_image(images[n].clone()))
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap()
+            .tip
+            .height
+            .0;
+        let node = start_epochs(RecordedDisk::from_image(images[n].clone()));
+        let t0 = Instant::now();
+        while node.status().committed.0 < tip + 12 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "image {n}: no progress: {:?}", node.status());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        node.shutdown().unwrap();
+    }
+}

@@ -141,6 +141,9 @@ async fn turns<A: App>(
         let engine = slot.as_mut().ok_or(NodeError::Panicked)?;
         engine.publish_status();
         let deadline = match engine.ready(Instant::now()) {
+            // A node that always has local work (a lone validator with a full mempool) still
+            // stops when asked.
+            Ready::Handled if stop.is_cancelled() => return Ok(()),
             Ready::Handled => continue,
             Ready::ProduceDue => {
                 blocking(slot, |e| e.produce_due()).await?;
