@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The store has never been initialised.
     #[error("the store is not initialised")]
     NotInitialised,
+    /// The background store writer stopped: it failed on an earlier write (logged and returned
+    /// once as that error) or its thread ended.
+    #[error("the background store writer stopped")]
+    WriterStopped,
 }
 
 macro_rules! from_redb {

@@ -84,7 +84,14 @@ async fn run<A: App>(
     status: Arc<Mutex<Status>>,
 ) -> Result<(), NodeError> {
     let mut slot = Some(engine);
-    let result = turns(&mut slot, &mut rx, &stop).await;
+    let mut result = turns(&mut slot, &mut rx, &stop).await;
+    if result.is_ok() && slot.is_some() {
+        // A clean stop leaves everything durable (the background writer's queue included).
+        result = match blocking(&mut slot, Engine::close).await {
+            Ok(closed) => closed.map_err(NodeError::from),
+            Err(e) => Err(e),
+        };
+    }
     match (&slot, &result) {
         (Some(engine), Err(NodeError::Store(e))) => engine.stopped(Some(e)),
         (Some(engine), _) => engine.stopped(None),
@@ -122,10 +129,11 @@ async fn turns<A: App>(
     loop {
         let engine = slot.as_mut().ok_or(NodeError::Panicked)?;
         let actions = engine.poll_actions();
-        // SAFETY RULE: `perform` writes the drain's Persists and Commits in one fsynced
-        // transaction before it queues `Persisted`; only then does the core release the
-        // messages signed under that state.
-        if actions.iter().any(needs_blocking) {
+        // SAFETY RULE: `perform` fsyncs what the drain's Persists need for safety (the safety
+        // state, this node's own proposal) before it queues `Persisted`; only then does the
+        // core release the messages signed under that state. The bulk goes to the store's
+        // background writer.
+        if actions.iter().any(needs_blocking) || engine.has_unwritten() {
             blocking(slot, move |e| e.perform(actions)).await??;
         } else if !actions.is_empty() {
             engine.perform(actions)?;
@@ -133,6 +141,9 @@ async fn turns<A: App>(
         let engine = slot.as_mut().ok_or(NodeError::Panicked)?;
         engine.publish_status();
         let deadline = match engine.ready(Instant::now()) {
+            // A node that always has local work (a lone validator with a full mempool) still
+            // stops when asked.
+            Ready::Handled if stop.is_cancelled() => return Ok(()),
             Ready::Handled => continue,
             Ready::ProduceDue => {
                 blocking(slot, |e| e.produce_due()).await?;

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::error::{NetError, StoreError};
 use crate::event::Event;
 use crate::net::{Inbox, NetContext, Network, TcpNetwork, TcpSettings};
-use crate::storage::{Genesis, Storage};
+use crate::storage::{Genesis, Storage, StoreWriter};
 use hotstuff_core::{
     ChainId, Config, ConfigError, DefaultPacemaker, Keypair, Limits, PublicKey, Replica, ValidatorSet,
 };
@@ -63,7 +63,11 @@ pub struct NodeBuilder<A: App> {
     sync_no_progress: Option<Duration>,
     inbox_capacity: usize,
     handlers: Vec<Handler>,
+    background_store_writes: bool,
 }
+
+/// Jobs queued for the background store writer before the consensus loop waits.
+const STORE_QUEUE: usize = 1_024;
 
 impl<A: App> NodeBuilder<A> {
     /// A builder with the required parts. `store` is initialised from `genesis` on first start
@@ -89,6 +93,7 @@ impl<A: App> NodeBuilder<A> {
             sync_no_progress: None,
             inbox_capacity: 4096,
             handlers: Vec::new(),
+            background_store_writes: false,
         }
     }
 
@@ -244,6 +249,19 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Whether the bulk of the store's writes (committed blocks, app state, other proposers'
+    /// blocks) is group-committed by a background writer thread (default `false` for now).
+    /// Either way the safety state and this node's own proposals are fsynced before any message
+    /// signed under them is sent, and a crash leaves a consistent store. `false` writes every
+    /// drain of the consensus loop in one synchronous, fsynced transaction. The writer is
+    /// opt-in until a known liveness problem is fixed: a lone validator restarted across
+    /// validator-set changes can stall (`tests/durable_crash.rs`, the ignored test).
+    #[must_use]
+    pub fn background_store_writes(mut self, on: bool) -> Self {
+        self.background_store_writes = on;
+        self
+    }
+
     /// Registers an event handler. Handlers run on the consensus thread, in registration order.
     #[must_use]
     pub fn on_event(mut self, handler: impl Fn(&Event) + Send + 'static) -> Self {
@@ -382,6 +400,11 @@ impl<A: App> NodeBuilder<A> {
             high_qc: replica.high_qc().view,
             running: true,
         }));
+        let writer = if self.background_store_writes {
+            Some(StoreWriter::start(self.store.clone(), STORE_QUEUE).map_err(BuildError::Spawn)?)
+        } else {
+            None
+        };
         Ok(Prepared {
             id,
             chain,
@@ -400,6 +423,7 @@ impl<A: App> NodeBuilder<A> {
                 handlers: self.handlers,
                 idle_block_delay: self.idle_block_delay,
                 status,
+                writer,
             },
         })
     }

@@ -3,11 +3,17 @@
 //! only waits for the next input (the std driver on a channel with a deadline, the tokio driver
 //! in a `select!`) and runs one turn:
 //!
-//! 1. [`Engine::poll_actions`], then [`Engine::perform`] them. Persists and commits of one
-//!    drain are written in one store transaction (fsync) before `Input::Persisted` is queued,
-//!    so no vote, timeout vote or proposal leaves before the state it was signed under is on
-//!    disk (the core holds them until then). [`needs_blocking`] says which actions touch the
-//!    store or the app, for runtimes that must not block.
+//! 1. [`Engine::poll_actions`], then [`Engine::perform`] them. What safety needs of a drain
+//!    (the safety state, and this node's own proposal) is written in one small store
+//!    transaction (fsync) before `Input::Persisted` is queued, so no vote, timeout vote or
+//!    proposal leaves before the state it was signed under is on disk (the core holds them
+//!    until then). The bulk (commits with their app-state updates, other proposers' blocks)
+//!    goes to the background [`StoreWriter`], which group-commits it off the loop; the app
+//!    reads committed state through the engine, which overlays the commits still queued. A
+//!    drain that ends an epoch is written whole and durably, after the queue. With
+//!    [`crate::NodeBuilder::background_store_writes`] off, every drain is one synchronous
+//!    transaction (the path before the writer). [`needs_blocking`] says which actions touch
+//!    the store or the app, for runtimes that must not block.
 //! 2. [`Engine::ready`]: a local reply, a due timer or a due deferred proposal, before the
 //!    network; or how long the driver may wait for it.
 
@@ -16,10 +22,11 @@ use crate::app::{App, BlockContext, Produced};
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::net::{Frame, NetEvent, Outbound};
-use crate::storage::{Storage, WriteBatch};
+use crate::storage::{Storage, StoreWriter, WriteBatch};
 use hotstuff_core::action::SyncTimer;
 use hotstuff_core::{
-    Action, BlockHash, Envelope, Height, Input, InputError, Message, PublicKey, Replica, View,
+    Action, AppStateUpdates, BlockHash, Envelope, Height, Input, InputError, Message, PublicKey, Replica,
+    View,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,6 +52,8 @@ pub struct EngineParts<A: App> {
     pub(super) handlers: Vec<Handler>,
     pub(super) idle_block_delay: Duration,
     pub(super) status: Arc<Mutex<Status>>,
+    /// The background writer (`None`: every drain is written synchronously).
+    pub(super) writer: Option<StoreWriter>,
 }
 
 /// The replica with its app, store and outbound network, and what the loop keeps between
@@ -67,6 +76,10 @@ pub struct Engine<A: App, N: Outbound> {
     /// Writes of the current drain not yet in the store, and the highest Persist seq in them.
     batch: WriteBatch,
     batch_seq: Option<u64>,
+    writer: Option<StoreWriter>,
+    /// App-state updates of commits handed to the writer and not yet known written, oldest
+    /// first: the app's reads see them over the store.
+    inflight: VecDeque<(Height, AppStateUpdates)>,
 }
 
 /// What [`Engine::ready`] found to do before the network.
@@ -99,7 +112,7 @@ pub fn needs_blocking(action: &Action) -> bool {
 impl<A: App, N: Outbound> Engine<A, N> {
     /// An engine sending through `net`.
     pub fn new(parts: EngineParts<A>, net: N) -> Self {
-        let EngineParts { replica, app, store, handlers, idle_block_delay, status } = parts;
+        let EngineParts { replica, app, store, handlers, idle_block_delay, status, writer } = parts;
         Engine {
             replica,
             app,
@@ -114,6 +127,18 @@ impl<A: App, N: Outbound> Engine<A, N> {
             local: VecDeque::new(),
             batch: WriteBatch::default(),
             batch_seq: None,
+            writer,
+            inflight: VecDeque::new(),
+        }
+    }
+
+    /// Writes everything pending and makes it durable, then stops the background writer
+    /// (dropping the engine does the same, reporting a failure only in the log).
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        match self.writer.as_mut() {
+            Some(writer) => writer.close(),
+            None => Ok(()),
         }
     }
 
@@ -155,7 +180,21 @@ impl<A: App, N: Outbound> Engine<A, N> {
         for action in commits.into_iter().chain(rest) {
             self.perform_one(action)?;
         }
-        self.flush()
+        // With the background writer, the fsync waits while local replies are queued: the
+        // Persists of the inputs they cause (the proposal after a QC, the vote after a
+        // validation) join it, one fsync instead of two. Nothing signed leaves before it: the
+        // core holds it until `Persisted`.
+        if self.writer.is_none() || self.local.is_empty() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// True while writes of performed actions wait for the store (a driver that skips
+    /// [`Engine::perform`] for a drain without actions must still call it then).
+    #[must_use]
+    pub fn has_unwritten(&self) -> bool {
+        !self.batch.is_empty()
     }
 
     /// Performs every action the replica has ([`Engine::poll_actions`] and [`Engine::perform`]).
@@ -260,14 +299,22 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.sync_timers.insert(timer, Instant::now() + after);
             }
             Action::ProduceBlock { view, parent, height } => {
-                // The app reads committed state: what this drain committed must be in the store.
-                self.flush()?;
+                // The app reads committed state: what this drain committed must be in the store
+                // (or, with the background writer, in the overlay).
+                self.hand_over()?;
                 self.produce(view, parent, height, true);
             }
             Action::ValidateBlock { hash, block, for_sync } => {
-                self.flush()?;
-                let ctx =
-                    context(&self.replica, self.store.as_ref(), block.view, block.height, block.parent());
+                self.hand_over()?;
+                self.prune_inflight();
+                let ctx = context(
+                    &self.replica,
+                    self.store.as_ref(),
+                    &self.inflight,
+                    block.view,
+                    block.height,
+                    block.parent(),
+                );
                 let outcome = if for_sync {
                     self.app.validate_block_for_sync(&ctx, &block)
                 } else {
@@ -279,7 +326,8 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.local.push_back(Input::BlockValidated { hash, outcome });
             }
             Action::ServeSync { to, request } => {
-                self.flush()?;
+                // Serves what the store holds; a block still queued is asked for again.
+                self.hand_over()?;
                 let store = &self.store;
                 // Bounded by the request (at most `limits.max_sync_blocks` point reads).
                 let response = self.replica.sync_response(&request, |h| match store.committed_block(h) {
@@ -301,24 +349,76 @@ impl<A: App, N: Outbound> Engine<A, N> {
         Ok(())
     }
 
-    /// Writes the pending batch in one durable transaction, then acknowledges its Persists
+    /// Before the app or block sync reads committed state: without the background writer,
+    /// writes everything pending ([`Engine::flush`]); with it, hands the pending commits (and
+    /// the other proposers' blocks) to the writer and the app's overlay, leaving what safety
+    /// needs for the drain's fsync. A commit that ends an epoch is flushed whole at once.
+    fn hand_over(&mut self) -> Result<(), StoreError> {
+        let Some(writer) = &self.writer else { return self.flush() };
+        if self.batch.commits.iter().any(|c| c.epoch_change.is_some()) {
+            return self.flush();
+        }
+        let me = self.replica.id();
+        let blocks = std::mem::take(&mut self.batch.blocks);
+        let commits = std::mem::take(&mut self.batch.commits);
+        // This node's own proposal must be on disk before it is sent (a restarted leader
+        // re-proposes nothing else in that view); other proposers keep theirs.
+        let (own, others): (Vec<_>, Vec<_>) = blocks.into_iter().partition(|r| r.block.proposer == me);
+        self.batch.blocks = own;
+        if !commits.is_empty() {
+            self.app.committed(&commits);
+            for c in &commits {
+                if !c.outcome.app_updates.is_empty() {
+                    self.inflight.push_back((c.block.height, c.outcome.app_updates.clone()));
+                }
+            }
+        }
+        writer.submit(WriteBatch { safety: None, blocks: others, commits })
+    }
+
+    /// Writes the pending batch (see the [module docs](self)), then acknowledges its Persists
     /// and tells the app what committed.
     fn flush(&mut self) -> Result<(), StoreError> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.store.write(&batch)?;
+        let epoch_change = self.batch.commits.iter().any(|c| c.epoch_change.is_some());
+        match &self.writer {
+            Some(_) if !epoch_change => {
+                self.hand_over()?;
+                self.store.write(&std::mem::take(&mut self.batch))?;
+            }
+            Some(writer) => {
+                // The new epoch must be durable no later than any safety state of it: the
+                // queue first, then the batch whole, durably.
+                writer.barrier()?;
+                self.inflight.clear();
+                let batch = std::mem::take(&mut self.batch);
+                self.store.write(&batch)?;
+                self.app.committed(&batch.commits);
+            }
+            None => {
+                let batch = std::mem::take(&mut self.batch);
+                self.store.write(&batch)?;
+                self.app.committed(&batch.commits);
+            }
+        }
         if let Some(seq) = self.batch_seq.take() {
             self.local.push_back(Input::Persisted { seq });
         }
-        if !batch.commits.is_empty() {
-            self.app.committed(&batch.commits);
-            if batch.commits.iter().any(|c| c.epoch_change.is_some()) {
-                self.net.validators_changed(self.replica.validators());
-            }
+        if epoch_change {
+            self.net.validators_changed(self.replica.validators());
         }
         Ok(())
+    }
+
+    /// Drops the overlaid updates the writer has written.
+    fn prune_inflight(&mut self) {
+        let Some(writer) = &self.writer else { return };
+        let applied = writer.applied();
+        while self.inflight.front().is_some_and(|(h, _)| *h <= applied) {
+            self.inflight.pop_front();
+        }
     }
 
     fn frame(&self, message: Message) -> Frame {
@@ -328,8 +428,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
     /// Asks the app for a block; an empty one waits for the idle delay if nothing uncommitted
     /// is waiting for descendants to commit.
     fn produce(&mut self, view: View, parent: BlockHash, height: Height, may_wait: bool) {
-        let ctx = context(&self.replica, self.store.as_ref(), view, height, parent);
-        let idle = ctx.pending.iter().all(|u| u.is_empty());
+        self.prune_inflight();
+        let idle = self.replica.pending_updates(&parent).iter().all(|u| u.is_empty());
+        let ctx = context(&self.replica, self.store.as_ref(), &self.inflight, view, height, parent);
         let max_payload = ctx.max_payload;
         let mut produced = self.app.produce_block(&ctx);
         if produced.payload.len() > max_payload {
@@ -377,14 +478,20 @@ impl<A: App, N: Outbound> Engine<A, N> {
     }
 }
 
-/// What the app sees for a block at `height` in `view` on `parent`.
+/// What the app sees for a block at `height` in `view` on `parent`: the updates of its
+/// uncommitted ancestors, then those of the commits still queued for the store (newest first),
+/// over the store. Reading a queued commit's updates again over a store that has meanwhile
+/// applied them gives the same values: updates set or delete whole keys.
 fn context<'a>(
     replica: &'a Replica,
     store: &'a dyn Storage,
+    inflight: &'a VecDeque<(Height, AppStateUpdates)>,
     view: View,
     height: Height,
     parent: BlockHash,
 ) -> BlockContext<'a> {
+    let mut pending = replica.pending_updates(&parent);
+    pending.extend(inflight.iter().rev().map(|(_, u)| u));
     BlockContext {
         view,
         height,
@@ -393,7 +500,7 @@ fn context<'a>(
         max_payload: replica.config().limits.max_payload,
         validators: replica.validators(),
         store,
-        pending: replica.pending_updates(&parent),
+        pending,
     }
 }
 

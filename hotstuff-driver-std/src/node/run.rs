@@ -6,7 +6,7 @@ use super::NodeError;
 use crate::app::App;
 use crate::error::StoreError;
 use crate::net::{CoreMsg, Network};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
 pub(super) struct Loop<A: App> {
@@ -18,7 +18,8 @@ impl<A: App> Loop<A> {
     pub(super) fn run(mut self) -> Result<(), NodeError> {
         let span = tracing::info_span!("node", id = %self.engine.id());
         let _entered = span.enter();
-        let result = self.turns();
+        // A clean stop leaves everything durable (the background writer's queue included).
+        let result = self.turns().and_then(|()| self.engine.close());
         self.engine.stopped(result.as_ref().err());
         // Network threads may be blocked delivering into a full inbox: close it first, so
         // their sends fail and they can be joined.
@@ -34,12 +35,27 @@ impl<A: App> Loop<A> {
             self.engine.publish_status();
             let now = Instant::now();
             let deadline = match self.engine.ready(now) {
-                Ready::Handled => continue,
+                Ready::Handled => None,
                 Ready::ProduceDue => {
                     self.engine.produce_due();
-                    continue;
+                    None
                 }
-                Ready::Wait(deadline) => deadline,
+                Ready::Wait(deadline) => Some(deadline),
+            };
+            let Some(deadline) = deadline else {
+                // One inbox message per local turn, so that a node that always has local work
+                // (a lone validator with a full mempool) still hears its peers and its
+                // shutdown request.
+                match self.rx.try_recv() {
+                    Ok(msg) => {
+                        if self.handle(msg) {
+                            return Ok(());
+                        }
+                    }
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return Ok(()),
+                }
+                continue;
             };
             let msg = match deadline {
                 Some(at) => match self.rx.recv_timeout(at.saturating_duration_since(now)) {
@@ -52,11 +68,19 @@ impl<A: App> Loop<A> {
                     Err(_) => return Ok(()),
                 },
             };
-            match msg {
-                CoreMsg::Message { from, message } => self.engine.handle_message(from, message),
-                CoreMsg::Net(event) => self.engine.on_net(event),
-                CoreMsg::Shutdown => return Ok(()),
+            if self.handle(msg) {
+                return Ok(());
             }
         }
+    }
+
+    /// Hands an inbox message to the engine; true for the shutdown request.
+    fn handle(&mut self, msg: CoreMsg) -> bool {
+        match msg {
+            CoreMsg::Message { from, message } => self.engine.handle_message(from, message),
+            CoreMsg::Net(event) => self.engine.on_net(event),
+            CoreMsg::Shutdown => return true,
+        }
+        false
     }
 }

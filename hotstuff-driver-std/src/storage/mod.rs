@@ -9,8 +9,10 @@
 //! [`WriteBatch`], which a store applies atomically and durably.
 
 mod redb_store;
+pub mod writer;
 
 pub use redb_store::RedbStore;
+pub use writer::StoreWriter;
 
 use crate::error::StoreError;
 use hotstuff_core::{
@@ -80,10 +82,13 @@ impl Stored {
     }
 }
 
-/// The writes of one or more `Persist` and `Commit` actions, applied in one atomic, durable
-/// transaction: first `blocks`, then `commits` in order (each applies its app-state updates,
-/// stores the block with its certificate (and epoch proof) by height, stores the new epoch if
-/// it ends one, and drops stored uncommitted blocks at or below it), then `safety` and the tip.
+/// The writes of one or more `Persist` and `Commit` actions, applied in one atomic
+/// transaction: first `blocks` (except those at or below the batch's new tip, which the commits
+/// would drop at once: a block committed in the same batch is written once, in the committed
+/// table), then `commits` in order (each applies its app-state updates, stores the block with
+/// its certificate (and epoch proof) by height, stores the new epoch if it ends one, and drops
+/// stored uncommitted blocks at or below it), then `safety` and the tip. Applying batches one
+/// after the other or merged into one ([`WriteBatch::append`]) gives the same store.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
     /// The newest safety state, if it changed.
@@ -99,6 +104,16 @@ impl WriteBatch {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.safety.is_none() && self.blocks.is_empty() && self.commits.is_empty()
+    }
+
+    /// Appends `later`, a batch written after this one: the result writes what the two would
+    /// write one after the other.
+    pub fn append(&mut self, later: WriteBatch) {
+        if later.safety.is_some() {
+            self.safety = later.safety;
+        }
+        self.blocks.extend(later.blocks);
+        self.commits.extend(later.commits);
     }
 
     /// The committed tip after this batch, if it commits anything.
@@ -120,8 +135,24 @@ pub trait Storage: Send + Sync + 'static {
     /// Undecodable data is [`StoreError::Corrupt`], never a silent reset.
     fn load(&self) -> Result<Option<Stored>, StoreError>;
 
-    /// Applies `batch` atomically and makes it durable (fsync) before returning.
+    /// Applies `batch` atomically and makes it durable (fsync) before returning. Every earlier
+    /// write, deferred ones included, is durable with it.
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+
+    /// Applies `batch` atomically, visible to reads at once, but durable only with the next
+    /// [`Storage::write`] or [`Storage::sync`] (by any thread). A crash may lose deferred
+    /// writes, but only as a suffix: writes become durable in the order they were made, so what
+    /// a store reopens to is always the result of a prefix of its writes. The default makes
+    /// every write durable at once (correct, only slower).
+    fn write_deferred(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.write(batch)
+    }
+
+    /// Makes every earlier write durable (fsync). The default does nothing: without
+    /// [`Storage::write_deferred`] of its own, a store has nothing deferred.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// The committed block at `height` with a certificate for it (and its epoch proof if it
     /// ended an epoch).

@@ -151,7 +151,16 @@ impl Storage for RedbStore {
         guarded("load", || self.engine.load())
     }
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        guarded("write", || self.engine.write(batch))
+        guarded("write", || self.engine.write_with(batch, Durability::Immediate))
+    }
+    /// A transaction with `Durability::None`: redb keeps it out of the file's commit slots
+    /// until the next durable commit, which makes it durable together with everything before
+    /// it (one file, one order of transactions: a crash loses a suffix, never a hole).
+    fn write_deferred(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        guarded("write_deferred", || self.engine.write_with(batch, Durability::None))
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        guarded("sync", || self.engine.sync())
     }
     fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
         guarded("committed_block", || self.engine.committed_block(height))
@@ -298,42 +307,12 @@ impl Storage for Engine {
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+        self.write_with(batch, Durability::Immediate)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
         let mut txn = self.db()?.begin_write()?;
-        // The default, stated: `commit` returns only once the data is fsynced.
         txn.set_durability(Durability::Immediate);
-        {
-            let mut pending = txn.open_table(PENDING)?;
-            for r in &batch.blocks {
-                pending.insert(&pending_key(r.block.height, &r.block.hash().0)[..], &encode(r)[..])?;
-            }
-            let mut meta = txn.open_table(META)?;
-            if let Some(tip) = batch.tip() {
-                let mut committed = txn.open_table(COMMITTED)?;
-                let mut app = txn.open_table(APP)?;
-                for c in &batch.commits {
-                    let proof = c.epoch_change.as_ref().map(|e| &e.proof);
-                    committed.insert(c.block.height.0, &encode(&(&c.block, &c.certificate, proof))[..])?;
-                    if let Some(change) = &c.epoch_change {
-                        meta.insert("epoch", &encode(&change.state)[..])?;
-                    }
-                    for (k, v) in &c.outcome.app_updates.0 {
-                        match v {
-                            Some(v) => app.insert(&k[..], &v[..])?,
-                            None => app.remove(&k[..])?,
-                        };
-                    }
-                }
-                let end = pending_key(Height(tip.height.0.saturating_add(1)), &[0; 32]);
-                pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
-                meta.insert("tip", &encode(&tip)[..])?;
-            }
-            if let Some(s) = &batch.safety {
-                meta.insert("safety", &encode(s)[..])?;
-            }
-        }
         txn.commit()?;
         Ok(())
     }
@@ -374,5 +353,52 @@ impl Storage for Engine {
             }
         }
         Ok(tip)
+    }
+}
+
+impl Engine {
+    /// Writes `batch` in one transaction; with `Durability::Immediate` (the default, stated)
+    /// `commit` returns only once the data is fsynced.
+    fn write_with(&self, batch: &WriteBatch, durability: Durability) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db()?.begin_write()?;
+        txn.set_durability(durability);
+        {
+            let mut pending = txn.open_table(PENDING)?;
+            let new_tip = batch.tip().map(|t| t.height);
+            // A block at or below the new tip would be dropped below: it is written once, as
+            // a committed block, or not at all (a branch the commits abandoned).
+            for r in batch.blocks.iter().filter(|r| new_tip.is_none_or(|t| r.block.height > t)) {
+                pending.insert(&pending_key(r.block.height, &r.block.hash().0)[..], &encode(r)[..])?;
+            }
+            let mut meta = txn.open_table(META)?;
+            if let Some(tip) = batch.tip() {
+                let mut committed = txn.open_table(COMMITTED)?;
+                let mut app = txn.open_table(APP)?;
+                for c in &batch.commits {
+                    let proof = c.epoch_change.as_ref().map(|e| &e.proof);
+                    committed.insert(c.block.height.0, &encode(&(&c.block, &c.certificate, proof))[..])?;
+                    if let Some(change) = &c.epoch_change {
+                        meta.insert("epoch", &encode(&change.state)[..])?;
+                    }
+                    for (k, v) in &c.outcome.app_updates.0 {
+                        match v {
+                            Some(v) => app.insert(&k[..], &v[..])?,
+                            None => app.remove(&k[..])?,
+                        };
+                    }
+                }
+                let end = pending_key(Height(tip.height.0.saturating_add(1)), &[0; 32]);
+                pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
+                meta.insert("tip", &encode(&tip)[..])?;
+            }
+            if let Some(s) = &batch.safety {
+                meta.insert("safety", &encode(s)[..])?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 }

@@ -1,0 +1,198 @@
+//! The background store writer: the bulk of what a node stores (committed blocks with their
+//! certificates, app-state updates, uncommitted blocks of other proposers) is group-committed
+//! on a thread of its own, off the consensus loop, so it never holds up the next vote.
+//!
+//! Jobs queue on a bounded channel (a full queue makes the consensus loop wait: back-pressure,
+//! never unbounded memory). The thread takes whatever has accumulated, merges it into one
+//! [`WriteBatch`] ([`WriteBatch::append`]) and writes it with [`Storage::write_deferred`]:
+//! visible to reads at once, durable with the next durable write of either thread (the
+//! consensus loop's safety writes, one per vote, make it durable in practice), and at the
+//! latest after [`SYNC_EVERY`] or when the queue has been idle for [`SYNC_IDLE`]. Because a
+//! store's writes become durable in order, a crash at any point leaves a prefix of them: the
+//! committed chain, its app state and the tip always agree, and may only lag what the replica
+//! had committed in memory (the replica commits those blocks again after the restart, from its
+//! peers; see `Recovered`).
+
+use super::{Storage, WriteBatch};
+use crate::error::StoreError;
+use hotstuff_core::Height;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Most jobs merged into one transaction.
+const MAX_MERGE: usize = 256;
+/// A busy writer makes its writes durable itself at least this often.
+pub const SYNC_EVERY: Duration = Duration::from_millis(100);
+/// An idle writer makes its writes durable after this long without jobs.
+pub const SYNC_IDLE: Duration = Duration::from_millis(10);
+
+enum Job {
+    /// Boxed: a batch is large (a safety state inline) and the queue holds a slot per job.
+    Write(Box<WriteBatch>),
+    /// Make everything queued before it durable, then answer.
+    Barrier(SyncSender<()>),
+}
+
+struct Shared {
+    /// The highest committed height the writer has written (visible to reads).
+    applied: AtomicU64,
+    /// The failure the writer stopped on, until reported.
+    error: Mutex<Option<StoreError>>,
+}
+
+/// The handle of a background store writer thread. Dropping it makes everything submitted
+/// durable and joins the thread.
+pub struct StoreWriter {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StoreWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter").field("applied", &self.applied()).finish_non_exhaustive()
+    }
+}
+
+impl StoreWriter {
+    /// Starts a writer for `store` with a queue of `queue` jobs (at least 1).
+    pub fn start(store: Arc<dyn Storage>, queue: usize) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel(queue.max(1));
+        let shared = Arc::new(Shared { applied: AtomicU64::new(0), error: Mutex::new(None) });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("hotstuff-store".into())
+            .spawn(move || run(store.as_ref(), &rx, &thread_shared))?;
+        Ok(StoreWriter { tx: Some(tx), thread: Some(thread), shared })
+    }
+
+    /// Queues `batch` (waits while the queue is full). Its writes are visible to reads once
+    /// [`StoreWriter::applied`] reaches its tip.
+    pub fn submit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.tx.as_ref().ok_or(StoreError::WriterStopped)?;
+        tx.send(Job::Write(Box::new(batch))).map_err(|_| self.failure())
+    }
+
+    /// Waits until everything submitted so far is written and durable.
+    pub fn barrier(&self) -> Result<(), StoreError> {
+        let tx = self.tx.as_ref().ok_or(StoreError::WriterStopped)?;
+        let (done_tx, done_rx) = sync_channel(1);
+        tx.send(Job::Barrier(done_tx)).map_err(|_| self.failure())?;
+        done_rx.recv().map_err(|_| self.failure())
+    }
+
+    /// The highest committed height written (visible to reads; durable at the latest after
+    /// [`SYNC_EVERY`]).
+    #[must_use]
+    pub fn applied(&self) -> Height {
+        Height(self.shared.applied.load(Ordering::Acquire))
+    }
+
+    /// Makes everything durable and stops the thread; the error it stopped on, if any.
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                return Err(StoreError::WriterStopped);
+            }
+        }
+        match self.shared.error.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The error the thread stopped on (reported once), or [`StoreError::WriterStopped`].
+    fn failure(&self) -> StoreError {
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or(StoreError::WriterStopped)
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::error!(%error, "the store writer stopped with an error");
+        }
+    }
+}
+
+fn run(store: &dyn Storage, rx: &Receiver<Job>, shared: &Shared) {
+    if let Err(error) = write_loop(store, rx, shared) {
+        tracing::error!(%error, "the background store writer failed");
+        *shared.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+}
+
+fn write_loop(store: &dyn Storage, rx: &Receiver<Job>, shared: &Shared) -> Result<(), StoreError> {
+    // Written but not yet known durable.
+    let mut dirty = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let first = if dirty {
+            match rx.recv_timeout(SYNC_IDLE) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    store.sync()?;
+                    dirty = false;
+                    last_sync = Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        let mut batch = WriteBatch::default();
+        let mut waiters = Vec::new();
+        let mut next = Some(first);
+        let mut merged = 0;
+        while let Some(job) = next.take() {
+            match job {
+                Job::Write(b) => batch.append(*b),
+                Job::Barrier(done) => waiters.push(done),
+            }
+            merged += 1;
+            if merged < MAX_MERGE {
+                next = rx.try_recv().ok();
+            }
+        }
+        let durable = !waiters.is_empty() || last_sync.elapsed() >= SYNC_EVERY;
+        if durable {
+            if batch.is_empty() {
+                store.sync()?;
+            } else {
+                store.write(&batch)?;
+            }
+            dirty = false;
+            last_sync = Instant::now();
+        } else {
+            store.write_deferred(&batch)?;
+            dirty = true;
+        }
+        if let Some(tip) = batch.tip() {
+            shared.applied.fetch_max(tip.height.0, Ordering::AcqRel);
+        }
+        for done in waiters {
+            // The waiter may have given up; nothing to do then.
+            let _ = done.send(());
+        }
+    }
+    if dirty {
+        store.sync()?;
+    }
+    Ok(())
+}

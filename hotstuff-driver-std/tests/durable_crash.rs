@@ -1,0 +1,374 @@
+//! Crashes while the background store writer has queued work: a validator commits kv
+//! transactions on a store whose "disk" is recorded; at random moments the test takes the image
+//! a crash would leave, both for a process crash (every write made so far, fsynced or not) and
+//! for a power loss (only what was fsynced). Every image must reopen to an exact state: the
+//! committed chain linked block to block up to the tip, the app state equal to the replay of
+//! exactly those blocks, a safety state; and a node restarted from it keeps the chain and goes
+//! on committing.
+
+use hotstuff_core::{ChainId, Height, Keypair, ValidatorSet};
+use hotstuff_driver_std::kv::{decode_payload, state_key, tx_count, KvApp, Mempool, Tx, TX_COUNT_KEY};
+use hotstuff_driver_std::{Genesis, Node, NodeBuilder, RedbStore, Storage};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A redb backend in memory that keeps, besides the bytes written, the bytes as of the last
+/// fsync.
+#[derive(Debug, Clone, Default)]
+struct RecordedDisk {
+    inner: Arc<Mutex<Disk>>,
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    live: Vec<u8>,
+    synced: Vec<u8>,
+}
+
+impl RecordedDisk {
+    fn from_image(bytes: Vec<u8>) -> Self {
+        RecordedDisk { inner: Arc::new(Mutex::new(Disk { live: bytes.clone(), synced: bytes })) }
+    }
+
+    /// (every write so far, only the fsynced ones), taken at one instant.
+    fn images(&self) -> (Vec<u8>, Vec<u8>) {
+        let d = self.inner.lock().unwrap();
+        (d.live.clone(), d.synced.clone())
+    }
+}
+
+impl redb::StorageBackend for RecordedDisk {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.inner.lock().unwrap().live.len() as u64)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let d = self.inner.lock().unwrap();
+        let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        d.live
+            .get(start..start + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.lock().unwrap().live.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
+        let mut d = self.inner.lock().unwrap();
+        d.synced = d.live.clone();
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut d = self.inner.lock().unwrap();
+        let start = offset as usize;
+        if d.live.len() < start + data.len() {
+            d.live.resize(start + data.len(), 0);
+        }
+        d.live[start..start + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+fn setup() -> (Keypair, Genesis) {
+    let key = Keypair::from_secret(&[21; 32]);
+    let genesis = Genesis::new(ChainId(12), ValidatorSet::new([(key.public(), 1)]).unwrap());
+    (key, genesis)
+}
+
+fn start(disk: RecordedDisk, mempool: Mempool) -> Node {
+    let (key, genesis) = setup();
+    let store = RedbStore::with_backend(disk).unwrap();
+    NodeBuilder::new(key, genesis, KvApp::new(mempool, 50), store)
+        // Short, not zero: a lone validator with work always at hand would not read its inbox
+        // (and so its shutdown request) until the mempool runs dry.
+        .idle_block_delay(Duration::from_millis(1))
+        .start()
+        .unwrap()
+}
+
+/// Checks that `store` holds an exact state and returns its tip height and committed block
+/// hashes by height.
+fn check_exact(store: &RedbStore, what: &str) -> (u64, Vec<[u8; 32]>) {
+    let stored = store.load().unwrap().unwrap_or_else(|| panic!("{what}: not initialised"));
+    let tip = stored.tip;
+    assert!(stored.safety.is_some() || tip.height.0 == 0, "{what}: commits without a safety state");
+    let mut hashes = Vec::new();
+    let mut state: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut txs = 0u64;
+    let mut parent = None;
+    for h in 1..=tip.height.0 {
+        let (block, qc, _) = store
+            .committed_block(Height(h))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{what}: committed block {h} missing below the tip {}", tip.height));
+        let hash = block.hash();
+        assert_eq!(qc.block, hash, "{what}: the certificate of block {h} is for another block");
+        if let Some(p) = parent {
+            assert_eq!(block.parent(), p, "{what}: block {h} does not extend block {}", h - 1);
+        }
+        parent = Some(hash);
+        hashes.push(hash.0);
+        if !block.payload.is_empty() {
+            let decoded = decode_payload(&block.payload).unwrap_or_else(|| panic!("{what}: bad payload"));
+            txs += decoded.len() as u64;
+            for tx in decoded {
+                if let Tx::Put { key, value } = tx {
+                    state.insert(state_key(&key), value);
+                }
+            }
+        }
+    }
+    if tip.height.0 > 0 {
+        assert_eq!(parent, Some(tip.hash), "{what}: the tip is not the last committed block");
+    }
+    assert!(
+        store.committed_block(Height(tip.height.0 + 1)).unwrap().is_none(),
+        "{what}: a block above the tip"
+    );
+    let mut stored_state = BTreeMap::new();
+    let scanned = store
+        .scan_app_state(&mut |k, v| {
+            stored_state.insert(k.to_vec(), v.to_vec());
+        })
+        .unwrap();
+    assert_eq!(scanned, tip, "{what}: app state of another tip");
+    assert_eq!(
+        tx_count(stored_state.remove(TX_COUNT_KEY).as_deref()),
+        txs,
+        "{what}: the app's transaction count is not that of the committed blocks"
+    );
+    assert_eq!(stored_state, state, "{what}: the app state is not the replay of the committed blocks");
+    (tip.height.0, hashes)
+}
+
+#[test]
+fn a_crash_with_queued_store_writes_recovers_an_exact_state() {
+    let started = Instant::now();
+    let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    println!("seed {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let disk = RecordedDisk::default();
+    let mempool = Mempool::new(100_000);
+    let node = start(disk.clone(), mempool.clone());
+
+    // Clients keep submitting while the images are taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (stop, mempool) = (stop.clone(), mempool.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..20 {
+                    let tx =
+                        Tx::Put { key: format!("k{i}").into_bytes(), value: format!("v{i}").into_bytes() };
+                    if mempool.submit(tx).is_ok() {
+                        i += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let t0 = Instant::now();
+    while node.status().committed.0 < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no commits: {:?}", node.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut images = Vec::new();
+    for _ in 0..24 {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(3..25)));
+        let committed = node.status().committed.0;
+        let (live, synced) = disk.images();
+        images.push((committed, live, synced));
+    }
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let final_height = node.status().committed.0;
+    node.shutdown().unwrap();
+
+    // A clean stop leaves everything durable.
+    let (_, synced) = disk.images();
+    let store = RedbStore::with_backend(RecordedDisk::from_image(synced)).unwrap();
+    let (tip, _) = check_exact(&store, "after a clean stop");
+    assert!(tip >= final_height, "a clean stop lost commits: tip {tip}, committed {final_height}");
+
+    let mut lagging = 0;
+    let mut restart_from = Vec::new();
+    for (n, (committed, live, synced)) in images.into_iter().enumerate() {
+        for (kind, image) in [("process crash", live), ("power loss", synced)] {
+            let what = format!("image {n} ({kind}, committed in memory {committed})");
+            let store = RedbStore::with_backend(RecordedDisk::from_image(image.clone())).unwrap();
+            let (tip, hashes) = check_exact(&store, &what);
+            if tip < committed {
+                lagging += 1;
+            }
+            if restart_from.len() < 2 && (kind == "power loss" || n == 23) {
+                restart_from.push((what, image, tip, hashes));
+            }
+        }
+    }
+    println!("{lagging} of 48 images had a committed tip behind the in-memory commit");
+
+    // A node restarted from a crash image keeps its committed chain and commits on.
+    for (what, image, tip, hashes) in restart_from {
+        let disk = RecordedDisk::from_image(image);
+        let node = start(disk.clone(), Mempool::new(100));
+        let t0 = Instant::now();
+        while node.status().committed.0 < tip + 5 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{what}: no progress after restart: {:?}",
+                node.status()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        node.shutdown().unwrap();
+        let store = RedbStore::with_backend(RecordedDisk::from_image(disk.images().1)).unwrap();
+        let (after, now) = check_exact(&store, &format!("{what}, restarted"));
+        assert!(after >= tip + 5);
+        assert_eq!(now[..hashes.len()], hashes[..], "{what}: the restarted node changed its committed chain");
+    }
+    println!("test took {:?}", started.elapsed());
+}
+
+/// Blocks whose payload is their height; every fifth block sets the validator's power to its
+/// height, which ends the epoch.
+struct Epochs {
+    key: hotstuff_core::PublicKey,
+}
+
+fn epoch_outcome(key: hotstuff_core::PublicKey, height: u64) -> hotstuff_core::AppOutcome {
+    let mut outcome = hotstuff_core::AppOutcome::default();
+    outcome.app_updates.insert(format!("h/{height:08}").into_bytes(), height.to_le_bytes().to_vec());
+    if height % 5 == 0 {
+        outcome.validator_updates.0.insert(key, height);
+    }
+    outcome
+}
+
+impl hotstuff_driver_std::App for Epochs {
+    fn produce_block(
+        &mut self,
+        ctx: &hotstuff_driver_std::BlockContext<'_>,
+    ) -> hotstuff_driver_std::Produced {
+        hotstuff_driver_std::Produced {
+            payload: ctx.height.0.to_le_bytes().to_vec(),
+            outcome: epoch_outcome(self.key, ctx.height.0),
+        }
+    }
+
+    fn validate_block(
+        &mut self,
+        _: &hotstuff_driver_std::BlockContext<'_>,
+        block: &hotstuff_core::Block,
+    ) -> Option<hotstuff_core::AppOutcome> {
+        Some(epoch_outcome(self.key, block.height.0))
+    }
+}
+
+fn start_epochs(disk: RecordedDisk) -> Node {
+    let (key, genesis) = setup();
+    let app = Epochs { key: key.public() };
+    NodeBuilder::new(key, genesis, app, RedbStore::with_backend(disk).unwrap())
+        .idle_block_delay(Duration::from_millis(1))
+        .background_store_writes(std::env::var("SYNC_STORE").is_err())
+        .start()
+        .unwrap()
+}
+
+/// Crash images of a lone validator changing its epoch every five blocks.
+fn epoch_images(seed: u64) -> Vec<Vec<u8>> {
+    println!("seed {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let disk = RecordedDisk::default();
+    let node = start_epochs(disk.clone());
+    let mut images = Vec::new();
+    for _ in 0..16 {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(2..15)));
+        let (live, synced) = disk.images();
+        images.push(live);
+        images.push(synced);
+    }
+    node.shutdown().unwrap();
+    images.push(disk.images().1);
+    images
+}
+
+fn seed(default: u64) -> u64 {
+    std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// The epoch-changing commits take the synchronous path (after the writer's queue): every crash
+/// image has its epoch no older than its safety state's and agrees with its committed blocks.
+#[test]
+fn crashes_around_epoch_changes_keep_the_epoch_with_the_chain() {
+    let started = Instant::now();
+    let (key, _) = setup();
+    let images = epoch_images(seed(5));
+    let mut epochs_seen = 0;
+    for (n, image) in images.iter().enumerate() {
+        let what = format!("image {n}");
+        let store = RedbStore::with_backend(RecordedDisk::from_image(image.clone())).unwrap();
+        let stored = store.load().unwrap().unwrap();
+        let tip = stored.tip.height.0;
+        for h in 1..=tip {
+            let (block, _, _) = store.committed_block(Height(h)).unwrap().unwrap();
+            assert_eq!(block.height.0, h, "{what}");
+            assert_eq!(
+                store.app_get(format!("h/{h:08}").as_bytes()).unwrap(),
+                Some(h.to_le_bytes().to_vec()),
+                "{what}: app state of block {h} missing"
+            );
+        }
+        assert_eq!(
+            store.app_get(format!("h/{:08}", tip + 1).as_bytes()).unwrap(),
+            None,
+            "{what}: above the tip"
+        );
+        let power = stored.epoch.as_ref().map_or(1, |e| e.validators.members()[0].power);
+        let last_change = (1..=tip).rev().find(|h| h % 5 == 0).unwrap_or(0);
+        // The epoch in force follows the last committed change (or is still the genesis set).
+        assert!(power == last_change || (last_change == 0 && power == 1), "{what}: power {power}, tip {tip}");
+        if let (Some(safety), Some(epoch)) = (&stored.safety, &stored.epoch) {
+            assert!(safety.epoch <= epoch.epoch, "{what}: safety state of a later epoch than the store's");
+            epochs_seen = epochs_seen.max(epoch.epoch.0);
+        }
+        assert_eq!(store.tip().unwrap().unwrap().1.members()[0].key, key.public());
+    }
+    assert!(epochs_seen >= 2, "too few epoch changes: {epochs_seen}");
+    println!("{epochs_seen} epochs; test took {:?}", started.elapsed());
+}
+
+/// A lone validator restarted from such an image commits on. KNOWN FAILURE with the background
+/// writer (passes with `SYNC_STORE=1`): the restarted node stalls (views time out, no commit)
+/// within a few blocks; under investigation. Run with `--ignored`.
+#[test]
+#[ignore = "known stall: restart across epoch changes with the background writer"]
+fn a_lone_validator_restarted_across_epoch_changes_commits_on() {
+    let images = epoch_images(seed(5));
+    for n in [0, images.len() / 2, images.len() - 2] {
+        let tip = RedbStore::with_backend(RecordedDisk::from_image(images[n].clone()))
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap()
+            .tip
+            .height
+            .0;
+        let node = start_epochs(RecordedDisk::from_image(images[n].clone()));
+        let t0 = Instant::now();
+        while node.status().committed.0 < tip + 12 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "image {n}: no progress: {:?}", node.status());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        node.shutdown().unwrap();
+    }
+}
