@@ -70,6 +70,8 @@ pub fn params(seed: u64, n: usize, byzantine: usize, kind: Kind) -> Params {
             Kind::Mixed | Kind::None => {}
         }
     }
+    // No Byzantine replica: once everyone has caught up after the heal, no view may time out.
+    p.strict_after_heal = p.byzantine.is_empty() && p.twins.is_empty();
     p
 }
 

@@ -181,6 +181,12 @@ pub struct Params {
     /// that ends by a timeout is a liveness failure (with no faults every view must end with a
     /// QC).
     pub strict_liveness: bool,
+    /// The strict oracle after the heal, for runs without Byzantine replicas: once every honest
+    /// replica has caught up (committed at least 2 blocks past the highest honest height at
+    /// the heal, within 2 heights of each other), a view entered after that which ends by a
+    /// timeout is a liveness failure (the network no longer loses anything, so a one-view
+    /// stall is a bug).
+    pub strict_after_heal: bool,
     /// How leaders are picked (default: reputation, the library's default).
     pub leader_policy: LeaderPolicy,
     /// Run for this long in virtual time (ms) even once every honest replica is done.
@@ -220,6 +226,7 @@ impl Params {
             sync_margin: 0,
             delay_tail: None,
             strict_liveness: false,
+            strict_after_heal: false,
             leader_policy: LeaderPolicy::REPUTATION,
             run_for_ms: None,
             dead: Vec::new(),
@@ -478,6 +485,10 @@ pub struct Sim {
     /// never counts in another (the epoch is signed), so only same-epoch pairs conflict.
     signed: BTreeMap<(usize, u8, u64, u64), [u8; 32]>,
     report: Report,
+    /// When every honest replica had caught up after the heal (see `Params::strict_after_heal`).
+    caught_up_at: Option<u64>,
+    /// Per node: when it entered its current view.
+    view_entered_at: Vec<u64>,
     hasher: blake3::Hasher,
     /// The user's app, one per node (empty: the built-in app).
     apps: Vec<Box<dyn SimApp>>,
@@ -566,6 +577,8 @@ impl Sim {
             strategies: BTreeMap::new(),
             started: false,
             deadline: 0,
+            caught_up_at: None,
+            view_entered_at: Vec::new(),
         }
     }
 
@@ -1188,7 +1201,25 @@ impl Sim {
                 if matches!(e, hotstuff_core::Event::SyncPeerAvoided { .. }) && self.nodes[n].honest() {
                     self.report.avoided_sync_servers += 1;
                 }
+                if let hotstuff_core::Event::ViewEntered { .. } = e {
+                    if self.view_entered_at.len() <= n {
+                        self.view_entered_at.resize(n + 1, 0);
+                    }
+                    self.view_entered_at[n] = self.now;
+                }
                 if let hotstuff_core::Event::ViewTimedOut { view } = e {
+                    let entered = self.view_entered_at.get(n).copied().unwrap_or(0);
+                    if self.p.strict_after_heal
+                        && self.nodes[n].honest()
+                        && self.caught_up_at.is_some_and(|t| entered >= t)
+                    {
+                        self.report.liveness_failures.push(format!(
+                            "seed {}: node {n}: view {} (entered at {entered} ms, after every replica caught up at {} ms) ended by a timeout",
+                            self.p.seed,
+                            view.0,
+                            self.caught_up_at.unwrap_or(0)
+                        ));
+                    }
                     if view.0 > 1 && self.nodes[n].honest() {
                         self.report.view_timeouts += 1;
                         if self.p.strict_liveness {
@@ -1364,6 +1395,23 @@ impl Sim {
                 }
             }
             self.report.max_committed = self.report.max_committed.max(height);
+            if self.caught_up_at.is_none() && self.now >= self.p.heal_at_ms {
+                if let Some((h0, _)) = self.nodes[n].height_at_heal {
+                    let heights: Vec<u64> = self
+                        .nodes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, m)| m.honest() && !self.p.dead.contains(i))
+                        .map(|(_, m)| m.store.committed.height.0)
+                        .collect();
+                    let (lo, hi) = (heights.iter().min().copied(), heights.iter().max().copied());
+                    if let (Some(lo), Some(hi)) = (lo, hi) {
+                        if lo >= h0 + 2 && hi - lo <= 2 {
+                            self.caught_up_at = Some(self.now);
+                        }
+                    }
+                }
+            }
             let node = &mut self.nodes[n];
             if let Some((h0, v0)) = node.height_at_heal {
                 if node.done_at_view.is_none() && height >= h0 + self.p.commits_after_heal {
