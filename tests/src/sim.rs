@@ -200,6 +200,9 @@ pub struct Params {
     /// Keep every node's core events with their virtual time ([`Sim::events`],
     /// [`Report::events`]).
     pub record_events: bool,
+    /// End the run at the first safety violation an oracle records (for negative controls:
+    /// a forked chain can keep committing until the liveness bound, which proves nothing more).
+    pub stop_on_safety_violation: bool,
 }
 
 impl Params {
@@ -230,6 +233,7 @@ impl Params {
             leader_policy: LeaderPolicy::REPUTATION,
             run_for_ms: None,
             dead: Vec::new(),
+            stop_on_safety_violation: false,
             late_starts: Vec::new(),
             record_events: false,
         }
@@ -682,6 +686,9 @@ impl Sim {
             self.hasher.update(&at.to_le_bytes());
             self.apply(ev);
             if self.p.run_for_ms.is_none() && self.now >= self.p.heal_at_ms && self.all_done() {
+                break;
+            }
+            if self.p.stop_on_safety_violation && !self.report.safety_violations.is_empty() {
                 break;
             }
         }
