@@ -13,7 +13,7 @@ pub mod sim;
 pub mod user_app;
 
 pub use sim::{Behavior, NetFaults, Params, Report, SetChange, Sim, Strategy, StrategyContext};
-pub use user_app::{AppState, SimApp, SimContext};
+pub use user_app::{AppState, DriverApp, Invariant, SimApp, SimContext};
 
 /// CPU time used by the calling thread so far, in seconds (Linux `/proc/thread-self/stat`,
 /// 10 ms resolution), or `None` where that is not available. Used to report simulator rates

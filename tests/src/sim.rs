@@ -1119,6 +1119,7 @@ impl Sim {
                     height,
                     parent,
                     validators: replica.validators(),
+                    max_payload: replica.config().limits.max_payload,
                     committed: &node.store.app_state,
                     pending: replica.pending_updates(&parent),
                 };
@@ -1136,6 +1137,7 @@ impl Sim {
                     height: block.height,
                     parent,
                     validators: replica.validators(),
+                    max_payload: replica.config().limits.max_payload,
                     committed: &node.store.app_state,
                     pending: replica.pending_updates(&parent),
                 };
@@ -1315,6 +1317,7 @@ impl Sim {
                 None => node.store.app_state.remove(k),
             };
         }
+        self.apps[n].committed(b);
         if node.honest() {
             if let Err(e) = self.apps[n].check(b.block.height, &node.store.app_state) {
                 self.report.invariant_violations.push(format!(

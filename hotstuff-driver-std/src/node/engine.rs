@@ -499,7 +499,7 @@ fn context<'a>(
         me: replica.id(),
         max_payload: replica.config().limits.max_payload,
         validators: replica.validators(),
-        store,
+        committed: crate::app::Committed::Store(store),
         pending,
     }
 }
