@@ -3,7 +3,8 @@
 use crate::error::StoreError;
 use crate::storage::Storage;
 use hotstuff_core::{
-    AppOutcome, AppStateUpdates, Block, BlockHash, CommittedBlock, Height, PublicKey, ValidatorSet, View,
+    AppOutcome, AppStateUpdates, Block, BlockHash, CommittedBlock, Height, PublicKey, Replica, ValidatorSet,
+    View,
 };
 
 /// A block payload and what it changes, produced by [`App::produce_block`].
@@ -67,12 +68,21 @@ pub struct BlockContext<'a> {
     /// The largest payload the core accepts (its `Limits::max_payload`): a produced payload
     /// must not be longer, or the node proposes an empty block instead.
     pub max_payload: usize,
+    pub(crate) replica: &'a Replica,
     pub(crate) store: &'a dyn Storage,
     /// Updates of the parent and its uncommitted ancestors, newest first.
     pub(crate) pending: Vec<&'a AppStateUpdates>,
 }
 
 impl BlockContext<'_> {
+    /// The leader of `view` by the schedule as this replica knows it now. For a view ahead of
+    /// the current one it is a forecast: leader reputation may change it as blocks commit (an
+    /// app that forwards transactions to upcoming leaders must cope with a miss).
+    #[must_use]
+    pub fn leader(&self, view: View) -> PublicKey {
+        self.replica.leader(view)
+    }
+
     /// The value of `key` in the state after the parent block: the updates of the uncommitted
     /// ancestors (newest first, first hit wins) over the committed state.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

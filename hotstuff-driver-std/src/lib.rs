@@ -143,7 +143,7 @@ pub use app::{App, BlockContext, Produced};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
 pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};
-pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status};
+pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status, Waker};
 pub use storage::{CommittedEntry, Genesis, RedbStore, Storage, Stored, WriteBatch};
 
 /// A new keypair from the operating system's randomness.

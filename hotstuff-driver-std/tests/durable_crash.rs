@@ -90,6 +90,7 @@ fn start(disk: RecordedDisk, mempool: Mempool) -> Node {
         // Short, not zero: a lone validator with work always at hand would not read its inbox
         // (and so its shutdown request) until the mempool runs dry.
         .idle_block_delay(Duration::from_millis(1))
+        .max_idle_block_delay(Duration::from_millis(1))
         .start()
         .unwrap()
 }
@@ -279,6 +280,7 @@ fn start_epochs(disk: RecordedDisk) -> Node {
     let app = Epochs { key: key.public() };
     NodeBuilder::new(key, genesis, app, RedbStore::with_backend(disk).unwrap())
         .idle_block_delay(Duration::from_millis(1))
+        .max_idle_block_delay(Duration::from_millis(1))
         .background_store_writes(std::env::var("SYNC_STORE").is_err())
         .start()
         .unwrap()

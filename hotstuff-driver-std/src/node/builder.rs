@@ -60,6 +60,7 @@ pub struct NodeBuilder<A: App> {
     max_uncommitted_blocks: usize,
     pacemaker: DefaultPacemaker,
     idle_block_delay: Duration,
+    max_idle_block_delay: Option<Duration>,
     sync_no_progress: Option<Duration>,
     inbox_capacity: usize,
     handlers: Vec<Handler>,
@@ -90,6 +91,7 @@ impl<A: App> NodeBuilder<A> {
             max_uncommitted_blocks: 10_000,
             pacemaker: DefaultPacemaker::default(),
             idle_block_delay: Duration::from_millis(100),
+            max_idle_block_delay: None,
             sync_no_progress: None,
             inbox_capacity: 4096,
             handlers: Vec::new(),
@@ -233,12 +235,33 @@ impl<A: App> NodeBuilder<A> {
     }
 
     /// How long a leader waits before proposing an empty block when the app has nothing to
-    /// propose and no uncommitted ancestor carries updates (default 100 ms; must be below the
-    /// base timeout). It bounds the block rate, and so the CPU use, of an idle chain.
+    /// propose, no uncommitted ancestor carries updates and the latest committed block was
+    /// empty too (default 100 ms; must be below the base timeout). It bounds the block rate,
+    /// and so the CPU use, of an idle chain. While the chain stays idle the delay doubles per
+    /// committed empty block up to [`NodeBuilder::max_idle_block_delay`]. A waiting leader
+    /// proposes at once when its app gets something to propose and wakes it
+    /// ([`crate::Node::waker`]).
     #[must_use]
     pub fn idle_block_delay(mut self, delay: Duration) -> Self {
         self.idle_block_delay = delay;
         self
+    }
+
+    /// The ceiling of the idle back-off (default half the base timeout or of
+    /// [`NodeBuilder::sync_no_progress`], whichever is smaller: 500 ms by default, so an idle
+    /// chain commits about 2 empty blocks per second instead of 10). Must be below the base
+    /// timeout, or the other replicas time out the view the leader waits in; keep it well below
+    /// `sync_no_progress` too, or idle replicas start block sync between commits.
+    #[must_use]
+    pub fn max_idle_block_delay(mut self, delay: Duration) -> Self {
+        self.max_idle_block_delay = Some(delay);
+        self
+    }
+
+    fn max_idle(&self) -> Duration {
+        let bound =
+            self.sync_no_progress.unwrap_or(self.pacemaker.base_timeout).min(self.pacemaker.base_timeout);
+        self.max_idle_block_delay.unwrap_or(bound / 2).max(self.idle_block_delay)
     }
 
     /// Messages and network events queued for the consensus thread before readers wait
@@ -279,6 +302,9 @@ impl<A: App> NodeBuilder<A> {
         }
         if self.idle_block_delay >= p.base_timeout {
             return Err(setting("idle_block_delay", "must be below base_timeout, or views time out"));
+        }
+        if self.max_idle() >= p.base_timeout {
+            return Err(setting("max_idle_block_delay", "must be below base_timeout, or views time out"));
         }
         if self.sync_no_progress.is_some_and(|d| d.is_zero()) {
             return Err(setting("sync_no_progress", "must be above zero"));
@@ -362,6 +388,7 @@ impl<A: App> NodeBuilder<A> {
     /// `hotstuff-driver-tokio`) runs. [`NodeBuilder::start`] is `prepare` plus std threads.
     pub fn prepare(self) -> Result<Prepared<A>, BuildError> {
         self.check()?;
+        let max_idle = self.max_idle();
         let chain = self.genesis.chain;
         let config = Config {
             limits: self.limits,
@@ -422,6 +449,7 @@ impl<A: App> NodeBuilder<A> {
                 store: self.store,
                 handlers: self.handlers,
                 idle_block_delay: self.idle_block_delay,
+                max_idle_block_delay: max_idle,
                 status,
                 writer,
             },
