@@ -26,6 +26,7 @@
 
 mod app;
 mod client;
+pub mod forward;
 pub mod load;
 mod mempool;
 mod payload;
@@ -33,6 +34,7 @@ mod server;
 
 pub use app::KvApp;
 pub use client::{is_busy, Client, RemoteStatus};
+pub use forward::{Forwarded, Forwarder, LocalForwarder};
 pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
 pub use payload::{
     decode_payload, hex, state_key, tx_count, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
