@@ -95,7 +95,7 @@ impl<A: App> NodeBuilder<A> {
             sync_no_progress: None,
             inbox_capacity: 4096,
             handlers: Vec::new(),
-            background_store_writes: false,
+            background_store_writes: true,
         }
     }
 
@@ -273,12 +273,13 @@ impl<A: App> NodeBuilder<A> {
     }
 
     /// Whether the bulk of the store's writes (committed blocks, app state, other proposers'
-    /// blocks) is group-committed by a background writer thread (default `false` for now).
-    /// Either way the safety state and this node's own proposals are fsynced before any message
-    /// signed under them is sent, and a crash leaves a consistent store. `false` writes every
-    /// drain of the consensus loop in one synchronous, fsynced transaction. The writer is
-    /// opt-in until a known liveness problem is fixed: a lone validator restarted across
-    /// validator-set changes can stall (`tests/durable_crash.rs`, the ignored test).
+    /// blocks) is group-committed by a background writer thread (default `true`). Either way
+    /// the safety state and this node's own proposals are fsynced before any message signed
+    /// under them is sent, and a crash leaves a consistent store. `false` writes every drain of
+    /// the consensus loop in one synchronous, fsynced transaction (slower: see the
+    /// `durable_bench` example). With the writer, a store may reopen with its committed tip
+    /// above its durable high QC; the node then starts from the tip's certificate (see
+    /// [`NodeBuilder::prepare`]), so even a lone validator goes on committing.
     #[must_use]
     pub fn background_store_writes(mut self, on: bool) -> Self {
         self.background_store_writes = on;
@@ -383,8 +384,9 @@ impl<A: App> NodeBuilder<A> {
         Ok(Node { info: NodeInfo::new(id, store, status, local_addr), tx, core: Some(core) })
     }
 
-    /// Checks the settings, opens (or initialises) the store and recovers the replica from it,
-    /// without starting anything: the parts a driver on another runtime (such as
+    /// Checks the settings, opens (or initialises) the store and recovers the replica from it
+    /// (raising its high QC to the committed tip's certificate if that is higher), without
+    /// starting anything: the parts a driver on another runtime (such as
     /// `hotstuff-driver-tokio`) runs. [`NodeBuilder::start`] is `prepare` plus std threads.
     pub fn prepare(self) -> Result<Prepared<A>, BuildError> {
         self.check()?;
@@ -412,7 +414,26 @@ impl<A: App> NodeBuilder<A> {
                 recent.push(block);
             }
         }
-        let recovered = stored.recovered().with_recent(recent);
+        let tip_hash = stored.tip.hash;
+        let mut recovered = stored.recovered().with_recent(recent);
+        // The committed tip may be above the durable high QC (commits and the safety state are
+        // written independently, the commits group-committed by the background writer). A
+        // replica with peers learns a higher QC from them; a lone validator has none, and its
+        // high QC's block may be gone (at or below the tip), so it could never propose again.
+        // The tip's own certificate is a QC like any other: adopt it if it is higher (and the
+        // view with it). Safety rests on the vote and lock rules, which this leaves unchanged.
+        if let Some((_, cert, _)) = self.store.committed_block(hotstuff_core::Height(tip))? {
+            let safety = &mut recovered.safety;
+            if cert.block == tip_hash
+                && cert.epoch == recovered.epoch.epoch
+                && safety.epoch == recovered.epoch.epoch
+                && cert.view > safety.high_qc.view
+            {
+                tracing::info!(from = %safety.high_qc.view, to = %cert.view, "high QC raised to the committed tip's");
+                safety.view = safety.view.max(cert.view.next());
+                safety.high_qc = cert;
+            }
+        }
         let replica = Replica::new(config, self.key, self.pacemaker, recovered)?;
         tracing::info!(
             node = %id,
