@@ -63,6 +63,10 @@ pub struct BlockContext<'a> {
     pub parent: BlockHash,
     /// This node's key.
     pub me: PublicKey,
+    /// In [`App::produce_block`]: whether an empty answer makes the node wait (its idle delay)
+    /// and ask again, rather than propose an empty block at once. While it waits, this node is
+    /// the next to propose. Always `false` in validation.
+    pub waits_if_empty: bool,
     /// The validator set in force.
     pub validators: &'a ValidatorSet,
     /// The largest payload the core accepts (its `Limits::max_payload`): a produced payload

@@ -45,7 +45,12 @@ fn upcoming_leaders(ctx: &BlockContext<'_>) -> [hotstuff_core::PublicKey; 2] {
 impl App for KvApp {
     fn produce_block(&mut self, ctx: &BlockContext<'_>) -> Produced {
         let txs = self.mempool.take(ctx.me, ctx.view, self.max_block_txs, ctx.max_payload);
-        self.mempool.observe(ctx.view, txs.is_empty(), upcoming_leaders(ctx));
+        if txs.is_empty() && ctx.waits_if_empty {
+            // Not proposed yet: transactions forwarded now should come here.
+            self.mempool.observe_waiting(ctx.view, ctx.me);
+        } else {
+            self.mempool.observe(ctx.view, txs.is_empty(), upcoming_leaders(ctx));
+        }
         if txs.is_empty() {
             return Produced::default();
         }

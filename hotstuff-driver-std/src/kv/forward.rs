@@ -7,7 +7,9 @@
 //! that block and the one before were empty (the chain is idle and that leader waits out its
 //! idle delay), else the leader two views on (the next one is proposing already). It stays
 //! in this node's own queue if that leader is this node or cannot take it (unknown, or its
-//! forwarded share is full). Exactly one node holds a transaction for proposing at any time, so forwarding adds
+//! forwarded share is full). A node that receives forwarded transactions but, by its own
+//! (possibly newer) view of the chain, is not the next to propose passes them on once to the
+//! one it forecasts (a forecast miss would otherwise cost a whole round of leaders). Exactly one node holds a transaction for proposing at any time, so forwarding adds
 //! no duplicates; the forwarding node keeps a copy, counted against its own limits, until it
 //! sees the transaction commit, so a client's share of a node stays bounded as before. If the
 //! leader does not commit it within [`REFORWARD_AFTER_VIEWS`] views (the leader crashed or is
@@ -45,6 +47,8 @@ pub struct Forwarded {
     /// When its client submitted it (for the latency statistics; a transport across processes
     /// sets the arrival time).
     pub submitted: Instant,
+    /// Times it was passed on by a node it was forwarded to (0 or 1).
+    pub hops: u8,
 }
 
 /// Carries forwarded transactions to another validator's mempool.
@@ -128,7 +132,7 @@ mod tests {
         assert_eq!(pa.take_stats().pending, 2, "the sender counts its forwarded copies");
         assert_eq!(pb.take(b, View(5), 10, usize::MAX), vec![put("x"), put("y")]);
         // The same transaction forwarded again (a retry) is held once.
-        let again = vec![Forwarded { tx: put("x"), submitted: Instant::now() }];
+        let again = vec![Forwarded { tx: put("x"), submitted: Instant::now(), hops: 0 }];
         assert!(pb.accept_forwarded(a, again).is_empty());
         assert!(pb.take(b, View(6), 10, usize::MAX).is_empty());
 
@@ -146,9 +150,9 @@ mod tests {
         // B holds its share of forwarded transactions (one, from a third node).
         let c = PublicKey([3; 32]);
         assert!(pb
-            .accept_forwarded(c, vec![Forwarded { tx: put("c"), submitted: Instant::now() }])
+            .accept_forwarded(c, vec![Forwarded { tx: put("c"), submitted: Instant::now(), hops: 0 }])
             .is_empty());
-        let more = vec![Forwarded { tx: put("d"), submitted: Instant::now() }];
+        let more = vec![Forwarded { tx: put("d"), submitted: Instant::now(), hops: 0 }];
         assert_eq!(pb.accept_forwarded(c, more.clone()), more, "refused, returned to the sender");
         pa.submit(put("x")).unwrap();
         assert_eq!(pa.take(a, View(6), 10, usize::MAX), vec![put("x")], "A keeps what B refused");
@@ -175,6 +179,21 @@ mod tests {
         pa.submit(put("x")).unwrap();
         assert!(pa.take(a, View(7), 10, usize::MAX).is_empty());
         assert_eq!(pb.take(b, View(8), 10, usize::MAX), vec![put("x")]);
+    }
+
+    #[test]
+    fn a_leader_that_knows_better_passes_them_on_once() {
+        let (a, pa, b, pb) = pair(MempoolLimits::default());
+        let (c, pc) = (PublicKey([3; 32]), Mempool::new(10));
+        LocalForwarder::connect([(a, pa.clone()), (b, pb.clone()), (c, pc.clone())]);
+        // B has seen a later (idle) chain: C leads next. C forecasts B, but does not pass on again.
+        pb.observe(View(5), true, [a, a]);
+        pb.observe(View(6), true, [c, a]);
+        pc.observe(View(6), true, [a, a]);
+        pc.observe(View(7), true, [b, a]);
+        pa.submit(put("x")).unwrap();
+        assert!(pb.take(b, View(7), 10, usize::MAX).is_empty());
+        assert_eq!(pc.take(c, View(7), 10, usize::MAX), vec![put("x")]);
     }
 
     #[test]

@@ -364,7 +364,7 @@ impl Mempool {
         if let Some((forwarder, view, leader, me)) = route {
             let id = tx_id(&entry.tx);
             if let std::collections::hash_map::Entry::Vacant(slot) = p.watch.entry(id) {
-                let fwd = Forwarded { tx: entry.tx.clone(), submitted: entry.at };
+                let fwd = Forwarded { tx: entry.tx.clone(), submitted: entry.at, hops: 0 };
                 slot.insert(Watched { entry, view });
                 p.watch_order.push_back((view, id));
                 drop(p);
@@ -443,10 +443,38 @@ impl Mempool {
         }
     }
 
+    /// This node leads `view` and waits out its idle delay before proposing: it is the next
+    /// to propose, whatever it forecast before.
+    pub(super) fn observe_waiting(&self, view: View, me: PublicKey) {
+        self.lock().next = Some((view, me));
+    }
+
     /// Takes transactions another node forwarded (see [`super::forward`]); returns those it
     /// does not take (its forwarded share is full, or they can never fit a block). A
     /// transaction it holds already is taken and dropped.
     pub fn accept_forwarded(&self, from: PublicKey, txs: Vec<Forwarded>) -> Vec<Forwarded> {
+        // A forecast miss: by this node's own (newer) view of the chain another leader comes
+        // first. Pass them on, once; what that leader refuses stays here.
+        let onward = {
+            let p = self.lock();
+            match (&p.forwarder, p.next, p.me) {
+                (Some(f), Some((_, leader)), Some(me)) if leader != me && leader != from => {
+                    Some((f.clone(), leader))
+                }
+                _ => None,
+            }
+        };
+        let txs = match onward {
+            Some((forwarder, leader)) => {
+                let (pass, mut keep): (Vec<_>, Vec<_>) = txs.into_iter().partition(|f| f.hops == 0);
+                if !pass.is_empty() {
+                    let pass = pass.into_iter().map(|f| Forwarded { hops: 1, ..f }).collect();
+                    keep.extend(forwarder.forward(from, leader, pass));
+                }
+                keep
+            }
+            None => txs,
+        };
         let mut p = self.lock();
         let lane = forwarded_lane(&from);
         let (mut refused, mut wake) = (Vec::new(), false);

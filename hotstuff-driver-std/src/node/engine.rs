@@ -478,7 +478,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
     fn produce(&mut self, view: View, parent: BlockHash, height: Height, wait_until: Option<Instant>) {
         self.prune_inflight();
         let idle = self.replica.pending_updates(&parent).iter().all(|u| u.is_empty());
-        let ctx = context(&self.replica, self.store.as_ref(), &self.inflight, view, height, parent);
+        let now = Instant::now();
+        let wait_until = wait_until.filter(|at| *at > now && idle);
+        let mut ctx = context(&self.replica, self.store.as_ref(), &self.inflight, view, height, parent);
+        ctx.waits_if_empty = wait_until.is_some();
         let max_payload = ctx.max_payload;
         let mut produced = self.app.produce_block(&ctx);
         if produced.payload.len() > max_payload {
@@ -492,11 +495,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
             );
             produced = Produced::default();
         }
-        if let Some(at) = wait_until.filter(|at| *at > Instant::now()) {
-            if idle && produced.is_empty() {
-                self.deferred = Some(Deferred { view, parent, height, at });
-                return;
-            }
+        if let Some(at) = wait_until.filter(|_| produced.is_empty()) {
+            self.deferred = Some(Deferred { view, parent, height, at });
+            return;
         }
         self.local.push_back(Input::BlockProduced {
             view,
@@ -546,6 +547,7 @@ fn context<'a>(
         height,
         parent,
         me: replica.id(),
+        waits_if_empty: false,
         replica,
         max_payload: replica.config().limits.max_payload,
         validators: replica.validators(),
