@@ -6,8 +6,8 @@
 //! `BlockContext::leader` from the latest block its app saw: the leader of the view after it if
 //! that block and the one before were empty (the chain is idle and that leader waits out its
 //! idle delay), else the leader two views on (the next one is proposing already). It stays
-//! in this node's own queue if that leader is this node or cannot take it (unknown, or its
-//! forwarded share is full). A node that receives forwarded transactions but, by its own
+//! in this node's own queue if that leader is this node or cannot take it (unknown, its
+//! forwarded share is full, or it already holds a block's worth of transactions). A node that receives forwarded transactions but, by its own
 //! (possibly newer) view of the chain, is not the next to propose passes them on once to the
 //! one it forecasts (a forecast miss would otherwise cost a whole round of leaders). Exactly one node holds a transaction for proposing at any time, so forwarding adds
 //! no duplicates; the forwarding node keeps a copy, counted against its own limits, until it
@@ -156,6 +156,17 @@ mod tests {
         assert_eq!(pb.accept_forwarded(c, more.clone()), more, "refused, returned to the sender");
         pa.submit(put("x")).unwrap();
         assert_eq!(pa.take(a, View(6), 10, usize::MAX), vec![put("x")], "A keeps what B refused");
+    }
+
+    #[test]
+    fn a_leader_holding_a_block_s_worth_refuses_more() {
+        let (a, pa, b, pb) = pair(MempoolLimits::default());
+        assert!(pb.take(b, View(1), 2, usize::MAX).is_empty(), "B's blocks take two");
+        pb.submit(put("b1")).unwrap();
+        pb.submit(put("b2")).unwrap();
+        pa.submit(put("x")).unwrap();
+        assert_eq!(pa.take(a, View(6), 10, usize::MAX), vec![put("x")], "A proposes it itself");
+        assert_eq!(pb.take(b, View(5), 10, usize::MAX), vec![put("b1"), put("b2")]);
     }
 
     #[test]

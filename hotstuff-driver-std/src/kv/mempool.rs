@@ -214,6 +214,8 @@ struct Pool {
     next: Option<(View, PublicKey)>,
     /// The latest block the app saw: its view and whether it was empty.
     last_seen: Option<(View, bool)>,
+    /// The most transactions a block of this node takes (from the app's last `take`).
+    block_txs: usize,
     /// Transactions this node forwarded and has not seen commit, with the views they were
     /// forwarded for in order (for the re-forward).
     watch: HashMap<TxId, Watched>,
@@ -292,6 +294,7 @@ impl Mempool {
             waker: None,
             next: None,
             last_seen: None,
+            block_txs: usize::MAX,
             watch: HashMap::new(),
             watch_order: VecDeque::new(),
             forwarded_ids: HashSet::new(),
@@ -478,6 +481,10 @@ impl Mempool {
         let mut p = self.lock();
         let lane = forwarded_lane(&from);
         let (mut refused, mut wake) = (Vec::new(), false);
+        // A leader takes no more than its next block holds: beyond that they would wait for its
+        // next turn, and the sender's own turn may come sooner (under load on every node this
+        // keeps each node proposing its own clients' transactions, as without forwarding).
+        let mut queued: usize = p.lanes.values().map(VecDeque::len).sum();
         for f in txs {
             let size = f.tx.encoded_len();
             let held = size + ENTRY_OVERHEAD;
@@ -486,6 +493,7 @@ impl Mempool {
                 || size + PAYLOAD_PREFIX > l.max_block_bytes
                 || p.forwarded_txs >= l.max_txs
                 || p.forwarded_bytes + held > l.max_bytes
+                || queued >= p.block_txs
             {
                 refused.push(f);
                 continue;
@@ -496,6 +504,7 @@ impl Mempool {
             }
             p.forwarded_txs += 1;
             p.forwarded_bytes += held;
+            queued += 1;
             let entry = Entry { tx: f.tx, at: f.submitted, size, owner: None, forwarded: Some((id, lane)) };
             wake |= p.enqueue(entry);
         }
@@ -529,6 +538,7 @@ impl Mempool {
         let mut guard = self.lock();
         let p = &mut *guard;
         p.me = Some(me);
+        p.block_txs = max_txs;
         if max_bytes < p.limits.max_block_bytes {
             p.limits.max_block_bytes = max_bytes;
         }
