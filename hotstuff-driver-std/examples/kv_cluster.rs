@@ -29,6 +29,13 @@ fn run(args: &LoadArgs) -> Result<bool, Box<dyn std::error::Error>> {
     let (builders, mempools) =
         load::local_cluster(dir.path(), args.validators.max(1), args.window, args.block_txs)?;
     let nodes: Vec<Node> = builders.into_iter().map(|b| b.start()).collect::<Result<_, _>>()?;
+    if args.no_forward {
+        load::disconnect_forwarding(&mempools);
+    }
+    for (node, pool) in nodes.iter().zip(&mempools) {
+        let waker = node.waker();
+        pool.set_waker(move || waker.wake());
+    }
     println!("driver: std threads");
     let replicas: Vec<load::Replica> = nodes
         .iter()
@@ -38,7 +45,8 @@ fn run(args: &LoadArgs) -> Result<bool, Box<dyn std::error::Error>> {
             status: Box::new(node.status_handle()),
         })
         .collect();
-    let report = load::run(&replicas, &mempools, args.seconds, args.window)?;
+    let report =
+        load::run_with_clients_on(&replicas, &mempools, args.seconds, args.window, args.client_nodes)?;
     let mut slowest = Duration::ZERO;
     for node in nodes {
         slowest = slowest.max(node.shutdown()?);

@@ -3,7 +3,8 @@
 use crate::error::StoreError;
 use crate::storage::Storage;
 use hotstuff_core::{
-    AppOutcome, AppStateUpdates, Block, BlockHash, CommittedBlock, Height, PublicKey, ValidatorSet, View,
+    AppOutcome, AppStateUpdates, Block, BlockHash, CommittedBlock, Height, PublicKey, Replica, ValidatorSet,
+    View,
 };
 use std::collections::BTreeMap;
 
@@ -63,11 +64,16 @@ pub struct BlockContext<'a> {
     pub parent: BlockHash,
     /// This node's key.
     pub me: PublicKey,
+    /// In [`App::produce_block`]: whether an empty answer makes the node wait (its idle delay)
+    /// and ask again, rather than propose an empty block at once. While it waits, this node is
+    /// the next to propose. Always `false` in validation.
+    pub waits_if_empty: bool,
     /// The validator set in force.
     pub validators: &'a ValidatorSet,
     /// The largest payload the core accepts (its `Limits::max_payload`): a produced payload
     /// must not be longer, or the node proposes an empty block instead.
     pub max_payload: usize,
+    pub(crate) schedule: Schedule<'a>,
     pub(crate) committed: Committed<'a>,
     /// Updates of the parent and its uncommitted ancestors, newest first.
     pub(crate) pending: Vec<&'a AppStateUpdates>,
@@ -81,11 +87,21 @@ pub(crate) enum Committed<'a> {
     Map(&'a BTreeMap<Vec<u8>, Vec<u8>>),
 }
 
+/// Where a [`BlockContext`] reads the leader schedule.
+pub(crate) enum Schedule<'a> {
+    /// A node's replica.
+    Replica(&'a Replica),
+    /// A function of the view (an app run outside a node).
+    Fn(&'a dyn Fn(View) -> PublicKey),
+}
+
 impl<'a> BlockContext<'a> {
     /// A context over an in-memory committed state, for running an [`App`] outside a node: in
     /// the deterministic simulator (`hotstuff_tests::DriverApp`) or in a unit test. `pending`
     /// holds the updates of the parent and its uncommitted ancestors, newest first (as
-    /// [`Replica::pending_updates`](hotstuff_core::Replica::pending_updates) returns them).
+    /// [`Replica::pending_updates`](hotstuff_core::Replica::pending_updates) returns them);
+    /// `leader` gives the leader of a view (e.g. `|v| replica.leader(v)`). The app is not
+    /// asked to wait when it has nothing (`waits_if_empty` is false).
     #[allow(clippy::too_many_arguments)]
     #[must_use]
     pub fn over_map(
@@ -97,14 +113,17 @@ impl<'a> BlockContext<'a> {
         max_payload: usize,
         committed: &'a BTreeMap<Vec<u8>, Vec<u8>>,
         pending: Vec<&'a AppStateUpdates>,
+        leader: &'a dyn Fn(View) -> PublicKey,
     ) -> Self {
         BlockContext {
             view,
             height,
             parent,
             me,
+            waits_if_empty: false,
             validators,
             max_payload,
+            schedule: Schedule::Fn(leader),
             committed: Committed::Map(committed),
             pending,
         }
@@ -112,6 +131,17 @@ impl<'a> BlockContext<'a> {
 }
 
 impl BlockContext<'_> {
+    /// The leader of `view` by the schedule as this replica knows it now. For a view ahead of
+    /// the current one it is a forecast: leader reputation may change it as blocks commit (an
+    /// app that forwards transactions to upcoming leaders must cope with a miss).
+    #[must_use]
+    pub fn leader(&self, view: View) -> PublicKey {
+        match self.schedule {
+            Schedule::Replica(replica) => replica.leader(view),
+            Schedule::Fn(leader) => leader(view),
+        }
+    }
+
     /// The value of `key` in the state after the parent block: the updates of the uncommitted
     /// ancestors (newest first, first hit wins) over the committed state.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

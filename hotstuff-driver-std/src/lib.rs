@@ -16,7 +16,7 @@
 //!   queue; further frames for it are dropped (consensus tolerates loss; block sync repairs it).
 //! - Nothing spins: every thread blocks in `accept`, `read`, or a channel receive with a
 //!   deadline. An idle 4-validator cluster uses about 3% of one core (`tests/cluster.rs`),
-//!   mostly for the empty blocks it commits every `idle_block_delay`.
+//!   mostly for the empty blocks it commits while idle (see the idle back-off below).
 //!
 //! ## Persist before send
 //! The core emits `Action::Persist { seq, .. }` and holds every vote, timeout vote and proposal
@@ -76,9 +76,14 @@
 //! [`BlockContext`]: the speculative state of the parent (committed state overlaid with the
 //! updates of the uncommitted ancestors, newest first, first hit wins) and the validator set.
 //! They run on the consensus thread, so they must be **fast and deterministic**. An empty
-//! proposal waits `idle_block_delay` (default 100 ms) unless an uncommitted ancestor still
-//! carries updates, so an idle chain commits a few empty blocks a second instead of spinning,
-//! and transactions commit without that delay.
+//! proposal waits `idle_block_delay` (default 100 ms) unless an uncommitted ancestor or the
+//! latest committed block carries updates, doubled per further committed empty block up to
+//! `max_idle_block_delay` (default half the base timeout), so an idle chain commits about two
+//! empty blocks a second instead of spinning, and transactions commit without that delay. An
+//! app that gets work while its node waits ends the wait with a [`Waker`] ([`Node::waker`]);
+//! [`BlockContext::leader`] forecasts the next leaders, and [`BlockContext::waits_if_empty`]
+//! says whether this node is about to wait (the kv app forwards its clients' transactions to
+//! the next leader with both, see [`kv::forward`]).
 //!
 //! ## Reuse by other runtimes
 //! What does not depend on threads is public so that another driver (`hotstuff-driver-tokio`)
@@ -143,7 +148,7 @@ pub use app::{App, BlockContext, Produced};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
 pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};
-pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status};
+pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status, Waker};
 pub use storage::{CommittedEntry, Genesis, RedbStore, Storage, Stored, WriteBatch};
 
 /// A new keypair from the operating system's randomness.

@@ -35,6 +35,7 @@ fn an_oversized_payload_is_replaced_by_an_empty_block_and_the_chain_goes_on() {
             .limits(limits)
             .base_timeout(Duration::from_millis(500))
             .idle_block_delay(Duration::from_millis(1))
+            .max_idle_block_delay(Duration::from_millis(1))
             .start()
             .unwrap();
     let start = Instant::now();

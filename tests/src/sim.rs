@@ -1112,6 +1112,7 @@ impl Sim {
             Action::ProduceBlock { view, parent, height } if !self.apps.is_empty() => {
                 let node = &mut self.nodes[n];
                 let Some(replica) = node.replica.as_ref() else { return };
+                let leader = |v| replica.leader(v);
                 let ctx = SimContext {
                     node: n,
                     me: replica.id(),
@@ -1120,6 +1121,7 @@ impl Sim {
                     parent,
                     validators: replica.validators(),
                     max_payload: replica.config().limits.max_payload,
+                    leader: &leader,
                     committed: &node.store.app_state,
                     pending: replica.pending_updates(&parent),
                 };
@@ -1130,6 +1132,7 @@ impl Sim {
                 let node = &self.nodes[n];
                 let Some(replica) = node.replica.as_ref() else { return };
                 let parent = block.parent();
+                let leader = |v| replica.leader(v);
                 let ctx = SimContext {
                     node: n,
                     me: replica.id(),
@@ -1138,6 +1141,7 @@ impl Sim {
                     parent,
                     validators: replica.validators(),
                     max_payload: replica.config().limits.max_payload,
+                    leader: &leader,
                     committed: &node.store.app_state,
                     pending: replica.pending_updates(&parent),
                 };

@@ -38,6 +38,8 @@ pub struct SimContext<'a> {
     pub validators: &'a ValidatorSet,
     /// The largest payload the core accepts (its `Limits::max_payload`).
     pub max_payload: usize,
+    /// The leader of a view by the replica's schedule (for a later view, a forecast).
+    pub leader: &'a dyn Fn(View) -> PublicKey,
     pub(crate) committed: &'a AppState,
     /// Updates of the parent and its uncommitted ancestors, newest first.
     pub(crate) pending: Vec<&'a AppStateUpdates>,
@@ -125,6 +127,7 @@ fn driver_context<'a>(ctx: &'a SimContext<'_>) -> BlockContext<'a> {
         ctx.max_payload,
         ctx.committed,
         ctx.pending.clone(),
+        ctx.leader,
     )
 }
 

@@ -43,9 +43,20 @@ fn apply(ctx: &BlockContext<'_>, txs: &[Tx]) -> Result<AppOutcome, StoreError> {
     Ok(AppOutcome { app_updates: updates, validator_updates: Default::default() })
 }
 
+/// The forecast leaders of the two views after `ctx`'s (where transactions are forwarded).
+fn upcoming_leaders(ctx: &BlockContext<'_>) -> [hotstuff_core::PublicKey; 2] {
+    [ctx.leader(ctx.view.next()), ctx.leader(ctx.view.next().next())]
+}
+
 impl App for KvApp {
     fn produce_block(&mut self, ctx: &BlockContext<'_>) -> Produced {
         let txs = self.mempool.take(ctx.me, ctx.view, self.max_block_txs, ctx.max_payload);
+        if txs.is_empty() && ctx.waits_if_empty {
+            // Not proposed yet: transactions forwarded now should come here.
+            self.mempool.observe_waiting(ctx.view, ctx.me);
+        } else {
+            self.mempool.observe(ctx.view, txs.is_empty(), upcoming_leaders(ctx));
+        }
         if txs.is_empty() {
             return Produced::default();
         }
@@ -59,6 +70,7 @@ impl App for KvApp {
     }
 
     fn validate_block(&mut self, ctx: &BlockContext<'_>, block: &Block) -> Option<AppOutcome> {
+        self.mempool.observe(ctx.view, block.payload.is_empty(), upcoming_leaders(ctx));
         if block.payload.is_empty() {
             return Some(AppOutcome::default());
         }

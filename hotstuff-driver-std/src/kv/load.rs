@@ -6,7 +6,7 @@
 
 use crate::error::StoreError;
 use crate::generate_key;
-use crate::kv::{hex, tx_count, KvApp, Mempool, Tx, TX_COUNT_KEY};
+use crate::kv::{hex, tx_count, KvApp, LocalForwarder, Mempool, Tx, TX_COUNT_KEY};
 use crate::node::{NodeBuilder, Reader, Status};
 use crate::storage::{Genesis, RedbStore};
 use hotstuff_core::{ChainId, Keypair, PublicKey, ValidatorSet};
@@ -86,11 +86,20 @@ pub struct LoadArgs {
     /// Most transactions per block.
     #[arg(long, default_value_t = 2000)]
     pub block_txs: usize,
+    /// Keep each node's transactions for its own turn to lead instead of forwarding them to
+    /// the upcoming leader (the behaviour before forwarding, for comparison).
+    #[arg(long)]
+    pub no_forward: bool,
+    /// Run clients on the first this many nodes only (0: on every node), to see where
+    /// transactions submitted to one node commit.
+    #[arg(long, default_value_t = 0)]
+    pub client_nodes: usize,
 }
 
 /// Builders for a cluster of `n` kv validators in one process: fresh keys, redb stores under
 /// `dir`, listeners on loopback ports, every other validator as a peer. Returns the builders
-/// and the validators' mempools (of capacity `window`), in the same order.
+/// and the validators' mempools (of capacity `window`), in the same order. The mempools
+/// forward to each other ([`crate::kv::LocalForwarder`]); [`disconnect_forwarding`] undoes it.
 pub fn local_cluster(
     dir: &Path,
     n: usize,
@@ -105,6 +114,7 @@ pub fn local_cluster(
     let addrs: Vec<_> = listeners.iter().map(TcpListener::local_addr).collect::<Result<_, _>>()?;
     println!("{n} validators on {addrs:?}, stores in {}", dir.display());
     let mempools: Vec<Mempool> = (0..n).map(|_| Mempool::new(window)).collect();
+    LocalForwarder::connect(publics.iter().copied().zip(mempools.iter().cloned()));
     let mut builders = Vec::new();
     for ((i, listener), key) in listeners.into_iter().enumerate().zip(keys) {
         let store = RedbStore::open(dir.join(format!("node{i}.redb")))?;
@@ -113,6 +123,13 @@ pub fn local_cluster(
         builders.push(NodeBuilder::new(key, genesis.clone(), app, store).listener(listener).peers(peers));
     }
     Ok((builders, mempools))
+}
+
+/// Keeps every mempool's transactions for its own node (no forwarding).
+pub fn disconnect_forwarding(mempools: &[Mempool]) {
+    for pool in mempools {
+        pool.clear_forwarder();
+    }
 }
 
 /// Exits the process the way the examples do: 0 if the replicas agreed, 1 if not, 2 on error.
@@ -177,7 +194,19 @@ pub fn run(
     seconds: u64,
     window: usize,
 ) -> Result<Report, StoreError> {
-    let clients = Clients::start(mempools, window);
+    run_with_clients_on(replicas, mempools, seconds, window, mempools.len())
+}
+
+/// Like [`run`] with clients on the first `client_nodes` nodes only (all of them if 0).
+pub fn run_with_clients_on(
+    replicas: &[Replica],
+    mempools: &[Mempool],
+    seconds: u64,
+    window: usize,
+    client_nodes: usize,
+) -> Result<Report, StoreError> {
+    let k = if client_nodes == 0 { mempools.len() } else { client_nodes.min(mempools.len()) };
+    let clients = Clients::start(&mempools[..k], window);
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut report = Report::default();

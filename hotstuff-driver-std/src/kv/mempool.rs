@@ -3,10 +3,15 @@
 //! hold the whole pool. A block is filled by bytes as well as by count and never exceeds the
 //! payload limit it is given; a transaction that could never fit a block is refused at
 //! submission.
+//!
+//! With a [`Forwarder`] ([`Mempool::set_forwarder`]) a submitted transaction goes to the
+//! upcoming leader's mempool instead of waiting for this node's turn to lead: see
+//! [`super::forward`].
 
-use super::payload::{Tx, MAX_KEY, MAX_VALUE};
+use super::forward::{Forwarded, Forwarder, REFORWARD_AFTER_VIEWS};
+use super::payload::{decode_payload, Tx, MAX_KEY, MAX_VALUE};
 use hotstuff_core::{CommittedBlock, PublicKey, View};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -129,6 +134,46 @@ struct Entry {
     /// Encoded size in a payload.
     size: usize,
     owner: Option<u64>,
+    /// For a transaction another node forwarded: its id and the lane of that node.
+    forwarded: Option<(TxId, u64)>,
+}
+
+/// A transaction's identity: a 64-bit SipHash of its encoding, for dedup among the
+/// transactions a node holds or watches (not an authenticator: a collision only confuses two
+/// of this node's own bookkeeping entries).
+type TxId = u64;
+
+fn tx_id(tx: &Tx) -> TxId {
+    use std::hash::Hasher;
+    /// Feeds the borsh encoding to the hasher without building it.
+    struct Feed(std::collections::hash_map::DefaultHasher);
+    impl borsh::io::Write for Feed {
+        fn write(&mut self, buf: &[u8]) -> borsh::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> borsh::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut feed = Feed(std::collections::hash_map::DefaultHasher::new());
+    // Writing into a hasher cannot fail.
+    let _ = borsh::to_writer(&mut feed, tx);
+    feed.0.finish()
+}
+
+/// The lane of the transactions forwarded by `from` (above every quota id in practice).
+fn forwarded_lane(from: &PublicKey) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&from.0[..8]);
+    u64::from_le_bytes(b) | 1 << 63
+}
+
+/// A transaction this node forwarded, kept until it commits.
+struct Watched {
+    entry: Entry,
+    /// The view it was forwarded for.
+    view: View,
 }
 
 /// The queue of transactions submitted without a quota.
@@ -136,7 +181,10 @@ const ANONYMOUS: u64 = u64::MAX;
 
 impl Entry {
     fn lane(&self) -> u64 {
-        self.owner.unwrap_or(ANONYMOUS)
+        match self.forwarded {
+            Some((_, lane)) => lane,
+            None => self.owner.unwrap_or(ANONYMOUS),
+        }
     }
 
     fn held(&self) -> usize {
@@ -160,10 +208,40 @@ struct Pool {
     owners: HashMap<u64, (usize, usize)>,
     committed: u64,
     latencies: Vec<Duration>,
+    forwarder: Option<Arc<dyn Forwarder>>,
+    waker: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The next proposal's view and its forecast leader (from the app).
+    next: Option<(View, PublicKey)>,
+    /// The latest block the app saw: its view and whether it was empty.
+    last_seen: Option<(View, bool)>,
+    /// The most transactions a block of this node takes (from the app's last `take`).
+    block_txs: usize,
+    /// Transactions this node forwarded and has not seen commit, with the views they were
+    /// forwarded for in order (for the re-forward).
+    watch: HashMap<TxId, Watched>,
+    watch_order: VecDeque<(View, TxId)>,
+    /// Transactions forwarded to this node that it holds (queued or in flight), their count
+    /// and bytes (bounded like this node's own, by [`MempoolLimits`]).
+    forwarded_ids: HashSet<TxId>,
+    forwarded_txs: usize,
+    forwarded_bytes: usize,
 }
 
 impl Pool {
+    /// Queues `e` in its lane; true if the queue was empty (wake the node).
+    fn enqueue(&mut self, e: Entry) -> bool {
+        let was_empty = self.lanes.is_empty();
+        self.lanes.entry(e.lane()).or_default().push_back(e);
+        was_empty
+    }
+
     fn release(&mut self, e: &Entry) {
+        if let Some((id, _)) = e.forwarded {
+            self.forwarded_ids.remove(&id);
+            self.forwarded_txs = self.forwarded_txs.saturating_sub(1);
+            self.forwarded_bytes = self.forwarded_bytes.saturating_sub(e.held());
+            return;
+        }
         self.held_txs = self.held_txs.saturating_sub(1);
         self.held_bytes = self.held_bytes.saturating_sub(e.held());
         if let Some(id) = e.owner {
@@ -212,6 +290,16 @@ impl Mempool {
             owners: HashMap::new(),
             committed: 0,
             latencies: Vec::new(),
+            forwarder: None,
+            waker: None,
+            next: None,
+            last_seen: None,
+            block_txs: usize::MAX,
+            watch: HashMap::new(),
+            watch_order: VecDeque::new(),
+            forwarded_ids: HashSet::new(),
+            forwarded_txs: 0,
+            forwarded_bytes: 0,
         })))
     }
 
@@ -245,7 +333,7 @@ impl Mempool {
         if size + PAYLOAD_PREFIX > max {
             return Err(SubmitError::TooLarge { size, max });
         }
-        let entry = Entry { tx, at: Instant::now(), size, owner: quota.map(|q| q.id) };
+        let entry = Entry { tx, at: Instant::now(), size, owner: quota.map(|q| q.id), forwarded: None };
         let l = p.limits;
         if p.held_txs >= l.max_txs || p.held_bytes + entry.held() > l.max_bytes {
             return Err(SubmitError::Full {
@@ -271,14 +359,166 @@ impl Mempool {
         }
         p.held_txs += 1;
         p.held_bytes += entry.held();
-        p.lanes.entry(entry.lane()).or_default().push_back(entry);
+        // To the upcoming leader, if that is another node (see `super::forward`).
+        let route = match (&p.forwarder, p.next, p.me) {
+            (Some(f), Some((view, leader)), Some(me)) if leader != me => Some((f.clone(), view, leader, me)),
+            _ => None,
+        };
+        if let Some((forwarder, view, leader, me)) = route {
+            let id = tx_id(&entry.tx);
+            if let std::collections::hash_map::Entry::Vacant(slot) = p.watch.entry(id) {
+                let fwd = Forwarded { tx: entry.tx.clone(), submitted: entry.at, hops: 0 };
+                slot.insert(Watched { entry, view });
+                p.watch_order.push_back((view, id));
+                drop(p);
+                let refused = forwarder.forward(me, leader, vec![fwd]);
+                if !refused.is_empty() {
+                    self.keep_refused(refused);
+                }
+                return Ok(());
+            }
+        }
+        let wake = p.enqueue(entry);
+        drop(p);
+        if wake {
+            self.wake();
+        }
         Ok(())
+    }
+
+    /// Forwarded transactions the leader did not take: into this node's own queue.
+    fn keep_refused(&self, refused: Vec<Forwarded>) {
+        let mut p = self.lock();
+        let mut wake = false;
+        for f in refused {
+            if let Some(w) = p.watch.remove(&tx_id(&f.tx)) {
+                wake |= p.enqueue(w.entry);
+            }
+        }
+        drop(p);
+        if wake {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        let waker = self.lock().waker.clone();
+        if let Some(w) = waker {
+            w();
+        }
+    }
+
+    /// Forwards this node's clients' transactions through `forwarder` to the upcoming leaders
+    /// (see [`super::forward`]); `me` is this node's key.
+    pub fn set_forwarder(&self, me: PublicKey, forwarder: Arc<dyn Forwarder>) {
+        let mut p = self.lock();
+        p.me = Some(me);
+        p.forwarder = Some(forwarder);
+    }
+
+    /// Stops forwarding (see [`Mempool::set_forwarder`]); transactions already forwarded stay
+    /// watched until they commit.
+    pub fn clear_forwarder(&self) {
+        self.lock().forwarder = None;
+    }
+
+    /// Calls `waker` when the queue gets its first transaction (pass the node's
+    /// `Node::waker`, so that a leader waiting out its idle delay proposes at once).
+    pub fn set_waker(&self, waker: impl Fn() + Send + Sync + 'static) {
+        self.lock().waker = Some(Arc::new(waker));
+    }
+
+    /// The app saw a block of `view`, empty or not. `leaders` are the forecast leaders of the
+    /// two views after it. New transactions go to the first of them if this block and the one
+    /// before it (at the view before) are both empty: the chain is idle and that leader waits
+    /// out its idle delay (the driver waits only while the latest committed block, here the
+    /// one before, and the uncommitted ones, here this one, are empty), and wakes for them.
+    /// Otherwise they go to the second: the first is proposing already.
+    pub(super) fn observe(&self, view: View, empty: bool, leaders: [PublicKey; 2]) {
+        let mut p = self.lock();
+        let idle = empty && p.last_seen == Some((View(view.0.saturating_sub(1)), true));
+        if p.last_seen.is_none_or(|(v, _)| v < view) {
+            p.last_seen = Some((view, empty));
+        }
+        let next = if idle { (view.next(), leaders[0]) } else { (view.next().next(), leaders[1]) };
+        if p.next.is_none_or(|(v, _)| v <= next.0) {
+            p.next = Some(next);
+        }
+    }
+
+    /// This node leads `view` and waits out its idle delay before proposing: it is the next
+    /// to propose, whatever it forecast before.
+    pub(super) fn observe_waiting(&self, view: View, me: PublicKey) {
+        self.lock().next = Some((view, me));
+    }
+
+    /// Takes transactions another node forwarded (see [`super::forward`]); returns those it
+    /// does not take (its forwarded share is full, or they can never fit a block). A
+    /// transaction it holds already is taken and dropped.
+    pub fn accept_forwarded(&self, from: PublicKey, txs: Vec<Forwarded>) -> Vec<Forwarded> {
+        // A forecast miss: by this node's own (newer) view of the chain another leader comes
+        // first. Pass them on, once; what that leader refuses stays here.
+        let onward = {
+            let p = self.lock();
+            match (&p.forwarder, p.next, p.me) {
+                (Some(f), Some((_, leader)), Some(me)) if leader != me && leader != from => {
+                    Some((f.clone(), leader))
+                }
+                _ => None,
+            }
+        };
+        let txs = match onward {
+            Some((forwarder, leader)) => {
+                let (pass, mut keep): (Vec<_>, Vec<_>) = txs.into_iter().partition(|f| f.hops == 0);
+                if !pass.is_empty() {
+                    let pass = pass.into_iter().map(|f| Forwarded { hops: 1, ..f }).collect();
+                    keep.extend(forwarder.forward(from, leader, pass));
+                }
+                keep
+            }
+            None => txs,
+        };
+        let mut p = self.lock();
+        let lane = forwarded_lane(&from);
+        let (mut refused, mut wake) = (Vec::new(), false);
+        // A leader takes no more than its next block holds: beyond that they would wait for its
+        // next turn, and the sender's own turn may come sooner (under load on every node this
+        // keeps each node proposing its own clients' transactions, as without forwarding).
+        let mut queued: usize = p.lanes.values().map(VecDeque::len).sum();
+        for f in txs {
+            let size = f.tx.encoded_len();
+            let held = size + ENTRY_OVERHEAD;
+            let l = p.limits;
+            if !f.tx.valid()
+                || size + PAYLOAD_PREFIX > l.max_block_bytes
+                || p.forwarded_txs >= l.max_txs
+                || p.forwarded_bytes + held > l.max_bytes
+                || queued >= p.block_txs
+            {
+                refused.push(f);
+                continue;
+            }
+            let id = tx_id(&f.tx);
+            if !p.forwarded_ids.insert(id) {
+                continue;
+            }
+            p.forwarded_txs += 1;
+            p.forwarded_bytes += held;
+            queued += 1;
+            let entry = Entry { tx: f.tx, at: f.submitted, size, owner: None, forwarded: Some((id, lane)) };
+            wake |= p.enqueue(entry);
+        }
+        drop(p);
+        if wake {
+            self.wake();
+        }
+        refused
     }
 
     /// Commit counts and the latencies recorded since the last call.
     pub fn take_stats(&self) -> MempoolStats {
         let mut p = self.lock();
-        let (pending, pending_bytes) = (p.held_txs, p.held_bytes);
+        let (pending, pending_bytes) = (p.held_txs + p.forwarded_txs, p.held_bytes + p.forwarded_bytes);
         MempoolStats {
             committed: p.committed,
             latencies: std::mem::take(&mut p.latencies),
@@ -298,6 +538,7 @@ impl Mempool {
         let mut guard = self.lock();
         let p = &mut *guard;
         p.me = Some(me);
+        p.block_txs = max_txs;
         if max_bytes < p.limits.max_block_bytes {
             p.limits.max_block_bytes = max_bytes;
         }
@@ -365,7 +606,31 @@ impl Mempool {
                 }
             }
         }
+        if !p.watch.is_empty() {
+            // Our forwarded transactions that committed, in any node's block.
+            for b in blocks.iter().filter(|b| !b.block.payload.is_empty()) {
+                for tx in decode_payload(&b.block.payload).unwrap_or_default() {
+                    if let Some(w) = p.watch.remove(&tx_id(&tx)) {
+                        p.release(&w.entry);
+                    }
+                }
+            }
+        }
         if let Some(last) = blocks.last() {
+            // Forwarded long ago and not committed: this node proposes them itself.
+            let view = last.block.view;
+            while p
+                .watch_order
+                .front()
+                .is_some_and(|(v, _)| v.0.saturating_add(REFORWARD_AFTER_VIEWS) < view.0)
+            {
+                if let Some((_, id)) = p.watch_order.pop_front() {
+                    if let Some(w) = p.watch.remove(&id) {
+                        tracing::debug!(forwarded_for = %w.view, "a forwarded transaction did not commit; proposing it here");
+                        p.enqueue(w.entry);
+                    }
+                }
+            }
             let keep = p.in_flight.split_off(&last.block.view.next());
             let abandoned = std::mem::replace(&mut p.in_flight, keep);
             for (_, batch) in abandoned.into_iter().rev() {
@@ -378,11 +643,11 @@ impl Mempool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use hotstuff_core::{AppOutcome, Block, BlockHash, Epoch, Height, QuorumCertificate};
 
-    fn committed(view: u64, proposer: PublicKey) -> CommittedBlock {
+    pub(in crate::kv) fn committed(view: u64, proposer: PublicKey) -> CommittedBlock {
         let qc = QuorumCertificate::genesis(BlockHash::default());
         CommittedBlock {
             block: Block {

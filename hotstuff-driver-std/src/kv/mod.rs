@@ -5,7 +5,8 @@
 //! `kv/<key>` for each put, deletes it for each delete, and adds the number of transactions to
 //! the counter `meta/txs` (read through the speculative state, so it exercises
 //! [`crate::BlockContext::get`]). Clients submit to one node's [`Mempool`]; that node proposes the
-//! transactions when it leads, and proposes them again if their block is abandoned.
+//! transactions when it leads, and proposes them again if their block is abandoned; with a
+//! [`Forwarder`] it hands them to the upcoming leader instead ([`forward`]).
 //!
 //! [`ClientServer`] and [`Client`] speak a small line protocol over TCP:
 //! `PUT <key> <value>`, `DEL <key>`, `GET <key>` and `STATUS`, answered by `OK`, `VALUE <v>`,
@@ -22,10 +23,12 @@
 //!
 //! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
 //! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
-//! ([`ClientServer`]) and the load harness ([`load`]) of the `kv_cluster` examples.
+//! ([`ClientServer`]), forwarding to the leaders ([`forward`]) and the load harness ([`load`])
+//! of the `kv_cluster` examples.
 
 mod app;
 mod client;
+pub mod forward;
 pub mod load;
 mod mempool;
 mod payload;
@@ -33,6 +36,7 @@ mod server;
 
 pub use app::KvApp;
 pub use client::{is_busy, Client, RemoteStatus};
+pub use forward::{Forwarded, Forwarder, LocalForwarder};
 pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
 pub use payload::{
     decode_payload, hex, state_key, tx_count, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,

@@ -58,6 +58,8 @@ pub(crate) enum CoreMsg {
     Message { from: PublicKey, message: Message },
     /// A connection event.
     Net(NetEvent),
+    /// The app has something to propose ([`crate::Waker`]).
+    Wake,
     /// Stop the loop.
     Shutdown,
 }

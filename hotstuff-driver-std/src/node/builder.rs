@@ -60,6 +60,7 @@ pub struct NodeBuilder<A: App> {
     max_uncommitted_blocks: usize,
     pacemaker: DefaultPacemaker,
     idle_block_delay: Duration,
+    max_idle_block_delay: Option<Duration>,
     sync_no_progress: Option<Duration>,
     inbox_capacity: usize,
     handlers: Vec<Handler>,
@@ -90,10 +91,11 @@ impl<A: App> NodeBuilder<A> {
             max_uncommitted_blocks: 10_000,
             pacemaker: DefaultPacemaker::default(),
             idle_block_delay: Duration::from_millis(100),
+            max_idle_block_delay: None,
             sync_no_progress: None,
             inbox_capacity: 4096,
             handlers: Vec::new(),
-            background_store_writes: false,
+            background_store_writes: true,
         }
     }
 
@@ -233,12 +235,33 @@ impl<A: App> NodeBuilder<A> {
     }
 
     /// How long a leader waits before proposing an empty block when the app has nothing to
-    /// propose and no uncommitted ancestor carries updates (default 100 ms; must be below the
-    /// base timeout). It bounds the block rate, and so the CPU use, of an idle chain.
+    /// propose, no uncommitted ancestor carries updates and the latest committed block was
+    /// empty too (default 100 ms; must be below the base timeout). It bounds the block rate,
+    /// and so the CPU use, of an idle chain. While the chain stays idle the delay doubles per
+    /// committed empty block up to [`NodeBuilder::max_idle_block_delay`]. A waiting leader
+    /// proposes at once when its app gets something to propose and wakes it
+    /// ([`crate::Node::waker`]).
     #[must_use]
     pub fn idle_block_delay(mut self, delay: Duration) -> Self {
         self.idle_block_delay = delay;
         self
+    }
+
+    /// The ceiling of the idle back-off (default half the base timeout or of
+    /// [`NodeBuilder::sync_no_progress`], whichever is smaller: 500 ms by default, so an idle
+    /// chain commits about 2 empty blocks per second instead of 10). Must be below the base
+    /// timeout, or the other replicas time out the view the leader waits in; keep it well below
+    /// `sync_no_progress` too, or idle replicas start block sync between commits.
+    #[must_use]
+    pub fn max_idle_block_delay(mut self, delay: Duration) -> Self {
+        self.max_idle_block_delay = Some(delay);
+        self
+    }
+
+    fn max_idle(&self) -> Duration {
+        let bound =
+            self.sync_no_progress.unwrap_or(self.pacemaker.base_timeout).min(self.pacemaker.base_timeout);
+        self.max_idle_block_delay.unwrap_or(bound / 2).max(self.idle_block_delay)
     }
 
     /// Messages and network events queued for the consensus thread before readers wait
@@ -250,12 +273,13 @@ impl<A: App> NodeBuilder<A> {
     }
 
     /// Whether the bulk of the store's writes (committed blocks, app state, other proposers'
-    /// blocks) is group-committed by a background writer thread (default `false` for now).
-    /// Either way the safety state and this node's own proposals are fsynced before any message
-    /// signed under them is sent, and a crash leaves a consistent store. `false` writes every
-    /// drain of the consensus loop in one synchronous, fsynced transaction. The writer is
-    /// opt-in until a known liveness problem is fixed: a lone validator restarted across
-    /// validator-set changes can stall (`tests/durable_crash.rs`, the ignored test).
+    /// blocks) is group-committed by a background writer thread (default `true`). Either way
+    /// the safety state and this node's own proposals are fsynced before any message signed
+    /// under them is sent, and a crash leaves a consistent store. `false` writes every drain of
+    /// the consensus loop in one synchronous, fsynced transaction (slower: see the
+    /// `durable_bench` example). With the writer, a store may reopen with its committed tip
+    /// above its durable high QC; the node then starts from the tip's certificate (see
+    /// [`NodeBuilder::prepare`]), so even a lone validator goes on committing.
     #[must_use]
     pub fn background_store_writes(mut self, on: bool) -> Self {
         self.background_store_writes = on;
@@ -279,6 +303,9 @@ impl<A: App> NodeBuilder<A> {
         }
         if self.idle_block_delay >= p.base_timeout {
             return Err(setting("idle_block_delay", "must be below base_timeout, or views time out"));
+        }
+        if self.max_idle() >= p.base_timeout {
+            return Err(setting("max_idle_block_delay", "must be below base_timeout, or views time out"));
         }
         if self.sync_no_progress.is_some_and(|d| d.is_zero()) {
             return Err(setting("sync_no_progress", "must be above zero"));
@@ -357,11 +384,13 @@ impl<A: App> NodeBuilder<A> {
         Ok(Node { info: NodeInfo::new(id, store, status, local_addr), tx, core: Some(core) })
     }
 
-    /// Checks the settings, opens (or initialises) the store and recovers the replica from it,
-    /// without starting anything: the parts a driver on another runtime (such as
+    /// Checks the settings, opens (or initialises) the store and recovers the replica from it
+    /// (raising its high QC to the committed tip's certificate if that is higher), without
+    /// starting anything: the parts a driver on another runtime (such as
     /// `hotstuff-driver-tokio`) runs. [`NodeBuilder::start`] is `prepare` plus std threads.
     pub fn prepare(self) -> Result<Prepared<A>, BuildError> {
         self.check()?;
+        let max_idle = self.max_idle();
         let chain = self.genesis.chain;
         let config = Config {
             limits: self.limits,
@@ -385,7 +414,26 @@ impl<A: App> NodeBuilder<A> {
                 recent.push(block);
             }
         }
-        let recovered = stored.recovered().with_recent(recent);
+        let tip_hash = stored.tip.hash;
+        let mut recovered = stored.recovered().with_recent(recent);
+        // The committed tip may be above the durable high QC (commits and the safety state are
+        // written independently, the commits group-committed by the background writer). A
+        // replica with peers learns a higher QC from them; a lone validator has none, and its
+        // high QC's block may be gone (at or below the tip), so it could never propose again.
+        // The tip's own certificate is a QC like any other: adopt it if it is higher (and the
+        // view with it). Safety rests on the vote and lock rules, which this leaves unchanged.
+        if let Some((_, cert, _)) = self.store.committed_block(hotstuff_core::Height(tip))? {
+            let safety = &mut recovered.safety;
+            if cert.block == tip_hash
+                && cert.epoch == recovered.epoch.epoch
+                && safety.epoch == recovered.epoch.epoch
+                && cert.view > safety.high_qc.view
+            {
+                tracing::info!(from = %safety.high_qc.view, to = %cert.view, "high QC raised to the committed tip's");
+                safety.view = safety.view.max(cert.view.next());
+                safety.high_qc = cert;
+            }
+        }
         let replica = Replica::new(config, self.key, self.pacemaker, recovered)?;
         tracing::info!(
             node = %id,
@@ -422,6 +470,7 @@ impl<A: App> NodeBuilder<A> {
                 store: self.store,
                 handlers: self.handlers,
                 idle_block_delay: self.idle_block_delay,
+                max_idle_block_delay: max_idle,
                 status,
                 writer,
             },

@@ -25,8 +25,8 @@ use crate::net::{Frame, NetEvent, Outbound};
 use crate::storage::{Storage, StoreWriter, WriteBatch};
 use hotstuff_core::action::SyncTimer;
 use hotstuff_core::{
-    Action, AppStateUpdates, BlockHash, Envelope, Height, Input, InputError, InputErrorKind, Message,
-    PublicKey, Replica, View,
+    Action, AppOutcome, AppStateUpdates, BlockHash, Envelope, Height, Input, InputError, InputErrorKind,
+    Message, PublicKey, Replica, View,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,6 +51,7 @@ pub struct EngineParts<A: App> {
     pub(super) store: Arc<dyn Storage>,
     pub(super) handlers: Vec<Handler>,
     pub(super) idle_block_delay: Duration,
+    pub(super) max_idle_block_delay: Duration,
     pub(super) status: Arc<Mutex<Status>>,
     /// The background writer (`None`: every drain is written synchronously).
     pub(super) writer: Option<StoreWriter>,
@@ -65,6 +66,11 @@ pub struct Engine<A: App, N: Outbound> {
     net: N,
     handlers: Vec<Handler>,
     idle_block_delay: Duration,
+    max_idle_block_delay: Duration,
+    /// Committed empty blocks in a row (the idle back-off grows with it).
+    idle_streak: u32,
+    /// Set by [`Engine::wake`]: ask the app again for the deferred block.
+    woken: bool,
     status: Arc<Mutex<Status>>,
     /// The latest view timer asked for (a timer for an older view is obsolete).
     timer: Option<(View, Instant)>,
@@ -112,7 +118,16 @@ pub fn needs_blocking(action: &Action) -> bool {
 impl<A: App, N: Outbound> Engine<A, N> {
     /// An engine sending through `net`.
     pub fn new(parts: EngineParts<A>, net: N) -> Self {
-        let EngineParts { replica, app, store, handlers, idle_block_delay, status, writer } = parts;
+        let EngineParts {
+            replica,
+            app,
+            store,
+            handlers,
+            idle_block_delay,
+            max_idle_block_delay,
+            status,
+            writer,
+        } = parts;
         Engine {
             replica,
             app,
@@ -120,6 +135,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
             net,
             handlers,
             idle_block_delay,
+            max_idle_block_delay,
+            idle_streak: 0,
+            woken: false,
             status,
             timer: None,
             sync_timers: BTreeMap::new(),
@@ -225,9 +243,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
             self.handle_local(Input::SyncTimerFired { timer });
             return Ready::Handled;
         }
-        if self.deferred.is_some_and(|d| d.at <= now) {
+        if self.deferred.is_some_and(|d| d.at <= now || self.woken) {
             return Ready::ProduceDue;
         }
+        self.woken = false;
         let deadline = [self.timer.map(|(_, at)| at), self.deferred.map(|d| d.at)]
             .into_iter()
             .flatten()
@@ -236,11 +255,34 @@ impl<A: App, N: Outbound> Engine<A, N> {
         Ready::Wait(deadline)
     }
 
-    /// Answers the deferred `ProduceBlock` (after [`Ready::ProduceDue`]).
+    /// Answers the deferred `ProduceBlock` (after [`Ready::ProduceDue`]): when its delay is
+    /// over, with whatever the app has (an empty block if nothing); when woken early
+    /// ([`Engine::wake`]), only if the app now has something, else it keeps waiting.
     pub fn produce_due(&mut self) {
+        let woken = std::mem::take(&mut self.woken);
         if let Some(d) = self.deferred.take() {
-            self.produce(d.view, d.parent, d.height, false);
+            let keep_until = (woken && d.at > Instant::now()).then_some(d.at);
+            self.produce(d.view, d.parent, d.height, keep_until);
         }
+    }
+
+    /// The app has something to propose (for example a transaction reached its mempool): a
+    /// leader waiting out its idle delay asks it again at once. Cheap when nothing waits.
+    pub fn wake(&mut self) {
+        self.woken = self.deferred.is_some();
+    }
+
+    /// The idle delay now: none while the latest committed block carried something (so the
+    /// blocks that commit a busy one are not held back), then `idle_block_delay`, doubled per
+    /// further committed empty block up to `max_idle_block_delay`.
+    fn idle_delay(&self) -> Duration {
+        if self.idle_streak == 0 {
+            return Duration::ZERO;
+        }
+        let doublings = (self.idle_streak - 1).min(16);
+        self.idle_block_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_idle_block_delay.max(self.idle_block_delay))
     }
 
     /// Hands a local input to the replica. An app reply overtaken by a view change is refused
@@ -292,7 +334,13 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.batch.blocks.extend(blocks);
                 self.batch_seq = Some(seq);
             }
-            Action::Commit { blocks } => self.batch.commits.extend(blocks),
+            Action::Commit { blocks } => {
+                for b in &blocks {
+                    let empty = b.block.payload.is_empty() && b.outcome == AppOutcome::default();
+                    self.idle_streak = if empty { self.idle_streak.saturating_add(1) } else { 0 };
+                }
+                self.batch.commits.extend(blocks);
+            }
             Action::Send { to, message } => {
                 let frame = self.frame(message);
                 self.net.send(to, frame);
@@ -309,7 +357,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 // The app reads committed state: what this drain committed must be in the store
                 // (or, with the background writer, in the overlay).
                 self.hand_over()?;
-                self.produce(view, parent, height, true);
+                self.produce(view, parent, height, Some(Instant::now() + self.idle_delay()));
             }
             Action::ValidateBlock { hash, block, for_sync } => {
                 self.hand_over()?;
@@ -432,12 +480,15 @@ impl<A: App, N: Outbound> Engine<A, N> {
         Arc::new(Envelope::new(self.replica.config().chain, message).encode())
     }
 
-    /// Asks the app for a block; an empty one waits for the idle delay if nothing uncommitted
-    /// is waiting for descendants to commit.
-    fn produce(&mut self, view: View, parent: BlockHash, height: Height, may_wait: bool) {
+    /// Asks the app for a block; an empty one waits until `wait_until` (if given and still
+    /// ahead) when nothing uncommitted is waiting for descendants to commit.
+    fn produce(&mut self, view: View, parent: BlockHash, height: Height, wait_until: Option<Instant>) {
         self.prune_inflight();
         let idle = self.replica.pending_updates(&parent).iter().all(|u| u.is_empty());
-        let ctx = context(&self.replica, self.store.as_ref(), &self.inflight, view, height, parent);
+        let now = Instant::now();
+        let wait_until = wait_until.filter(|at| *at > now && idle);
+        let mut ctx = context(&self.replica, self.store.as_ref(), &self.inflight, view, height, parent);
+        ctx.waits_if_empty = wait_until.is_some();
         let max_payload = ctx.max_payload;
         let mut produced = self.app.produce_block(&ctx);
         if produced.payload.len() > max_payload {
@@ -451,9 +502,8 @@ impl<A: App, N: Outbound> Engine<A, N> {
             );
             produced = Produced::default();
         }
-        if may_wait && idle && produced.is_empty() && !self.idle_block_delay.is_zero() {
-            self.deferred =
-                Some(Deferred { view, parent, height, at: Instant::now() + self.idle_block_delay });
+        if let Some(at) = wait_until.filter(|_| produced.is_empty()) {
+            self.deferred = Some(Deferred { view, parent, height, at });
             return;
         }
         self.local.push_back(Input::BlockProduced {
@@ -504,6 +554,8 @@ fn context<'a>(
         height,
         parent,
         me: replica.id(),
+        waits_if_empty: false,
+        schedule: crate::app::Schedule::Replica(replica),
         max_payload: replica.config().limits.max_payload,
         validators: replica.validators(),
         committed: crate::app::Committed::Store(store),

@@ -111,7 +111,27 @@ impl std::ops::Deref for Node {
     }
 }
 
+/// Wakes a node's leader that waits out its idle delay (see
+/// [`crate::NodeBuilder::idle_block_delay`]): call it when the app gets something to propose.
+/// Cheap, never blocks, any thread.
+#[derive(Clone)]
+pub struct Waker(SyncSender<CoreMsg>);
+
+impl Waker {
+    /// Asks the node to call its app's `produce_block` again at once if it is waiting to
+    /// propose an empty block. Dropped if the inbox is full (the node is busy then anyway).
+    pub fn wake(&self) {
+        let _ = self.0.try_send(CoreMsg::Wake);
+    }
+}
+
 impl Node {
+    /// A [`Waker`] for this node.
+    #[must_use]
+    pub fn waker(&self) -> Waker {
+        Waker(self.tx.clone())
+    }
+
     /// Stops the consensus loop and the network and joins every thread. Returns the error the
     /// loop stopped on, if it stopped on its own.
     pub fn shutdown(mut self) -> Result<Duration, NodeError> {

@@ -79,6 +79,7 @@ impl<A: App> Loop<A> {
         match msg {
             CoreMsg::Message { from, message } => self.engine.handle_message(from, message),
             CoreMsg::Net(event) => self.engine.on_net(event),
+            CoreMsg::Wake => self.engine.wake(),
             CoreMsg::Shutdown => return true,
         }
         false
