@@ -26,6 +26,7 @@
 
 mod app;
 mod client;
+pub mod commitment;
 pub mod load;
 mod mempool;
 mod payload;
