@@ -38,6 +38,7 @@
 //! up from a snapshot then checks chunks against a root certified by a QC it verifies itself.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// A 32-byte blake3 hash.
 pub type Hash = [u8; 32];
@@ -70,9 +71,12 @@ fn bit(path: &Hash, depth: usize) -> usize {
     path.get(depth / 8).map_or(0, |b| usize::from((b >> (7 - depth % 8)) & 1))
 }
 
+/// A node. Children are shared (`Arc`): cloning a tree is O(1), and an update copies only the
+/// nodes on its path (so a tree per uncommitted block costs what its updates touch).
+#[derive(Clone)]
 enum Node {
     Leaf { key: Hash, value: Hash },
-    Inner { hash: Hash, children: Box<[Option<Node>; 2]> },
+    Inner { hash: Hash, children: Arc<[Option<Node>; 2]> },
 }
 
 impl Node {
@@ -98,20 +102,21 @@ fn insert(slot: &mut Option<Node>, depth: usize, key: Hash, value: Hash) {
         None => *slot = Some(Node::Leaf { key, value }),
         Some(Node::Leaf { key: k, value: v }) if *k == key => *v = value,
         Some(Node::Inner { hash, children }) => {
+            let children = Arc::make_mut(children);
             insert(&mut children[bit(&key, depth)], depth + 1, key, value);
             *hash = rehash(children);
         }
         Some(Node::Leaf { .. }) => {
             // Two leaves share this subtree now: it becomes an inner node holding both.
             let Some(old) = slot.take() else { return };
-            let mut children: Box<[Option<Node>; 2]> = Box::new([None, None]);
+            let mut children: [Option<Node>; 2] = [None, None];
             if let Node::Leaf { key: k, .. } = &old {
                 let b = bit(k, depth);
                 children[b] = Some(old);
             }
             insert(&mut children[bit(&key, depth)], depth + 1, key, value);
             let hash = rehash(&children);
-            *slot = Some(Node::Inner { hash, children });
+            *slot = Some(Node::Inner { hash, children: Arc::new(children) });
         }
     }
 }
@@ -123,6 +128,7 @@ fn remove(slot: &mut Option<Node>, depth: usize, key: &Hash) {
         Some(Node::Leaf { key: k, .. }) if k == key => *slot = None,
         None | Some(Node::Leaf { .. }) => {}
         Some(Node::Inner { hash, children }) => {
+            let children = Arc::make_mut(children);
             remove(&mut children[bit(key, depth)], depth + 1, key);
             let lone_leaf = match (&children[0], &children[1]) {
                 (None, Some(Node::Leaf { .. })) => Some(1),
@@ -137,8 +143,9 @@ fn remove(slot: &mut Option<Node>, depth: usize, key: &Hash) {
     }
 }
 
-/// The commitment tree of a key-value state (see the [module docs](self)).
-#[derive(Default)]
+/// The commitment tree of a key-value state (see the [module docs](self)). Cloning is O(1);
+/// the clones share their unchanged nodes.
+#[derive(Clone, Default)]
 pub struct StateTree {
     root: Option<Node>,
     len: usize,
@@ -365,6 +372,13 @@ mod tests {
             // The same entries inserted in another order give the same root.
             let rebuilt = StateTree::from_entries(model.iter().rev().map(|(k, v)| (&k[..], &v[..])));
             assert_eq!(rebuilt.root(), tree.root(), "seed {seed}: order matters");
+            // A clone is unaffected by updates to the original (shared nodes are copied on write).
+            let snapshot = tree.clone();
+            let before = snapshot.root();
+            tree.set(b"k0", Some(b"changed"));
+            assert_eq!(snapshot.root(), before, "seed {seed}");
+            tree.set(b"k0", model.get(&b"k0"[..]).map(|v| &v[..]));
+            assert_eq!(tree.root(), before, "seed {seed}");
             // Deleting everything gives the empty root.
             for k in model.keys() {
                 tree.set(k, None);

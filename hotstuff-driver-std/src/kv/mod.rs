@@ -25,6 +25,7 @@
 //! ([`ClientServer`]) and the load harness ([`load`]) of the `kv_cluster` examples.
 
 mod app;
+pub mod certified;
 mod client;
 pub mod commitment;
 pub mod load;
