@@ -31,11 +31,12 @@
 //! levels of shared prefix costs about `2^d` hash evaluations, so path length stays near
 //! `log2(n)` plus a few levels, and a proof is at most 256 siblings in any case.
 //!
-//! # What is left to the caller
-//! A root means something only once certified: the intended construction is that a block's
-//! payload carries the root of the state after its parent, checked by every validator in
-//! `validate_block`, so a QC (2f+1 signers, at least f+1 honest) certifies it. A node catching
-//! up from a snapshot then checks chunks against a root certified by a QC it verifies itself.
+//! # Certification
+//! A root means something only once certified: [`StateCommitted`](super::certified) makes
+//! every block with a payload carry the root of the state after its parent, checked by every
+//! validator in `validate_block`, so a QC (2f+1 signers, at least f+1 honest) certifies it. A
+//! node catching up from a snapshot checks the state against a root certified by a QC it
+//! verifies itself.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
