@@ -68,7 +68,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// Bit `depth` of `path` (most significant first): 0 goes left, 1 right.
-fn bit(path: &Hash, depth: usize) -> usize {
+pub(super) fn bit(path: &Hash, depth: usize) -> usize {
     path.get(depth / 8).map_or(0, |b| usize::from((b >> (7 - depth % 8)) & 1))
 }
 
@@ -248,6 +248,65 @@ impl StateTree {
             }
         }
     }
+}
+
+impl StateTree {
+    /// The proof for snapshot chunk `index` of `2^depth` (the entries whose key hash starts
+    /// with the `depth` bits of `index`): the summary of every sibling subtree along the
+    /// chunk's path (see [`super::snapshot`]). `depth` is at most 32.
+    #[must_use]
+    pub fn prove_chunk(&self, depth: u8, index: u32) -> Vec<Sibling> {
+        let depth = usize::from(depth.min(32));
+        let path = super::snapshot::chunk_path(depth, index);
+        let mut siblings = Vec::with_capacity(depth);
+        let mut slot = &self.root;
+        let mut d = 0;
+        while d < depth {
+            match slot {
+                Some(Node::Inner { children, .. }) => {
+                    let b = bit(&path, d);
+                    siblings.push(match &children[1 - b] {
+                        None => Sibling::Empty,
+                        Some(Node::Leaf { key, value }) => Sibling::Leaf(*key, *value),
+                        Some(n @ Node::Inner { .. }) => Sibling::Inner(n.hash()),
+                    });
+                    slot = &children[b];
+                    d += 1;
+                }
+                Some(Node::Leaf { key, value }) => {
+                    // Below a lone leaf the subtrees are virtual: the one holding the leaf (where
+                    // its path leaves the chunk's) is that leaf, the others empty.
+                    let leaves_at = (d..depth).find(|j| bit(key, *j) != bit(&path, *j));
+                    for j in d..depth {
+                        siblings.push(if Some(j) == leaves_at {
+                            Sibling::Leaf(*key, *value)
+                        } else {
+                            Sibling::Empty
+                        });
+                    }
+                    break;
+                }
+                None => {
+                    siblings.resize(depth, Sibling::Empty);
+                    break;
+                }
+            }
+        }
+        siblings
+    }
+}
+
+/// A subtree beside a snapshot chunk's path, as its proof gives it: what the verifier needs to
+/// hash up to the root (a lone leaf is given whole, since a subtree with one leaf hashes as
+/// that leaf wherever it sits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+pub enum Sibling {
+    /// No leaf.
+    Empty,
+    /// Exactly one leaf: its key hash and value hash.
+    Leaf(Hash, Hash),
+    /// Two leaves or more: the subtree's hash.
+    Inner(Hash),
 }
 
 /// A proof of one key's value or absence against a root: the sibling hashes along the key's

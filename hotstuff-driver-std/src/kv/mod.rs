@@ -32,6 +32,7 @@ pub mod load;
 mod mempool;
 mod payload;
 mod server;
+pub mod snapshot;
 
 pub use app::KvApp;
 pub use client::{is_busy, Client, RemoteStatus};
