@@ -6,8 +6,9 @@
 //! small, one per validator-set change, and let a node check every set change from genesis).
 //! What is never pruned: the committed app state, the committed tip and epoch, the safety state
 //! and uncommitted blocks. Restarting needs none of what is pruned: a replica recovers from the
-//! tip, the epoch and the last [`hotstuff_core::LeaderHistory::KEEP_VIEWS`] committed blocks
-//! (leader reputation), so the retention is at least [`MIN_RETAIN_BLOCKS`].
+//! tip, the epoch and the committed blocks of the last
+//! [`hotstuff_core::LeaderHistory::KEEP_VIEWS`] views (leader reputation), so the retention is
+//! at least [`MIN_RETAIN_BLOCKS`] (257).
 //!
 //! A peer asking block sync for a height below the retained range gets a
 //! [`hotstuff_core::message::SyncPruned`] answer naming the lowest height kept, and asks
@@ -30,9 +31,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The least retention allowed: a restarting replica reads this many committed blocks
-/// (leader reputation), so they must be there.
-pub const MIN_RETAIN_BLOCKS: u64 = hotstuff_core::LeaderHistory::KEEP_VIEWS;
+/// The least retention allowed: a restarting replica reads the committed blocks of the last
+/// [`hotstuff_core::LeaderHistory::KEEP_VIEWS`] views below its tip, the tip included, for
+/// leader reputation (which every replica must compute from the same blocks), so they must be
+/// there.
+pub const MIN_RETAIN_BLOCKS: u64 = hotstuff_core::LeaderHistory::KEEP_VIEWS + 1;
 
 /// Most committed blocks deleted in one store transaction.
 pub const PRUNE_BATCH: usize = 256;

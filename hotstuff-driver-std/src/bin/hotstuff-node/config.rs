@@ -242,7 +242,7 @@ fn idle_block_delay() -> u64 {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
-    /// Committed blocks kept for block sync: a number (at least 256), or `"archive"` to keep
+    /// Committed blocks kept for block sync: a number (at least 257), or `"archive"` to keep
     /// all (the default). Older blocks are pruned in the background, except each epoch's last
     /// block with its proof.
     pub retain_blocks: Retain,
