@@ -377,13 +377,22 @@ fn a_lone_validator_restarted_across_epoch_changes_commits_on() {
 /// window of 257 blocks commits past several windows while images are taken. Every image
 /// reopens to a contiguous, linked, certified range of committed blocks from its retained
 /// height to its tip, at least a window long, nothing below it (no epoch ended here); and a
-/// node restarted from one commits on and keeps pruning.
+/// node restarted from one commits on and keeps pruning. With and without the background
+/// store writer.
 #[test]
 fn crashes_while_pruning_keep_a_contiguous_window() {
+    // With each store write path: one synchronous transaction per drain, and the background
+    // writer's deferred group commits (the pruner's transactions interleave with either).
+    for writer in [false, true] {
+        crashes_while_pruning(writer);
+    }
+}
+
+fn crashes_while_pruning(writer: bool) {
     use hotstuff_driver_std::storage::prune::MIN_RETAIN_BLOCKS;
     use hotstuff_driver_std::RetainBlocks;
     let seed = seed(16);
-    println!("seed {seed}");
+    println!("seed {seed}, background writer {writer}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let start_pruning = |disk: RecordedDisk| {
         let (key, genesis) = setup();
