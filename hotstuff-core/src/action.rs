@@ -149,10 +149,13 @@ pub enum Action {
         /// lighter "validate for sync" checks (for example skip checks against local time).
         for_sync: bool,
     },
-    /// MUST answer the peer's block-sync request: build the response with
-    /// [`Replica::sync_response`](crate::Replica::sync_response) from the store's committed
-    /// blocks and send it to `to` as [`Message::SyncResponse`]. Serve it off the consensus loop
-    /// if the store is slow; dropping it under load is allowed (the client retries elsewhere).
+    /// MUST answer the peer's block-sync request: build the answer with
+    /// [`Replica::sync_answer`](crate::Replica::sync_answer) (a store that prunes) or
+    /// [`Replica::sync_response`](crate::Replica::sync_response) (one that keeps every block)
+    /// from the store's committed blocks and send it to `to` (a [`Message::SyncResponse`], or
+    /// a [`Message::SyncPruned`] for heights pruned). The requester answers with
+    /// `Input::Message`. Serve it off the consensus loop if the store is slow; dropping it
+    /// under load is allowed (the client retries elsewhere).
     ServeSync {
         /// The requesting peer.
         to: PublicKey,

@@ -123,4 +123,16 @@ pub enum Event {
         /// The block.
         hash: BlockHash,
     },
+    /// A sync server no longer stores the heights asked for (a
+    /// [`SyncPruned`](crate::message::SyncPruned) answer); it is avoided and another is asked.
+    /// If every server says so, block sync cannot catch this replica up: it needs a state
+    /// snapshot at a height of at least `retained_from - 1`.
+    SyncBelowRetained {
+        /// The server.
+        peer: PublicKey,
+        /// The first height this replica asked for.
+        from_height: Height,
+        /// The lowest height from which the server holds every committed block.
+        retained_from: Height,
+    },
 }

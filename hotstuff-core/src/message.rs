@@ -85,6 +85,21 @@ pub struct SyncResponse {
     pub certificate: Option<QuorumCertificate>,
 }
 
+/// The answer to a [`SyncRequest`] for heights the server no longer stores: its store keeps
+/// committed blocks from `retained_from` up only (older ones are pruned, see the std driver's
+/// retention setting). The requester cannot catch up from this server by block sync and asks
+/// another one; once every server says so, it needs a state snapshot at or above
+/// `retained_from - 1` (an [`Event::SyncBelowRetained`](crate::Event::SyncBelowRetained) per
+/// answer tells the driver). The claim is unsigned: a server that lies only withholds its own
+/// help, which an empty response could do too.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SyncPruned {
+    /// The request's id.
+    pub id: u64,
+    /// The lowest height from which the server holds every committed block.
+    pub retained_from: crate::types::Height,
+}
+
 /// Every consensus message.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Message {
@@ -112,6 +127,8 @@ pub enum Message {
     /// it only if its hash is one it asked for, so it is authenticated by the QC the requester
     /// holds for it.
     Block(Block),
+    /// A block-sync answer: the requested heights are pruned on this server.
+    SyncPruned(SyncPruned),
 }
 
 impl Message {
@@ -124,7 +141,10 @@ impl Message {
             Message::Timeout(t) => t.view,
             Message::Certificate(qc) => qc.view,
             Message::Block(b) => b.view,
-            Message::SyncRequest(_) | Message::SyncResponse(_) | Message::BlockRequest(_) => View(0),
+            Message::SyncRequest(_)
+            | Message::SyncResponse(_)
+            | Message::SyncPruned(_)
+            | Message::BlockRequest(_) => View(0),
         }
     }
 }
@@ -424,6 +444,10 @@ impl Reader<'_> {
             5 => Message::Certificate(self.qc(limits)?),
             6 => Message::BlockRequest(self.hash()?),
             7 => Message::Block(self.block(limits)?),
+            8 => Message::SyncPruned(SyncPruned {
+                id: self.u64()?,
+                retained_from: crate::types::Height(self.u64()?),
+            }),
             _ => return Err(DecodeError::Malformed("envelope")),
         })
     }
@@ -486,7 +510,7 @@ impl Message {
                 t.high_qc.check(limits)?;
                 t.last_tc.as_ref().map_or(Ok(()), |tc| tc.check(limits))
             }
-            Message::SyncRequest(_) => Ok(()),
+            Message::SyncRequest(_) | Message::SyncPruned(_) => Ok(()),
             Message::SyncResponse(r) => {
                 cap("sync.blocks", r.blocks.len(), limits.max_sync_blocks)?;
                 for b in &r.blocks {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use hotstuff_core::message::{SyncRequest, SyncResponse};
+use hotstuff_core::message::{SyncPruned, SyncRequest, SyncResponse};
 use hotstuff_core::validators::{quorum_threshold, MAX_TOTAL_POWER};
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, ChainId, CommittedBlock, DecodeError, DefaultPacemaker, Envelope,
@@ -96,6 +96,8 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), vec(block(), 0..3), proptest::option::of(qc())).prop_map(
             |(id, blocks, certificate)| { Message::SyncResponse(SyncResponse { id, blocks, certificate }) }
         ),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(id, h)| Message::SyncPruned(SyncPruned { id, retained_from: Height(h) })),
         block_hash().prop_map(Message::BlockRequest),
         block().prop_map(Message::Block),
     ]
@@ -116,7 +118,9 @@ fn field_sizes(m: &Message) -> (usize, usize, usize) {
             p.block.payload.len(),
             0,
         ),
-        Message::Vote(_) | Message::SyncRequest(_) | Message::BlockRequest(_) => (0, 0, 0),
+        Message::Vote(_) | Message::SyncRequest(_) | Message::SyncPruned(_) | Message::BlockRequest(_) => {
+            (0, 0, 0)
+        }
         Message::Block(b) => (b.justify.signatures.len(), b.payload.len(), 0),
         Message::Certificate(qc) => (qc.signatures.len(), 0, 0),
         Message::Timeout(t) => {

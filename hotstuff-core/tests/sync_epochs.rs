@@ -4,37 +4,11 @@
 mod common;
 
 use common::*;
-use hotstuff_core::message::{SyncRequest, SyncResponse};
+use hotstuff_core::message::SyncResponse;
 use hotstuff_core::{
-    Action, AppOutcome, Block, Event, Input, InputError, Message, PublicKey, Replica, SyncTimer,
+    Action, AppOutcome, Event, Input, InputError, Message, PublicKey, Replica, SyncTimer,
     ValidatorSetUpdates, View,
 };
-
-/// A chain of blocks of views 1..=n, each by its view's leader and extending the previous one.
-fn chain(c: &Cluster, n: u64) -> Vec<Block> {
-    let mut blocks = vec![c.block(1, 1, c.genesis_qc(), b"b1")];
-    for v in 2..=n {
-        let parent = blocks.last().unwrap().clone();
-        blocks.push(c.child(&parent, v, format!("b{v}").as_bytes()));
-    }
-    blocks
-}
-
-/// The sync requests among `actions`, with their receivers.
-fn sync_requests(actions: &[Action]) -> Vec<(PublicKey, SyncRequest)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { to, message: Message::SyncRequest(r) } => Some((*to, r.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A replica other than the leaders of views 1..=6 (so it only follows).
-fn follower(c: &Cluster) -> usize {
-    (0..4).find(|i| (1..=6).all(|v| c.leader(v) != *i)).unwrap_or(0)
-}
 
 fn replica_with_margin(c: &Cluster, i: usize, margin: u64) -> Replica {
     let mut config = c.config();

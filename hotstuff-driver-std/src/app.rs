@@ -80,6 +80,7 @@ pub struct BlockContext<'a> {
 }
 
 /// Where a [`BlockContext`] reads the committed state.
+#[derive(Clone, Copy)]
 pub(crate) enum Committed<'a> {
     /// A node's store.
     Store(&'a dyn Storage),
@@ -88,6 +89,7 @@ pub(crate) enum Committed<'a> {
 }
 
 /// Where a [`BlockContext`] reads the leader schedule.
+#[derive(Clone, Copy)]
 pub(crate) enum Schedule<'a> {
     /// A node's replica.
     Replica(&'a Replica),
@@ -139,6 +141,21 @@ impl BlockContext<'_> {
         match self.schedule {
             Schedule::Replica(replica) => replica.leader(view),
             Schedule::Fn(leader) => leader(view),
+        }
+    }
+
+    /// Visits every entry of the committed state (not the pending updates); the committed
+    /// height when the state comes from a node's store.
+    pub(crate) fn scan_committed(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<Option<Height>, StoreError> {
+        match self.committed {
+            Committed::Store(store) => store.scan_app_state(visit).map(|tip| Some(tip.height)),
+            Committed::Map(map) => {
+                map.iter().for_each(|(k, v)| visit(k, v));
+                Ok(None)
+            }
         }
     }
 

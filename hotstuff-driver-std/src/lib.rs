@@ -149,7 +149,7 @@ pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
 pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};
 pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status, Waker};
-pub use storage::{CommittedEntry, Genesis, RedbStore, Storage, Stored, WriteBatch};
+pub use storage::{CommittedEntry, Genesis, RedbStore, RetainBlocks, Storage, Stored, WriteBatch};
 
 /// A new keypair from the operating system's randomness.
 pub fn generate_key() -> Result<hotstuff_core::Keypair, std::io::Error> {

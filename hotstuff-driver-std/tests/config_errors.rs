@@ -44,6 +44,10 @@ fn builder_names_the_bad_setting() {
     assert_eq!(setting_name(b().liveness_timeout(Duration::ZERO).start()), "liveness_timeout");
     assert_eq!(setting_name(b().sync_no_progress(Duration::ZERO).start()), "sync_no_progress");
     assert_eq!(
+        setting_name(b().retain_blocks(hotstuff_driver_std::RetainBlocks::Last(3)).start()),
+        "retain_blocks"
+    );
+    assert_eq!(
         setting_name(b().reconnect_backoff(Duration::ZERO, Duration::ZERO).start()),
         "reconnect_backoff"
     );
@@ -102,6 +106,8 @@ fn node_binary_names_the_bad_field() {
             "intake.handshake_timeout_ms",
             good.replace("handshake_timeout_ms = 2000", "handshake_timeout_ms = 0"),
         ),
+        ("storage.retain_blocks", good.replace("retain_blocks = \"archive\"", "retain_blocks = 10")),
+        ("storage.retain_blocks", good.replace("retain_blocks = \"archive\"", "retain_blocks = \"forever\"")),
     ];
     for (field, text) in cases {
         assert_ne!(text, good, "case {field} changed nothing");

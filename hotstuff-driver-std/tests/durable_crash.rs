@@ -374,3 +374,113 @@ fn a_lone_validator_restarted_across_epoch_changes_commits_on() {
         node.shutdown().unwrap();
     }
 }
+
+/// Crashes while the pruner deletes old blocks (`storage::prune`): a lone validator with a
+/// window of 257 blocks commits past several windows while images are taken. Every image
+/// reopens to a contiguous, linked, certified range of committed blocks from its retained
+/// height to its tip, at least a window long, nothing below it (no epoch ended here); and a
+/// node restarted from one commits on and keeps pruning. With and without the background
+/// store writer.
+#[test]
+fn crashes_while_pruning_keep_a_contiguous_window() {
+    // With each store write path: one synchronous transaction per drain, and the background
+    // writer's deferred group commits (the pruner's transactions interleave with either).
+    for writer in [false, true] {
+        crashes_while_pruning(writer);
+    }
+}
+
+fn crashes_while_pruning(writer: bool) {
+    use hotstuff_driver_std::storage::prune::MIN_RETAIN_BLOCKS;
+    use hotstuff_driver_std::RetainBlocks;
+    let seed = seed(16);
+    println!("seed {seed}, background writer {writer}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let start_pruning = |disk: RecordedDisk| {
+        let (key, genesis) = setup();
+        NodeBuilder::new(
+            key,
+            genesis,
+            KvApp::new(Mempool::new(10), 50),
+            RedbStore::with_backend(disk).unwrap(),
+        )
+        .idle_block_delay(Duration::from_millis(1))
+        .max_idle_block_delay(Duration::from_millis(1))
+        .retain_blocks(RetainBlocks::Last(MIN_RETAIN_BLOCKS))
+        .start()
+        .unwrap()
+    };
+    let check = |store: &RedbStore, what: &str| -> (u64, u64) {
+        let tip = store.load().unwrap().unwrap_or_else(|| panic!("{what}: not initialised")).tip.height.0;
+        let from = store.retained_from().unwrap().0;
+        assert!(from >= 1 && from <= tip.max(1), "{what}: retained from {from}, tip {tip}");
+        if from > 1 {
+            assert!(tip - from + 1 >= MIN_RETAIN_BLOCKS, "{what}: pruned into the window: {from}..={tip}");
+        }
+        let mut parent = None;
+        for h in from..=tip {
+            let (block, qc, _) = store
+                .committed_block(Height(h))
+                .unwrap()
+                .unwrap_or_else(|| panic!("{what}: block {h} missing in the retained range {from}..={tip}"));
+            assert_eq!(qc.block, block.hash(), "{what}: the certificate of block {h} is for another block");
+            if let Some(p) = parent {
+                assert_eq!(block.parent(), p, "{what}: block {h} does not extend block {}", h - 1);
+            }
+            parent = Some(block.hash());
+        }
+        for h in 1..from {
+            assert!(
+                store.committed_block(Height(h)).unwrap().is_none(),
+                "{what}: block {h} below {from} kept"
+            );
+        }
+        (from, tip)
+    };
+
+    let disk = RecordedDisk::default();
+    let node = start_pruning(disk.clone());
+    let t0 = Instant::now();
+    while node.status().committed.0 < 2 * MIN_RETAIN_BLOCKS {
+        assert!(t0.elapsed() < Duration::from_secs(120), "slow commits: {:?}", node.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut images = Vec::new();
+    for _ in 0..16 {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(20..200)));
+        images.push(disk.images());
+    }
+    node.shutdown().unwrap();
+    let mut pruned = 0;
+    let mut restart = None;
+    for (n, (live, synced)) in images.into_iter().enumerate() {
+        for (kind, image) in [("process crash", live), ("power loss", synced)] {
+            let what = format!("image {n} ({kind})");
+            let store = RedbStore::with_backend(RecordedDisk::from_image(image.clone())).unwrap();
+            let (from, tip) = check(&store, &what);
+            pruned += usize::from(from > 1);
+            if n == 15 && kind == "power loss" {
+                restart = Some((image, tip));
+            }
+        }
+    }
+    println!("{pruned} of 32 images had pruned blocks");
+    assert!(pruned > 0, "no image was taken after pruning started");
+
+    let (image, tip) = restart.unwrap();
+    let disk = RecordedDisk::from_image(image);
+    let node = start_pruning(disk.clone());
+    let t0 = Instant::now();
+    while node.status().committed.0 < tip + MIN_RETAIN_BLOCKS {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no progress after restart: {:?}", node.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    node.shutdown().unwrap();
+    let store = RedbStore::with_backend(RecordedDisk::from_image(disk.images().1)).unwrap();
+    let (from, after) = check(&store, "restarted");
+    assert!(
+        after >= tip + MIN_RETAIN_BLOCKS && from > tip.saturating_sub(MIN_RETAIN_BLOCKS),
+        "{from}..={after}"
+    );
+}

@@ -218,3 +218,80 @@ fn corrupt_or_truncated_data_is_a_typed_error() {
     println!("junk file: {err}");
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
 }
+
+/// Pruning (`storage::prune`): batches of at most the asked size, oldest first; the epoch's
+/// last block kept with its proof; the window's blocks, the app state, the tip and the safety
+/// state untouched; the tip itself never pruned; the retained range survives a reopen and the
+/// replica resumes on the pruned store.
+#[test]
+fn pruning_keeps_the_window_and_the_epoch_proofs() {
+    use hotstuff_driver_std::storage::prune::prune_step;
+    use hotstuff_driver_std::RetainBlocks;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let key = Keypair::from_secret(&[7; 32]);
+    let g = genesis(&key);
+    let store = RedbStore::open(&path).unwrap();
+    store.initialise(&g).unwrap();
+    let tip = run_replica(&store, &key, &g, 80);
+    assert!(tip >= 40, "committed {tip}");
+    let epoch_end = (1..=tip)
+        .find(|h| store.committed_block(Height(*h)).unwrap().unwrap().2.is_some())
+        .expect("the first block ends epoch 0");
+    assert_eq!(store.retained_from().unwrap(), Height(1), "nothing pruned yet");
+    let before = store.load().unwrap().unwrap();
+
+    // Keep the last 10 blocks, in batches of 4 heights.
+    let retain = RetainBlocks::Last(10);
+    let keep_from = tip - 9;
+    let mut steps = 0;
+    let mut last = 1;
+    while prune_step(&store, retain, 4).unwrap() {
+        let now = store.retained_from().unwrap().0;
+        assert!(now > last && now - last <= 4, "a batch pruned {last}..{now}");
+        last = now;
+        steps += 1;
+        assert!(steps < 100, "pruning does not end");
+    }
+    assert_eq!(store.retained_from().unwrap(), Height(keep_from));
+    assert!(!prune_step(&store, retain, 4).unwrap(), "nothing left to prune");
+    for h in 1..=tip {
+        let entry = store.committed_block(Height(h)).unwrap();
+        if h >= keep_from {
+            assert_eq!(entry.expect("a block of the window").0.height.0, h);
+        } else if h == epoch_end {
+            assert!(entry.expect("the epoch's last block is kept").2.is_some(), "with its proof");
+        } else {
+            assert!(entry.is_none(), "height {h} below the window is pruned");
+        }
+        assert!(store.app_get(format!("k{h}").as_bytes()).unwrap().is_some(), "app state of block {h} kept");
+    }
+    assert_eq!(store.load().unwrap().unwrap(), before, "tip, epoch, safety, pending blocks untouched");
+
+    // Asked to prune everything, it still keeps the tip.
+    assert_eq!(store.prune(Height(u64::MAX), usize::MAX).unwrap(), Height(tip));
+    assert!(store.committed_block(Height(tip)).unwrap().is_some());
+    drop(store);
+
+    // Reopen: the retained range is durable, and the replica commits on.
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.retained_from().unwrap(), Height(tip));
+    let tip2 = run_replica(&store, &key, &g, 20);
+    assert!(tip2 > tip, "the resumed replica commits on: {tip} -> {tip2}");
+    assert!(store.committed_block(Height(tip2)).unwrap().is_some());
+    assert!(store.committed_block(Height(tip - 1)).unwrap().is_none());
+}
+
+#[test]
+fn retention_settings_parse_and_check() {
+    use hotstuff_driver_std::storage::prune::MIN_RETAIN_BLOCKS;
+    use hotstuff_driver_std::RetainBlocks;
+    assert_eq!("archive".parse::<RetainBlocks>(), Ok(RetainBlocks::Archive));
+    assert_eq!("100000".parse::<RetainBlocks>(), Ok(RetainBlocks::Last(100_000)));
+    assert!("10".parse::<RetainBlocks>().unwrap_err().contains(&MIN_RETAIN_BLOCKS.to_string()));
+    assert!("lots".parse::<RetainBlocks>().is_err());
+    assert_eq!(RetainBlocks::Last(100).keep_from(Height(50)), Some(Height(1)));
+    assert_eq!(RetainBlocks::Last(100).keep_from(Height(1000)), Some(Height(901)));
+    assert_eq!(RetainBlocks::Archive.keep_from(Height(1000)), None);
+    assert_eq!(RetainBlocks::Last(300).to_string().parse::<RetainBlocks>(), Ok(RetainBlocks::Last(300)));
+}

@@ -1117,7 +1117,10 @@ impl Harness {
             }
             Message::Certificate(qc) => self.learn_qc(qc),
             Message::Block(b) => self.learn_block(b),
-            Message::Vote(_) | Message::SyncRequest(_) | Message::BlockRequest(_) => {}
+            Message::Vote(_)
+            | Message::SyncRequest(_)
+            | Message::SyncPruned(_)
+            | Message::BlockRequest(_) => {}
         }
         if m.view().0 < u64::MAX / 2 || matches!(m, Message::SyncRequest(_) | Message::SyncResponse(_)) {
             push_capped(&mut self.messages, m.clone(), false);
@@ -1668,6 +1671,7 @@ impl Harness {
                 }
             }
             Message::SyncResponse(_)
+            | Message::SyncPruned(_)
             | Message::Certificate(_)
             | Message::BlockRequest(_)
             | Message::Block(_) => {}

@@ -1524,6 +1524,7 @@ impl Sim {
             }
             Message::SyncRequest(_)
             | Message::SyncResponse(_)
+            | Message::SyncPruned(_)
             | Message::Certificate(_)
             | Message::BlockRequest(_)
             | Message::Block(_) => return,

@@ -318,6 +318,7 @@ impl<P: Pacemaker> Replica<P> {
             Message::Timeout(t) => self.handle_timeout(from, t),
             Message::SyncRequest(r) => self.handle_sync_request(from, r),
             Message::SyncResponse(r) => self.handle_sync_response(from, r),
+            Message::SyncPruned(p) => self.handle_sync_pruned(from, p),
             Message::Certificate(qc) => self.handle_certificate(from, qc),
             Message::BlockRequest(hash) => self.handle_block_request(from, hash),
             Message::Block(block) => self.handle_fetched_block(block),

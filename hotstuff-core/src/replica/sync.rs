@@ -14,7 +14,7 @@ use crate::block_tree::Validity;
 use crate::certificate::QuorumCertificate;
 use crate::error::InputError;
 use crate::event::Event;
-use crate::message::{Message, SyncRequest, SyncResponse};
+use crate::message::{Message, SyncPruned, SyncRequest, SyncResponse};
 use crate::pacemaker::Pacemaker;
 use crate::types::{BlockHash, Height, PublicKey, View};
 use alloc::vec::Vec;
@@ -194,6 +194,31 @@ impl<P: Pacemaker> Replica<P> {
         }
     }
 
+    /// A server answers that it pruned the heights asked for. It cannot help this replica by
+    /// block sync, so it is avoided for `config.sync_avoid` and another server is asked; an
+    /// [`Event::SyncBelowRetained`] tells the driver (if every server says so, only a state
+    /// snapshot can catch this replica up). An answer whose `retained_from` does not lie above the heights we need
+    /// contradicts itself (the server would hold them) and counts as a bad response.
+    pub(super) fn handle_sync_pruned(&mut self, from: PublicKey, p: SyncPruned) -> Result<(), InputError> {
+        if self.sync_peer != Some((from, p.id)) {
+            return Err(InputError::UnexpectedSync(from));
+        }
+        self.sync_peer = None;
+        let from_height = Height(self.tree.root().height.0.saturating_add(1));
+        if p.retained_from <= from_height {
+            self.avoid(from, "claims to have pruned heights it holds");
+        } else {
+            self.emit(Action::Event(Event::SyncBelowRetained {
+                peer: from,
+                from_height,
+                retained_from: p.retained_from,
+            }));
+            self.avoid(from, "pruned the heights asked for");
+        }
+        self.retry_elsewhere();
+        Ok(())
+    }
+
     /// Checks a non-empty response as a whole: blocks of this epoch chaining from a known block,
     /// heights and views consistent, every QC verified. Returns the blocks' hashes and the QC
     /// digests.
@@ -332,6 +357,24 @@ impl<P: Pacemaker> Replica<P> {
             }
         }
         Self::response(request.id, items)
+    }
+
+    /// Builds the answer to a peer's [`SyncRequest`] (see [`Action::ServeSync`]) for a store
+    /// that keeps every committed block from `retained_from` up (and prunes below it): a
+    /// [`Message::SyncPruned`] if the request starts below `retained_from` (and within our
+    /// committed chain), else the [`Message::SyncResponse`] of [`Replica::sync_response`].
+    #[must_use]
+    pub fn sync_answer(
+        &self,
+        request: &SyncRequest,
+        retained_from: Height,
+        committed: impl Fn(Height) -> Option<(Block, QuorumCertificate, Option<EpochProof>)>,
+    ) -> Message {
+        let from = request.from_height.0.max(1);
+        if from < retained_from.0 && from <= self.tree.root().height.0 {
+            return Message::SyncPruned(SyncPruned { id: request.id, retained_from });
+        }
+        Message::SyncResponse(self.sync_response(request, committed))
     }
 
     fn response(id: u64, items: Vec<(Block, QuorumCertificate)>) -> SyncResponse {

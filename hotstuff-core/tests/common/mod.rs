@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use hotstuff_core::crypto::{self, SignKind};
+use hotstuff_core::message::SyncRequest;
 use hotstuff_core::test_util;
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, BlockTree, ChainId, CommittedTip, Config, DefaultPacemaker, Epoch,
@@ -326,4 +327,30 @@ pub fn assert_frame_rejected(r: &mut Replica, from: PublicKey, bytes: &[u8], exp
     assert_eq!(r.handle_frame(from, bytes), Err(expected));
     assert_eq!(snapshot(r), before, "a refused frame changed the replica");
     assert_eq!(r.poll_action(), None, "a refused frame produced an action");
+}
+
+/// A chain of blocks of views 1..=n, each by its view's leader and extending the previous one.
+pub fn chain(c: &Cluster, n: u64) -> Vec<Block> {
+    let mut blocks = vec![c.block(1, 1, c.genesis_qc(), b"b1")];
+    for v in 2..=n {
+        let parent = blocks.last().unwrap().clone();
+        blocks.push(c.child(&parent, v, format!("b{v}").as_bytes()));
+    }
+    blocks
+}
+
+/// The sync requests among `actions`, with their receivers.
+pub fn sync_requests(actions: &[Action]) -> Vec<(PublicKey, SyncRequest)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, message: Message::SyncRequest(r) } => Some((*to, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A replica other than the leaders of views 1..=6 (so it only follows).
+pub fn follower(c: &Cluster) -> usize {
+    (0..4).find(|i| (1..=6).all(|v| c.leader(v) != *i)).unwrap_or(0)
 }

@@ -27,12 +27,15 @@
 //! of the `kv_cluster` examples.
 
 mod app;
+pub mod certified;
 mod client;
+pub mod commitment;
 pub mod forward;
 pub mod load;
 mod mempool;
 mod payload;
 mod server;
+pub mod snapshot;
 
 pub use app::KvApp;
 pub use client::{is_busy, Client, RemoteStatus};

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::error::{NetError, StoreError};
 use crate::event::Event;
 use crate::net::{Inbox, NetContext, Network, TcpNetwork, TcpSettings};
-use crate::storage::{Genesis, Storage, StoreWriter};
+use crate::storage::{Genesis, Pruner, RetainBlocks, Storage, StoreWriter};
 use hotstuff_core::{
     ChainId, Config, ConfigError, DefaultPacemaker, Keypair, Limits, PublicKey, Replica, ValidatorSet,
 };
@@ -65,10 +65,14 @@ pub struct NodeBuilder<A: App> {
     inbox_capacity: usize,
     handlers: Vec<Handler>,
     background_store_writes: bool,
+    retain_blocks: RetainBlocks,
 }
 
 /// Jobs queued for the background store writer before the consensus loop waits.
 const STORE_QUEUE: usize = 1_024;
+
+/// How often the pruner looks for committed blocks below the retention window.
+const PRUNE_PERIOD: Duration = Duration::from_millis(500);
 
 impl<A: App> NodeBuilder<A> {
     /// A builder with the required parts. `store` is initialised from `genesis` on first start
@@ -96,6 +100,7 @@ impl<A: App> NodeBuilder<A> {
             inbox_capacity: 4096,
             handlers: Vec::new(),
             background_store_writes: true,
+            retain_blocks: RetainBlocks::Archive,
         }
     }
 
@@ -286,6 +291,18 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// How many committed blocks the store keeps for block sync (default
+    /// [`RetainBlocks::Archive`]: all). With `Last(n)` (`n` at least
+    /// [`crate::storage::prune::MIN_RETAIN_BLOCKS`]) a background thread deletes older
+    /// committed blocks in small batches, keeping every epoch's last block with its proof; a
+    /// peer asking for a pruned height is told so and asks another peer (see
+    /// [`crate::storage::prune`]).
+    #[must_use]
+    pub fn retain_blocks(mut self, retain: RetainBlocks) -> Self {
+        self.retain_blocks = retain;
+        self
+    }
+
     /// Registers an event handler. Handlers run on the consensus thread, in registration order.
     #[must_use]
     pub fn on_event(mut self, handler: impl Fn(&Event) + Send + 'static) -> Self {
@@ -313,6 +330,7 @@ impl<A: App> NodeBuilder<A> {
         if self.inbox_capacity == 0 {
             return Err(setting("inbox_capacity", "must be at least 1"));
         }
+        self.retain_blocks.check().map_err(|reason| setting("retain_blocks", reason))?;
         if self.network.is_none() {
             let t = &self.tcp;
             if t.send_queue == 0 {
@@ -453,6 +471,8 @@ impl<A: App> NodeBuilder<A> {
         } else {
             None
         };
+        let pruner =
+            Pruner::start(self.store.clone(), self.retain_blocks, PRUNE_PERIOD).map_err(BuildError::Spawn)?;
         Ok(Prepared {
             id,
             chain,
@@ -473,6 +493,7 @@ impl<A: App> NodeBuilder<A> {
                 max_idle_block_delay: max_idle,
                 status,
                 writer,
+                pruner,
             },
         })
     }

@@ -22,7 +22,7 @@ use crate::app::{App, BlockContext, Produced};
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::net::{Frame, NetEvent, Outbound};
-use crate::storage::{Storage, StoreWriter, WriteBatch};
+use crate::storage::{Pruner, Storage, StoreWriter, WriteBatch};
 use hotstuff_core::action::SyncTimer;
 use hotstuff_core::{
     Action, AppOutcome, AppStateUpdates, BlockHash, Envelope, Height, Input, InputError, InputErrorKind,
@@ -55,6 +55,8 @@ pub struct EngineParts<A: App> {
     pub(super) status: Arc<Mutex<Status>>,
     /// The background writer (`None`: every drain is written synchronously).
     pub(super) writer: Option<StoreWriter>,
+    /// The background pruner (`None`: the store keeps every committed block).
+    pub(super) pruner: Option<Pruner>,
 }
 
 /// The replica with its app, store and outbound network, and what the loop keeps between
@@ -86,6 +88,8 @@ pub struct Engine<A: App, N: Outbound> {
     /// App-state updates of commits handed to the writer and not yet known written, oldest
     /// first: the app's reads see them over the store.
     inflight: VecDeque<(Height, AppStateUpdates)>,
+    /// Stopped (dropped) when the engine closes.
+    pruner: Option<Pruner>,
 }
 
 /// What [`Engine::ready`] found to do before the network.
@@ -127,6 +131,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             max_idle_block_delay,
             status,
             writer,
+            pruner,
         } = parts;
         Engine {
             replica,
@@ -147,12 +152,14 @@ impl<A: App, N: Outbound> Engine<A, N> {
             batch_seq: None,
             writer,
             inflight: VecDeque::new(),
+            pruner,
         }
     }
 
     /// Writes everything pending and makes it durable, then stops the background writer
     /// (dropping the engine does the same, reporting a failure only in the log).
     pub fn close(&mut self) -> Result<(), StoreError> {
+        self.pruner = None;
         self.flush()?;
         match self.writer.as_mut() {
             Some(writer) => writer.close(),
@@ -385,15 +392,24 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.hand_over()?;
                 let store = &self.store;
                 // Bounded by the request (at most `limits.max_sync_blocks` point reads).
-                let response = self.replica.sync_response(&request, |h| match store.committed_block(h) {
-                    Ok(b) => b,
-                    Err(error) => {
-                        tracing::error!(%error, height = %h, "cannot read a committed block for sync");
-                        None
+                let retained_from = store.retained_from()?;
+                let answer =
+                    self.replica.sync_answer(&request, retained_from, |h| match store.committed_block(h) {
+                        Ok(b) => b,
+                        Err(error) => {
+                            tracing::error!(%error, height = %h, "cannot read a committed block for sync");
+                            None
+                        }
+                    });
+                match &answer {
+                    Message::SyncResponse(r) => {
+                        tracing::debug!(peer = %to, from = %request.from_height, blocks = r.blocks.len(), "serving sync")
                     }
-                });
-                tracing::debug!(peer = %to, from = %request.from_height, blocks = response.blocks.len(), "serving sync");
-                let frame = self.frame(Message::SyncResponse(response));
+                    _ => {
+                        tracing::debug!(peer = %to, from = %request.from_height, %retained_from, "sync below the retained range")
+                    }
+                }
+                let frame = self.frame(answer);
                 self.net.send(to, frame);
             }
             Action::Event(event) => {
@@ -579,6 +595,12 @@ fn log_core_event(event: &hotstuff_core::Event) {
         E::SyncPeerAvoided { peer, reason } => tracing::warn!(%peer, reason, "avoiding a sync server"),
         E::NoProgress { height } => tracing::info!(%height, "no progress; block sync starts"),
         E::BlockRejected { hash } => tracing::warn!(%hash, "block rejected by the app"),
+        E::SyncBelowRetained { peer, from_height, retained_from } => tracing::warn!(
+            %peer,
+            %from_height,
+            %retained_from,
+            "the sync server pruned the heights asked for (a state snapshot is needed if every server did)"
+        ),
         other => tracing::trace!(event = ?other, "consensus event"),
     }
 }

@@ -3,14 +3,17 @@
 //!
 //! A store holds five things: the safety state, the uncommitted blocks (as
 //! [`BlockRecord`]s with their app-state updates), the committed blocks with a certificate each
-//! (by height, to serve block sync, with the epoch proof of each epoch's last block), the
+//! (by height, to serve block sync, with the epoch proof of each epoch's last block; a store may
+//! prune the old ones, see [`prune`]), the
 //! committed tip with the epoch in force (its validator set), and the committed app state
 //! (key-value). Everything the core asks to persist arrives as one
 //! [`WriteBatch`], which a store applies atomically and durably.
 
+pub mod prune;
 mod redb_store;
 pub mod writer;
 
+pub use prune::{Pruner, RetainBlocks};
 pub use redb_store::RedbStore;
 pub use writer::StoreWriter;
 
@@ -157,6 +160,24 @@ pub trait Storage: Send + Sync + 'static {
     /// The committed block at `height` with a certificate for it (and its epoch proof if it
     /// ended an epoch).
     fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError>;
+
+    /// The lowest height from which the store holds every committed block (below it, only
+    /// epochs' last blocks with their proofs are kept). The default, for a store that never
+    /// prunes, is height 1.
+    fn retained_from(&self) -> Result<Height, StoreError> {
+        Ok(Height(1))
+    }
+
+    /// Deletes committed blocks below `below`, oldest first, at most `max_blocks` heights in
+    /// one transaction, keeping every block that ended an epoch (with its proof); returns the
+    /// new [`Storage::retained_from`]. It never deletes at or above the committed tip, and
+    /// touches nothing else (the app state, the tip, the safety state, uncommitted blocks). The
+    /// deletion need not be durable at once: a crash may undo it, never half of it. The
+    /// default, for a store that never prunes, deletes nothing.
+    fn prune(&self, below: Height, max_blocks: usize) -> Result<Height, StoreError> {
+        let _ = (below, max_blocks);
+        self.retained_from()
+    }
 
     /// The committed app state of `key`.
     fn app_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;

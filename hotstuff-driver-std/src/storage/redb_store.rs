@@ -10,7 +10,8 @@ use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition
 use std::path::Path;
 
 /// Settings and tip: `chain`, `initial_validators`, `epoch` (once the set changed), `tip`,
-/// `safety`, `format`.
+/// `safety`, `format`, `retained_from` (once pruned: the lowest height below which only
+/// epochs' last blocks are kept).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Uncommitted blocks: key `height (u64 BE) || hash`, value a borsh `BlockRecord`.
 const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
@@ -164,6 +165,14 @@ impl Storage for RedbStore {
     }
     fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
         guarded("committed_block", || self.engine.committed_block(height))
+    }
+    fn retained_from(&self) -> Result<Height, StoreError> {
+        guarded("retained_from", || self.engine.retained_from())
+    }
+    /// One transaction with `Durability::None`: it becomes durable with the next durable write
+    /// (the consensus loop's), and a crash before that undoes it whole.
+    fn prune(&self, below: Height, max_blocks: usize) -> Result<Height, StoreError> {
+        guarded("prune", || self.engine.prune(below, max_blocks))
     }
     fn app_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         guarded("app_get", || self.engine.app_get(key))
@@ -322,6 +331,44 @@ impl Storage for Engine {
         let Some(table) = open_read(&txn, COMMITTED)? else { return Ok(None) };
         let value = table.get(height.0)?;
         value.map(|v| decode("committed block", v.value())).transpose()
+    }
+
+    fn retained_from(&self) -> Result<Height, StoreError> {
+        let txn = self.read()?;
+        let Some(meta) = open_read(&txn, META)? else { return Ok(Height(1)) };
+        Ok(Height(meta_get::<u64>(&meta, "retained_from")?.unwrap_or(1)))
+    }
+
+    fn prune(&self, below: Height, max_blocks: usize) -> Result<Height, StoreError> {
+        let mut txn = self.db()?.begin_write()?;
+        txn.set_durability(Durability::None);
+        let now = {
+            let mut meta = txn.open_table(META)?;
+            let from = meta_get::<u64>(&meta, "retained_from")?.unwrap_or(1);
+            let Some(tip) = meta_get::<CommittedTip>(&meta, "tip")? else { return Ok(Height(from)) };
+            // Never the tip itself: the committed chain always has its last block.
+            let end = below.0.min(tip.height.0).min(from.saturating_add(max_blocks as u64));
+            if end <= from {
+                return Ok(Height(from));
+            }
+            let mut committed = txn.open_table(COMMITTED)?;
+            for h in from..end {
+                let ends_epoch = match committed.get(h)? {
+                    Some(v) => {
+                        let (_, _, proof): CommittedEntry = decode("committed block", v.value())?;
+                        proof.is_some()
+                    }
+                    None => false,
+                };
+                if !ends_epoch {
+                    committed.remove(h)?;
+                }
+            }
+            meta.insert("retained_from", &encode(&end)[..])?;
+            end
+        };
+        txn.commit()?;
+        Ok(Height(now))
     }
 
     fn app_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -34,12 +34,23 @@ pub struct Cluster {
     pub nodes: Vec<Option<Node>>,
     pub mempools: Vec<Mempool>,
     pub events: Vec<Events>,
+    /// Applied to every validator's builder (extra settings of a test).
+    pub configure: fn(NodeBuilder<KvApp>) -> NodeBuilder<KvApp>,
 }
 
 impl Cluster {
     /// `n` validators with file stores in a temp dir, listening on loopback; `extra` listener
     /// keys are configured as peers without an address.
     pub fn start(n: usize, extra: usize) -> Cluster {
+        Self::start_with(n, extra, |b| b)
+    }
+
+    /// Like [`Cluster::start`], with `configure` applied to every validator's builder.
+    pub fn start_with(
+        n: usize,
+        extra: usize,
+        configure: fn(NodeBuilder<KvApp>) -> NodeBuilder<KvApp>,
+    ) -> Cluster {
         let validators = ValidatorSet::new((0..n).map(|i| (key(i).public(), 1))).unwrap();
         let genesis = Genesis::new(CHAIN, validators);
         let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
@@ -52,6 +63,7 @@ impl Cluster {
             nodes: Vec::new(),
             mempools: Vec::new(),
             events: Vec::new(),
+            configure,
         };
         for (i, l) in listeners.into_iter().enumerate() {
             c.mempools.push(Mempool::new(100_000));
@@ -89,7 +101,7 @@ impl Cluster {
         for k in &self.extra {
             b = b.peer(k.public(), None);
         }
-        b.start().unwrap()
+        (self.configure)(b).start().unwrap()
     }
 
     pub fn node(&self, i: usize) -> &Node {

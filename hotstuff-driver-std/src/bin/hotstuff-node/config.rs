@@ -4,7 +4,7 @@ use hotstuff_core::{ChainId, Keypair, PublicKey, ValidatorSet};
 use hotstuff_driver_std::kv::{
     ClientLimits, MempoolLimits, Tx, ENTRY_OVERHEAD, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE,
 };
-use hotstuff_driver_std::TcpSettings;
+use hotstuff_driver_std::{RetainBlocks, TcpSettings};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -238,6 +238,44 @@ fn idle_block_delay() -> u64 {
     100
 }
 
+/// How the store is kept bounded (optional section `[storage]`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// Committed blocks kept for block sync: a number (at least 257), or `"archive"` to keep
+    /// all (the default). Older blocks are pruned in the background, except each epoch's last
+    /// block with its proof.
+    pub retain_blocks: Retain,
+}
+
+/// `retain_blocks`: a number of blocks or a name (`"archive"`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Retain {
+    /// Keep this many blocks.
+    Blocks(u64),
+    /// `"archive"`.
+    Name(String),
+}
+
+impl Default for Retain {
+    fn default() -> Self {
+        Retain::Name("archive".into())
+    }
+}
+
+impl Retain {
+    fn resolve(&self) -> Result<RetainBlocks, String> {
+        match self {
+            Retain::Blocks(n) => {
+                let r = RetainBlocks::Last(*n);
+                r.check().map(|()| r)
+            }
+            Retain::Name(s) => s.parse(),
+        }
+    }
+}
+
 /// The configuration file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +296,9 @@ pub struct FileConfig {
     /// Limits on what comes in (optional).
     #[serde(default)]
     pub intake: Intake,
+    /// Store retention (optional).
+    #[serde(default)]
+    pub storage: StorageSection,
     /// The genesis validator set, with addresses.
     pub validators: Vec<ValidatorEntry>,
     /// Listeners allowed to connect (optional).
@@ -274,6 +315,7 @@ pub struct NodeConfig {
     pub client_listen: SocketAddr,
     pub timing: Timing,
     pub intake: Intake,
+    pub retain_blocks: RetainBlocks,
     pub validators: ValidatorSet,
     pub peers: Vec<(PublicKey, Option<SocketAddr>)>,
 }
@@ -366,6 +408,8 @@ impl FileConfig {
             return Err(field("timing.idle_block_delay_ms".into(), "must be below base_timeout_ms".into()));
         }
         self.intake.check().map_err(|(name, reason)| field(name.into(), reason))?;
+        let retain_blocks =
+            self.storage.retain_blocks.resolve().map_err(|r| field("storage.retain_blocks".into(), r))?;
         let key = read_key(&base.join(&self.key_file)).map_err(|e| match e {
             ConfigError::Io { source, .. } => field("key_file".into(), source.to_string()),
             other => other,
@@ -378,6 +422,7 @@ impl FileConfig {
             client_listen: addr("client_listen".into(), &self.client_listen)?,
             timing: self.timing,
             intake: self.intake,
+            retain_blocks,
             validators,
             peers,
             key,

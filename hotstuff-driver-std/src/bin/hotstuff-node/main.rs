@@ -154,6 +154,7 @@ fn testnet(
             client_listen: port(i, 100),
             timing: Timing { base_timeout_ms, ..Timing::default() },
             intake: Intake::default(),
+            storage: config::StorageSection::default(),
             validators: validators.clone(),
             listeners: listener_entries.clone(),
         };
@@ -189,6 +190,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
     .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
     .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
+    .retain_blocks(cfg.retain_blocks)
     .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
     .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
     .start()?;
