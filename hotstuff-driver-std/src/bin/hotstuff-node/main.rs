@@ -5,7 +5,7 @@ mod config;
 
 use clap::{Parser, Subcommand};
 use config::{FileConfig, Intake, ListenerEntry, Timing, ValidatorEntry};
-use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool};
+use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT};
 use hotstuff_driver_std::{generate_key, Genesis, NodeBuilder, RedbStore};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -65,7 +65,8 @@ enum Command {
         /// The node's client address.
         #[arg(long, default_value = "127.0.0.1:7200")]
         addr: String,
-        /// How long to wait for an answer or for a write to commit, in ms.
+        /// How long to wait for an answer or for a write to commit, in ms (a commit is waited
+        /// for at most 60000 ms).
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
         #[command(subcommand)]
@@ -75,12 +76,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClientOp {
-    /// Set KEY to VALUE and wait until it is committed at that node.
+    /// Set KEY to VALUE and wait until the block holding this transaction commits at that node.
+    /// VALUE may hold spaces (quote it) or be empty.
     Put { key: String, value: String },
     /// Read the committed value of KEY.
     Get { key: String },
-    /// Delete KEY and wait until the delete is committed at that node.
+    /// Delete KEY and wait until the block holding this transaction commits at that node.
     Delete { key: String },
+    /// Wait again for a transaction by its id (as printed by put or delete).
+    Wait {
+        /// The transaction's id.
+        id: String,
+        /// The committed height printed when it was accepted.
+        #[arg(long)]
+        since: u64,
+    },
     /// Show the node's view, leader, committed height and transaction count.
     Status,
 }
@@ -217,26 +227,46 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
 
 fn client(addr: &str, timeout: Duration, op: ClientOp) -> Result<()> {
     let mut c = Client::connect(addr, timeout)?;
-    let wait = |c: &mut Client, key: &str, want: Option<&str>| -> Result<()> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if c.get(key)?.as_deref() == want {
-                println!("committed in {} ms", start.elapsed().as_millis());
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    // A refusal by the node is an `Other` error with its reason.
+    let rejected = |e: std::io::Error| -> Box<dyn std::error::Error> {
+        match e.kind() {
+            std::io::ErrorKind::Other => format!("rejected: {e}").into(),
+            _ => e.into(),
         }
-        Err(format!("not committed within {} ms", timeout.as_millis()).into())
     };
+    let wait = |c: &mut Client, tx: Submitted| -> Result<()> {
+        let start = Instant::now();
+        let limit = timeout.min(MAX_WAIT);
+        match c.wait(&tx, limit)? {
+            Receipt::Committed(height) => {
+                println!("committed at height {height} ({} ms)", start.elapsed().as_millis());
+                Ok(())
+            }
+            Receipt::Unknown { scanned } => Err(format!(
+                "not committed after {} ms: unknown (in no block of heights {}..={scanned}); it may still \
+                 commit: `hotstuff-node client --addr {addr} wait {} --since {}` asks again. Retry is safe: \
+                 the same request again is the same transaction (same id) with the same effect",
+                limit.as_millis(),
+                tx.since + 1,
+                tx.id,
+                tx.since
+            )
+            .into()),
+        }
+    };
+    let accepted = |tx: &Submitted| println!("accepted: id {} (committed height then {})", tx.id, tx.since);
     match op {
         ClientOp::Put { key, value } => {
-            c.put(&key, &value)?;
-            wait(&mut c, &key, Some(&value))
+            let tx = c.put(&key, &value).map_err(rejected)?;
+            accepted(&tx);
+            wait(&mut c, tx)
         }
         ClientOp::Delete { key } => {
-            c.delete(&key)?;
-            wait(&mut c, &key, None)
+            let tx = c.delete(&key).map_err(rejected)?;
+            accepted(&tx);
+            wait(&mut c, tx)
         }
+        ClientOp::Wait { id, since } => wait(&mut c, Submitted { id, since }),
         ClientOp::Get { key } => {
             match c.get(&key)? {
                 Some(v) => println!("{v}"),
