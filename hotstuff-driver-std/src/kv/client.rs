@@ -99,6 +99,15 @@ impl Client {
             .and_then(|t| t.strip_suffix('\n'))
             .filter(|t| ANSWERS.iter().any(|a| t.starts_with(a) || *t == a.trim_end()));
         let Some(text) = text else {
+            if reply.starts_with(&crate::net::handshake::MAGIC) {
+                return Err(std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "{addr} is the consensus port of a hotstuff node (`listen`), not its client port \
+                         (`client_listen`)"
+                    ),
+                ));
+            }
             return Err(std::io::Error::new(
                 ErrorKind::InvalidData,
                 format!(

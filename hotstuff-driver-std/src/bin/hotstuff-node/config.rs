@@ -370,6 +370,18 @@ impl FileConfig {
             ConfigError::Io { source, .. } => field("key_file".into(), source.to_string()),
             other => other,
         })?;
+        let me = key.public();
+        if !peers.iter().any(|(k, _)| *k == me) {
+            return Err(field(
+                "key_file".into(),
+                format!(
+                    "the key {} is neither a validator (`validators`) nor a listener (`listeners`) of \
+                     chain {}: the other nodes would refuse its connections",
+                    hotstuff_driver_std::kv::hex(&me.0),
+                    self.chain_id
+                ),
+            ));
+        }
         let data_dir = base.join(&self.data_dir);
         Ok(NodeConfig {
             chain: ChainId(self.chain_id),

@@ -7,9 +7,12 @@ use clap::{Parser, Subcommand};
 use config::{FileConfig, Intake, ListenerEntry, Timing, ValidatorEntry};
 use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT};
 use hotstuff_driver_std::{generate_key, Genesis, NodeBuilder, RedbStore};
-use std::net::TcpListener;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -51,7 +54,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         listeners: usize,
     },
-    /// Run a node until it is killed.
+    /// Run a node until SIGTERM or SIGINT (a clean stop; a second signal exits at once).
     Run {
         /// The node's config file.
         #[arg(long)]
@@ -181,20 +184,32 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cfg = FileConfig::load(path)?;
+    // Every port is bound before anything is created on disk; a failure names its field.
+    let bind = |field: &str, addr: SocketAddr| {
+        TcpListener::bind(addr)
+            .map_err(|e| format!("{}: field `{field}`: cannot listen on {addr}: {e}", path.display()))
+    };
+    let consensus_listener = bind("listen", cfg.listen)?;
+    let client_listener = bind("client_listen", cfg.client_listen)?;
+    // The first SIGTERM or SIGINT asks for a clean stop; a second one exits at once (status 1).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
     if let Some(dir) = cfg.store.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let store = RedbStore::open(&cfg.store)?;
     let intake = &cfg.intake;
     let mempool = Mempool::with_limits(intake.mempool());
-    let client_listener = TcpListener::bind(cfg.client_listen)?;
     let node = NodeBuilder::new(
         cfg.key,
         Genesis::new(cfg.chain, cfg.validators),
         KvApp::new(mempool.clone(), intake.block_max_txs),
         store,
     )
-    .listen(cfg.listen)
+    .listener(consensus_listener)
     .peers(cfg.peers)
     .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
     .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
@@ -202,7 +217,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
     .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
     .start()?;
-    let _clients = ClientServer::start_with(
+    let clients = ClientServer::start_with(
         client_listener,
         mempool,
         node.reader(),
@@ -213,11 +228,19 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
         id = %hex(&node.id().0),
         consensus = %cfg.listen,
         client = %cfg.client_listen,
-        "node running; stop it with a signal"
+        "node running; stop it with SIGTERM or SIGINT"
     );
-    // The node runs on its own threads until the process is killed; the store is crash-safe.
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(20));
+        if stop.load(Ordering::Acquire) {
+            tracing::info!("signal received: stopping (a second signal exits at once)");
+            // No new clients; then the consensus loop writes what is pending, makes the store
+            // durable and the network stops.
+            drop(clients);
+            let took = node.shutdown()?;
+            tracing::info!(?took, "stopped cleanly");
+            return Ok(());
+        }
         if !node.status().running {
             node.shutdown()?;
             return Err("the consensus loop stopped".into());
