@@ -46,6 +46,7 @@ mod app;
 mod client;
 pub mod load;
 mod mempool;
+mod metrics;
 mod payload;
 mod protocol;
 pub mod receipt;
@@ -54,6 +55,7 @@ mod server;
 pub use app::KvApp;
 pub use client::{is_busy, Client, RemoteStatus, Submitted};
 pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
+pub use metrics::register_metrics;
 pub use payload::{
     decode_payload, hex, state_key, tx_count, tx_id, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
 };

@@ -21,6 +21,7 @@ use super::Status;
 use crate::app::{App, BlockContext, Produced};
 use crate::error::StoreError;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::net::{Frame, NetEvent, Outbound};
 use crate::storage::{Storage, StoreWriter, WriteBatch};
 use hotstuff_core::action::SyncTimer;
@@ -54,6 +55,8 @@ pub struct EngineParts<A: App> {
     pub(super) status: Arc<Mutex<Status>>,
     /// The background writer (`None`: every drain is written synchronously).
     pub(super) writer: Option<StoreWriter>,
+    /// Where to record metrics, if anywhere.
+    pub(super) metrics: Option<Metrics>,
 }
 
 /// The replica with its app, store and outbound network, and what the loop keeps between
@@ -80,6 +83,7 @@ pub struct Engine<A: App, N: Outbound> {
     /// App-state updates of commits handed to the writer and not yet known written, oldest
     /// first: the app's reads see them over the store.
     inflight: VecDeque<(Height, AppStateUpdates)>,
+    metrics: Option<Metrics>,
 }
 
 /// What [`Engine::ready`] found to do before the network.
@@ -112,7 +116,7 @@ pub fn needs_blocking(action: &Action) -> bool {
 impl<A: App, N: Outbound> Engine<A, N> {
     /// An engine sending through `net`.
     pub fn new(parts: EngineParts<A>, net: N) -> Self {
-        let EngineParts { replica, app, store, handlers, idle_block_delay, status, writer } = parts;
+        let EngineParts { replica, app, store, handlers, idle_block_delay, status, writer, metrics } = parts;
         Engine {
             replica,
             app,
@@ -129,6 +133,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             batch_seq: None,
             writer,
             inflight: VecDeque::new(),
+            metrics,
         }
     }
 
@@ -288,10 +293,12 @@ impl<A: App, N: Outbound> Engine<A, N> {
             Action::Commit { blocks } => self.batch.commits.extend(blocks),
             Action::Send { to, message } => {
                 let frame = self.frame(message);
+                self.count_out(frame.len(), 1);
                 self.net.send(to, frame);
             }
             Action::Broadcast { message } => {
                 let frame = self.frame(message);
+                self.count_out(frame.len(), self.replica.validators().members().len().saturating_sub(1));
                 self.net.broadcast(frame);
             }
             Action::SetTimer { view, after } => self.timer = Some((view, Instant::now() + after)),
@@ -339,6 +346,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 });
                 tracing::debug!(peer = %to, from = %request.from_height, blocks = response.blocks.len(), "serving sync");
                 let frame = self.frame(Message::SyncResponse(response));
+                if let Some(m) = &self.metrics {
+                    m.sync_served();
+                }
+                self.count_out(frame.len(), 1);
                 self.net.send(to, frame);
             }
             Action::Event(event) => {
@@ -386,7 +397,8 @@ impl<A: App, N: Outbound> Engine<A, N> {
         match &self.writer {
             Some(_) if !epoch_change => {
                 self.hand_over()?;
-                self.store.write(&std::mem::take(&mut self.batch))?;
+                let batch = std::mem::take(&mut self.batch);
+                self.write(&batch)?;
             }
             Some(writer) => {
                 // The new epoch must be durable no later than any safety state of it: the
@@ -394,12 +406,12 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 writer.barrier()?;
                 self.inflight.clear();
                 let batch = std::mem::take(&mut self.batch);
-                self.store.write(&batch)?;
+                self.write(&batch)?;
                 self.app.committed(&batch.commits);
             }
             None => {
                 let batch = std::mem::take(&mut self.batch);
-                self.store.write(&batch)?;
+                self.write(&batch)?;
                 self.app.committed(&batch.commits);
             }
         }
@@ -419,6 +431,22 @@ impl<A: App, N: Outbound> Engine<A, N> {
         while self.inflight.front().is_some_and(|(h, _)| *h <= applied) {
             self.inflight.pop_front();
         }
+    }
+
+    fn count_out(&self, len: usize, copies: usize) {
+        if let Some(m) = &self.metrics {
+            m.bytes(false, len * copies);
+        }
+    }
+
+    /// Writes `batch` to the store, timing it.
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let start = Instant::now();
+        self.store.write(batch)?;
+        if let Some(m) = &self.metrics {
+            m.store_write(start.elapsed());
+        }
+        Ok(())
     }
 
     fn frame(&self, message: Message) -> Frame {
@@ -472,6 +500,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
     }
 
     fn emit(&self, event: &Event) {
+        if let Some(m) = &self.metrics {
+            m.event(event);
+        }
         for h in &self.handlers {
             h(event);
         }

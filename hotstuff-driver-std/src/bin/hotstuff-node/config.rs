@@ -252,6 +252,9 @@ pub struct FileConfig {
     pub listen: String,
     /// Client (key-value) listen address.
     pub client_listen: String,
+    /// Where to serve Prometheus metrics at `/metrics` (optional; none if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Timing (optional).
     #[serde(default)]
     pub timing: Timing,
@@ -272,6 +275,7 @@ pub struct NodeConfig {
     pub store: PathBuf,
     pub listen: SocketAddr,
     pub client_listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
     pub timing: Timing,
     pub intake: Intake,
     pub validators: ValidatorSet,
@@ -388,6 +392,11 @@ impl FileConfig {
             store: data_dir.join("store.redb"),
             listen: addr("listen".into(), &self.listen)?,
             client_listen: addr("client_listen".into(), &self.client_listen)?,
+            metrics_listen: self
+                .metrics_listen
+                .as_deref()
+                .map(|a| addr("metrics_listen".into(), a))
+                .transpose()?,
             timing: self.timing,
             intake: self.intake,
             validators,

@@ -5,8 +5,10 @@ mod config;
 
 use clap::{Parser, Subcommand};
 use config::{FileConfig, Intake, ListenerEntry, Timing, ValidatorEntry};
-use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT};
-use hotstuff_driver_std::{generate_key, Genesis, NodeBuilder, RedbStore};
+use hotstuff_driver_std::kv::{
+    hex, register_metrics, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT,
+};
+use hotstuff_driver_std::{generate_key, Genesis, Metrics, MetricsServer, NodeBuilder, RedbStore};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -44,7 +46,8 @@ enum Command {
         /// Host the nodes listen on.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// Consensus port of node 0; node i uses base_port + i, its client port base_port + 100 + i.
+        /// Consensus port of node 0; node i uses base_port + i, its client port base_port + 100 + i
+        /// and its metrics port base_port + 200 + i.
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
         /// View timeout after progress, in ms.
@@ -145,7 +148,7 @@ fn testnet(
         return Err("--validators must be between 1 and 100".into());
     }
     let total = n + listeners;
-    if usize::from(base_port) + 100 + total > usize::from(u16::MAX) || total > 100 {
+    if usize::from(base_port) + 200 + total > usize::from(u16::MAX) || total > 100 {
         return Err("--base-port too high (or too many nodes) for the ports to fit".into());
     }
     std::fs::create_dir_all(out)?;
@@ -165,6 +168,7 @@ fn testnet(
             data_dir: format!("{name}-data").into(),
             listen: port(i, 0),
             client_listen: port(i, 100),
+            metrics_listen: Some(port(i, 200)),
             timing: Timing { base_timeout_ms, ..Timing::default() },
             intake: Intake::default(),
             validators: validators.clone(),
@@ -172,7 +176,13 @@ fn testnet(
         };
         let path = out.join(format!("{name}.toml"));
         std::fs::write(&path, toml::to_string(&cfg)?)?;
-        println!("{}: consensus {}, client {}", path.display(), cfg.listen, cfg.client_listen);
+        println!(
+            "{}: consensus {}, client {}, metrics http://{}/metrics",
+            path.display(),
+            cfg.listen,
+            cfg.client_listen,
+            port(i, 200)
+        );
     }
     Ok(())
 }
@@ -191,6 +201,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     };
     let consensus_listener = bind("listen", cfg.listen)?;
     let client_listener = bind("client_listen", cfg.client_listen)?;
+    let metrics_listener = cfg.metrics_listen.map(|a| bind("metrics_listen", a)).transpose()?;
     // The first SIGTERM or SIGINT asks for a clean stop; a second one exits at once (status 1).
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGTERM, SIGINT] {
@@ -203,6 +214,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     let store = RedbStore::open(&cfg.store)?;
     let intake = &cfg.intake;
     let mempool = Mempool::with_limits(intake.mempool());
+    let metrics = Metrics::new();
     let node = NodeBuilder::new(
         cfg.key,
         Genesis::new(cfg.chain, cfg.validators),
@@ -216,7 +228,10 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
     .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
     .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
+    .metrics(metrics.clone())
     .start()?;
+    register_metrics(&metrics, mempool.clone(), node.reader());
+    let _metrics_server = metrics_listener.map(|l| MetricsServer::start(l, metrics)).transpose()?;
     let clients = ClientServer::start_with(
         client_listener,
         mempool,
@@ -228,6 +243,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
         id = %hex(&node.id().0),
         consensus = %cfg.listen,
         client = %cfg.client_listen,
+        metrics = ?cfg.metrics_listen,
         "node running; stop it with SIGTERM or SIGINT"
     );
     loop {
