@@ -119,9 +119,8 @@ pub fn run_with_nonce(
     verify(&mine, &theirs, &their_sig)
 }
 
-/// Reads the peer's hello. Bytes that cannot begin one are refused as soon as they arrive; a
-/// line of text (a client of the kv client protocol at the wrong port) is answered with
-/// [`NOT_A_CLIENT_PORT`].
+/// Reads the peer's hello. Bytes that cannot begin one are refused as soon as they arrive
+/// ([`check_hello_start`]); a line of text is answered with [`NOT_A_CLIENT_PORT`].
 fn read_hello(stream: &mut (impl Read + Write), buf: &mut [u8; HELLO_LEN]) -> Result<(), HandshakeError> {
     let mut got = 0;
     while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
@@ -132,17 +131,30 @@ fn read_hello(stream: &mut (impl Read + Write), buf: &mut [u8; HELLO_LEN]) -> Re
             Err(e) => return Err(io(e)),
         };
         got += n;
-        let seen = buf.get(..got.min(MAGIC.len())).unwrap_or_default();
-        if !MAGIC.starts_with(seen) {
-            if seen.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+        if let Err(e) = check_hello_start(buf.get(..got).unwrap_or_default()) {
+            if matches!(e, HandshakeError::ClientOnConsensusPort) {
                 // Best effort: the connection is closed either way.
                 let _ = stream.write_all(NOT_A_CLIENT_PORT.as_bytes()).and_then(|()| stream.flush());
-                return Err(HandshakeError::ClientOnConsensusPort);
             }
-            return Err(HandshakeError::BadHello);
+            return Err(e);
         }
     }
     Ok(())
+}
+
+/// Checks the first bytes received of a peer's hello, before the rest arrives: `Ok` while they
+/// may still begin one; [`HandshakeError::ClientOnConsensusPort`] for text (a client of the
+/// kv client protocol at the wrong port: answer it [`NOT_A_CLIENT_PORT`]); else
+/// [`HandshakeError::BadHello`].
+pub fn check_hello_start(seen: &[u8]) -> Result<(), HandshakeError> {
+    let seen = seen.get(..seen.len().min(MAGIC.len())).unwrap_or_default();
+    if MAGIC.starts_with(seen) {
+        Ok(())
+    } else if seen.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+        Err(HandshakeError::ClientOnConsensusPort)
+    } else {
+        Err(HandshakeError::BadHello)
+    }
 }
 
 /// Step 1 of [`run`], without I/O: our hello, with a fresh nonce.
