@@ -37,7 +37,11 @@ impl Drop for Net {
 /// A base port with `n` free consensus ports, `n` free client ports (base + 100) and `n` free
 /// metrics ports (base + 200).
 fn free_base_port(n: usize) -> u16 {
-    let seed = u64::from(std::process::id()) * 7919 + Instant::now().elapsed().subsec_nanos() as u64;
+    // The tests of this file run in parallel in one process: each call starts its search
+    // elsewhere (a range spans 204 ports), or two could pick the same free range at once.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = u64::from(std::process::id()) * 7919 + call * 401;
     for attempt in 0..200u64 {
         // Below the ephemeral range (32768 and up on Linux): outgoing connections and ports
         // bound to 0 by the tests running in parallel never take these.
