@@ -80,6 +80,13 @@
 //! carries updates, so an idle chain commits a few empty blocks a second instead of spinning,
 //! and transactions commit without that delay.
 //!
+//! ## Metrics
+//! [`NodeBuilder::metrics`] makes the engine record Prometheus metrics into a [`Metrics`]
+//! (`prometheus-client`): committed height, view, epoch, views ended by QC or TC, the commit and
+//! store-write latency histograms, peers, frame bytes, sync requests and refused inputs by kind.
+//! The engine is shared by both drivers, so the tokio driver records the same numbers.
+//! [`MetricsServer`] serves them at `GET /metrics`; [`kv::register_metrics`] adds the kv app's.
+//!
 //! ## Reuse by other runtimes
 //! What does not depend on threads is public so that another driver (`hotstuff-driver-tokio`)
 //! runs the same code: [`NodeBuilder::prepare`] (checked settings, opened store, recovered

@@ -40,7 +40,8 @@
 //!
 //! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
 //! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
-//! ([`ClientServer`]), its limits ([`MAX_LINE`]), commit receipts ([`receipt`]) and the load harness ([`load`]) of the `kv_cluster` examples.
+//! ([`ClientServer`]), its limits ([`MAX_LINE`]), commit receipts ([`receipt`]), the app's
+//! metrics ([`register_metrics`]) and the load harness ([`load`]) of the `kv_cluster` examples.
 
 mod app;
 mod client;

@@ -5,7 +5,7 @@
 //! connection; a connection whose writes are refused as busy is read more and more slowly
 //! (5 ms after a refusal, doubling up to 500 ms while they go on), so a client that floods a
 //! full node costs it little. The last few connection slots are kept for reads: a connection accepted into
-//! them serves `GET` and `STATUS`, and answers writes with `ERR busy`. Refused connections get
+//! them serves `GET`, `WAIT` and `STATUS`, and answers writes with `ERR busy`. Refused connections get
 //! one `ERR busy: too many connections ...` line and are counted; they are logged at a bounded rate.
 
 use super::mempool::{Mempool, Quota};
@@ -29,7 +29,8 @@ pub struct ClientLimits {
     /// Connections served at once from one source address (default 16).
     pub max_clients_per_ip: usize,
     /// Of `max_clients`, the slots kept for reads (default 8): a connection accepted while only
-    /// these are free serves `GET` and `STATUS`, and answers `PUT` and `DEL` with `ERR busy`.
+    /// these are free serves `GET`, `WAIT` and `STATUS`, and answers `PUT` and `DEL` with
+    /// `ERR busy`.
     pub read_reserve: usize,
     /// Time a request line may take to arrive whole, from its first byte (default 10 s).
     pub line_timeout: Duration,
