@@ -201,3 +201,45 @@ impl Client {
 fn invalid(reason: String) -> std::io::Error {
     std::io::Error::new(ErrorKind::InvalidInput, reason)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server that answers any request with `answer` and closes.
+    fn answering(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(answer);
+        });
+        addr
+    }
+
+    #[test]
+    fn errors_name_the_address_and_what_was_expected_there() {
+        let addr = answering(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+        let err = Client::connect(addr, Duration::from_secs(5)).unwrap().status().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&addr.to_string()) && text.contains("did not answer in the client protocol"),
+            "{text}"
+        );
+
+        let addr = answering(&crate::net::handshake::MAGIC);
+        let err = Client::connect(addr, Duration::from_secs(5)).unwrap().status().unwrap_err();
+        assert!(err.to_string().contains("is the consensus port"), "{err}");
+
+        let mut c = Client::connect(answering(b""), Duration::from_secs(5)).unwrap();
+        let err = c.put("k", &"v".repeat(super::super::MAX_VALUE + 1)).unwrap_err();
+        assert_eq!(err.to_string(), "value of 4097 bytes is over the limit of 4096 bytes");
+        let err = c.put("k k", "v").unwrap_err();
+        assert_eq!(err.to_string(), "a key cannot contain whitespace");
+        let err = c.status().unwrap_err();
+        assert!(err.to_string().contains("closed the connection without an answer"), "{err}");
+    }
+}
