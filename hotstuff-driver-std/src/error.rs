@@ -93,6 +93,10 @@ pub enum HandshakeError {
     /// The hello is not this protocol (or another version of it).
     #[error("not a hotstuff-driver-std hello (bad magic or version)")]
     BadHello,
+    /// A client of the kv client protocol (a text line) connected to the consensus port; it
+    /// was answered with [`crate::net::handshake::NOT_A_CLIENT_PORT`].
+    #[error("a client-protocol request (text) on the consensus port; the client port is `client_listen`")]
+    ClientOnConsensusPort,
     /// The peer runs another chain.
     #[error("peer runs chain {got:?}, this node runs {expected:?}")]
     WrongChain {
@@ -187,6 +191,7 @@ impl NetError {
             NetError::Handshake(h) => match h {
                 HandshakeError::Io(_) => "handshake_io",
                 HandshakeError::Closed => "handshake_closed",
+                HandshakeError::ClientOnConsensusPort => "handshake_client_protocol",
                 HandshakeError::BadHello => "handshake_bad_hello",
                 HandshakeError::WrongChain { .. } => "handshake_wrong_chain",
                 HandshakeError::SelfConnection => "handshake_self",

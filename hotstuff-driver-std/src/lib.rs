@@ -85,6 +85,13 @@
 //! says whether this node is about to wait (the kv app forwards its clients' transactions to
 //! the next leader with both, see [`kv::forward`]).
 //!
+//! ## Metrics
+//! [`NodeBuilder::metrics`] makes the engine record Prometheus metrics into a [`Metrics`]
+//! (`prometheus-client`): committed height, view, epoch, views ended by QC or TC, the commit and
+//! store-write latency histograms, peers, frame bytes, sync requests and refused inputs by kind.
+//! The engine is shared by both drivers, so the tokio driver records the same numbers.
+//! [`MetricsServer`] serves them at `GET /metrics`; [`kv::register_metrics`] adds the kv app's.
+//!
 //! ## Reuse by other runtimes
 //! What does not depend on threads is public so that another driver (`hotstuff-driver-tokio`)
 //! runs the same code: [`NodeBuilder::prepare`] (checked settings, opened store, recovered
@@ -137,6 +144,7 @@ pub mod app;
 pub mod error;
 pub mod event;
 pub mod kv;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod storage;
@@ -147,6 +155,7 @@ pub use kv::load;
 pub use app::{App, BlockContext, Produced};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
+pub use metrics::{Metrics, MetricsServer};
 pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};
 pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status, Waker};
 pub use storage::{CommittedEntry, Genesis, RedbStore, RetainBlocks, Storage, Stored, WriteBatch};

@@ -72,6 +72,15 @@ fn bad_input_is_refused_with_a_typed_error_and_the_node_keeps_committing() {
     s.write_all(&[0xab; HELLO_LEN]).unwrap();
     refused(&c, "garbage hello", |e| matches!(e, NetError::Handshake(HandshakeError::BadHello)));
 
+    // A client of the kv client protocol at the consensus port gets one line saying so, at once.
+    let mut s = connect(addr);
+    s.write_all(b"STATUS\n").unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.ends_with(handshake::NOT_A_CLIENT_PORT.as_bytes()), "{text:?}");
+    refused(&c, "text client", |e| matches!(e, NetError::Handshake(HandshakeError::ClientOnConsensusPort)));
+
     // A key that is neither a validator nor a configured peer.
     let stranger = Keypair::from_secret(&[0x42; 32]);
     let _ = handshake_as(addr, &stranger, CHAIN);

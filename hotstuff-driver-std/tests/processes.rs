@@ -1,10 +1,12 @@
 //! Four validators as separate OS processes (the `hotstuff-node` binary) on loopback. One node
 //! is killed with SIGKILL (the current leader, repeatedly) and restarted: it recovers from its
 //! store, catches up, and every replica keeps every committed transaction. Then all are killed
-//! and restarted: the chain continues from where it was.
+//! and restarted: the chain continues from where it was. A node stopped with SIGTERM under
+//! load exits cleanly and keeps every transaction it acknowledged; the client gets honest answers
+//! and specific errors.
 
 use hotstuff_core::Keypair;
-use hotstuff_driver_std::kv::{hex, Client, RemoteStatus};
+use hotstuff_driver_std::kv::{hex, Client, Receipt, RemoteStatus};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_hotstuff-node");
 const N: usize = 4;
 
 struct Net {
+    n: usize,
     dir: tempfile::TempDir,
     base_port: u16,
     children: Vec<Option<Child>>,
@@ -31,12 +34,19 @@ impl Drop for Net {
     }
 }
 
-/// A base port with `N` free consensus ports and `N` free client ports (base + 100).
-fn free_base_port() -> u16 {
-    let seed = u64::from(std::process::id()) * 7919 + Instant::now().elapsed().subsec_nanos() as u64;
+/// A base port with `n` free consensus ports, `n` free client ports (base + 100) and `n` free
+/// metrics ports (base + 200).
+fn free_base_port(n: usize) -> u16 {
+    // The tests of this file run in parallel in one process: each call starts its search
+    // elsewhere (a range spans 204 ports), or two could pick the same free range at once.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = u64::from(std::process::id()) * 7919 + call * 401;
     for attempt in 0..200u64 {
-        let base = 20_000 + ((seed + attempt * 331) % 30_000) as u16;
-        let ports = (0..N as u16).flat_map(|i| [base + i, base + 100 + i]);
+        // Below the ephemeral range (32768 and up on Linux): outgoing connections and ports
+        // bound to 0 by the tests running in parallel never take these.
+        let base = 20_000 + ((seed + attempt * 331) % 12_000) as u16;
+        let ports = (0..n as u16).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
         let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
         if held.iter().all(Result::is_ok) {
             return base;
@@ -46,18 +56,21 @@ fn free_base_port() -> u16 {
 }
 
 impl Net {
-    fn new() -> Net {
+    /// `n` validators, started.
+    fn new(n: usize) -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let base_port = free_base_port();
+        let base_port = free_base_port(n);
         let out = Command::new(BIN)
-            .args(["testnet", "--validators", "4", "--base-timeout-ms", "300", "--base-port"])
+            .args(["testnet", "--base-timeout-ms", "300", "--validators"])
+            .arg(n.to_string())
+            .arg("--base-port")
             .arg(base_port.to_string())
             .arg("--out")
             .arg(dir.path())
             .output()
             .unwrap();
         assert!(out.status.success(), "testnet failed: {}", String::from_utf8_lossy(&out.stderr));
-        let publics = (0..N)
+        let publics = (0..n)
             .map(|i| {
                 let text = std::fs::read_to_string(dir.path().join(format!("node{i}.key"))).unwrap();
                 let mut secret = [0u8; 32];
@@ -67,9 +80,15 @@ impl Net {
                 hex(&Keypair::from_secret(&secret).public().0)
             })
             .collect();
-        let mut net =
-            Net { dir, base_port, children: (0..N).map(|_| None).collect(), publics, committed: Vec::new() };
-        for i in 0..N {
+        let mut net = Net {
+            n,
+            dir,
+            base_port,
+            children: (0..n).map(|_| None).collect(),
+            publics,
+            committed: Vec::new(),
+        };
+        for i in 0..n {
             net.start(i);
         }
         net
@@ -98,6 +117,36 @@ impl Net {
         c.wait().unwrap();
     }
 
+    /// Sends SIGTERM to node `i` and waits for it to exit: how long it took, and its status.
+    fn terminate(&mut self, i: usize) -> (Duration, std::process::ExitStatus) {
+        let mut c = self.children[i].take().expect("running");
+        let start = Instant::now();
+        let sent = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return (start.elapsed(), status);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = c.kill();
+                self.fail(&format!("node {i} still running 10 s after SIGTERM"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn client_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.base_port + 100 + i as u16)
+    }
+
+    /// Runs `hotstuff-node client` against node `i`: (success, stdout, stderr).
+    fn cli(&self, i: usize, args: &[&str]) -> (bool, String, String) {
+        let out =
+            Command::new(BIN).args(["client", "--addr", &self.client_addr(i)]).args(args).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    }
+
     fn client(&self, i: usize) -> std::io::Result<Client> {
         Client::connect(("127.0.0.1", self.base_port + 100 + i as u16), Duration::from_secs(2))
     }
@@ -107,7 +156,7 @@ impl Net {
     }
 
     fn running(&self) -> Vec<usize> {
-        (0..N).filter(|i| self.children[*i].is_some()).collect()
+        (0..self.n).filter(|i| self.children[*i].is_some()).collect()
     }
 
     fn heights(&self) -> Vec<u64> {
@@ -118,7 +167,7 @@ impl Net {
     fn fail(&self, what: &str) -> ! {
         let keep = std::env::temp_dir().join(format!("hotstuff-processes-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&keep);
-        for i in 0..N {
+        for i in 0..self.n {
             let log = std::fs::read_to_string(self.log(i)).unwrap_or_default();
             let _ = std::fs::write(keep.join(format!("node{i}.log")), &log);
             let tail: Vec<&str> = log.lines().rev().take(8).collect();
@@ -139,15 +188,16 @@ impl Net {
         self.fail(&format!("{what}: not within {timeout:?}"))
     }
 
-    /// Puts through node `i` and waits until node `i` has committed it. (Node `i` may lead the
-    /// view just before a dead leader's: its block is then certified by the timeout votes,
-    /// which carry the votes for it.)
+    /// Puts through node `i` and waits until node `i` has committed the block holding it.
+    /// (Node `i` may lead the view just before a dead leader's: its block is then certified by
+    /// the timeout votes, which carry the votes for it.)
     fn put(&mut self, i: usize, key: &str, value: &str) {
         let mut c = self.client(i).unwrap();
-        c.put(key, value).unwrap();
-        self.wait(&format!("put {key} via node {i}"), Duration::from_secs(20), |_| {
-            c.get(key).ok().flatten().as_deref() == Some(value)
-        });
+        let tx = c.put(key, value).unwrap();
+        match c.wait(&tx, Duration::from_secs(20)) {
+            Ok(Receipt::Committed(_)) => {}
+            other => self.fail(&format!("put {key} via node {i}: {other:?}")),
+        }
         self.committed.push((key.to_string(), value.to_string()));
     }
 
@@ -169,7 +219,7 @@ impl Net {
 #[test]
 fn kill_restart_and_full_restart_keep_every_committed_transaction() {
     let started = Instant::now();
-    let mut net = Net::new();
+    let mut net = Net::new(N);
     net.wait("all nodes commit", Duration::from_secs(30), |n| n.heights().iter().all(|h| *h >= 3));
     for t in 0..4 {
         net.put(t % N, &format!("warm{t}"), &format!("w{t}"));
@@ -234,4 +284,208 @@ fn kill_restart_and_full_restart_keep_every_committed_transaction() {
     let txs = net.status(0).unwrap().txs;
     assert_eq!(txs, net.committed.len() as u64, "committed count equals acknowledged transactions");
     println!("{} transactions committed and kept on all 4 replicas; test took {:?}", txs, started.elapsed());
+}
+
+/// SIGTERM under load: the node exits with status 0 within a second, and after a restart every
+/// transaction it acknowledged as committed is there.
+#[test]
+fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_transaction() {
+    let mut net = Net::new(1);
+    net.wait("the node commits", Duration::from_secs(30), |n| n.heights().iter().all(|h| *h >= 2));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let loaders: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            let mut c = net.client(0).unwrap();
+            std::thread::spawn(move || {
+                for seq in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let (k, v) = (format!("load{t}-{seq}"), format!("value {seq}"));
+                    // Any error (the node stopping) ends this client.
+                    let Ok(tx) = c.put(&k, &v) else { break };
+                    match c.wait(&tx, Duration::from_secs(5)) {
+                        Ok(Receipt::Committed(_)) => acked.lock().unwrap().push((k, v)),
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (took, status) = net.terminate(0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in loaders {
+        l.join().unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    println!("SIGTERM: exited with {status} after {took:?}; {} transactions acknowledged", acked.len());
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(took < Duration::from_secs(1), "took {took:?} to exit after SIGTERM");
+    assert!(acked.len() >= 20, "the load was too light to mean anything: {} acknowledged", acked.len());
+    let log = std::fs::read_to_string(net.log(0)).unwrap();
+    assert!(log.contains("stopped cleanly"), "no clean stop in the log:\n{log}");
+    net.start(0);
+    net.committed = acked;
+    net.wait("the restarted node serves", Duration::from_secs(20), |n| n.status(0).is_some());
+    net.check_all_committed(0);
+}
+
+/// A put of the value a key already holds is reported committed only when the block holding
+/// this new transaction commits; values with spaces, empty and at the limit go through the
+/// command-line client, and one over the limit is refused naming the limit.
+#[test]
+fn client_answers_are_about_the_clients_own_transaction() {
+    let net = Net::new(1);
+    net.wait("the node commits", Duration::from_secs(30), |n| n.heights().iter().all(|h| *h >= 2));
+    let mut c = net.client(0).unwrap();
+    let first = c.put("k", "same").unwrap();
+    let Receipt::Committed(h1) = c.wait(&first, Duration::from_secs(10)).unwrap() else {
+        panic!("not committed")
+    };
+    assert!(h1 > first.since);
+    // The key holds "same" already: the old answer (poll GET for equality) would say committed
+    // at once. This transaction has the same id; its commit is in a block after `since`.
+    let second = c.put("k", "same").unwrap();
+    assert_eq!(second.id, first.id, "equal transactions share an id");
+    assert!(second.since >= h1);
+    let Receipt::Committed(h2) = c.wait(&second, Duration::from_secs(10)).unwrap() else {
+        panic!("not committed")
+    };
+    assert!(
+        h2 > second.since && h2 > h1,
+        "reported the old commit: {h2} (first at {h1}, since {})",
+        second.since
+    );
+
+    let at_limit = "x".repeat(4096);
+    for value in ["two words", "", " leading and trailing ", at_limit.as_str()] {
+        let (ok, out, err) = net.cli(0, &["put", "spaced", value]);
+        assert!(ok && out.contains("committed at height"), "put {value:?}: {out}{err}");
+        let (ok, out, _) = net.cli(0, &["get", "spaced"]);
+        assert!(ok && out == format!("{value}\n"), "get after put {value:?}: {out:?}");
+    }
+    let (ok, _, err) = net.cli(0, &["put", "spaced", &format!("{at_limit}y")]);
+    assert!(!ok && err.contains("value of 4097 bytes is over the limit of 4096 bytes"), "{err}");
+}
+
+/// Every bad input names what and where: a dead address, a consensus port given to the client,
+/// a port in use (by its config field, creating nothing), a key outside the chain.
+#[test]
+fn operator_errors_name_the_field_the_address_or_the_limit() {
+    let mut net = Net::new(1);
+    net.wait("the node serves", Duration::from_secs(30), |n| n.status(0).is_some());
+    let cfg_path = net.dir.path().join("node0.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+
+    // A client to an address where nothing listens.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = Command::new(BIN).args(["client", "--addr", &dead.to_string(), "status"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&dead.to_string()) && err.contains("client_listen"),
+        "{err}"
+    );
+
+    // A client to the consensus port.
+    let consensus = format!("127.0.0.1:{}", net.base_port);
+    let out = Command::new(BIN).args(["client", "--addr", &consensus, "status"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("consensus port"), "{err}");
+
+    // A second node on the same ports: refused by field, and its data directory not created.
+    let taken = |field: &str| {
+        let other = cfg.replace("node0-data", "other-data");
+        let path = net.dir.path().join(format!("other-{field}.toml"));
+        // Only `field` keeps the running node's port.
+        let other = other
+            .lines()
+            .map(|l| {
+                let name = l.split(" = ").next().unwrap_or("");
+                let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+                if ["listen", "client_listen", "metrics_listen"].contains(&name) && name != field {
+                    format!("{name} = \"{free}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, other).unwrap();
+        let out = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains(&format!("field `{field}`")), "{field}: {err}");
+        assert!(!net.dir.path().join("other-data").exists(), "{field}: the data directory was created");
+    };
+    taken("listen");
+    taken("client_listen");
+    taken("metrics_listen");
+
+    // A key that is neither a validator nor a listener of the chain.
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(net.dir.path().join("stranger.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stranger = net.dir.path().join("stranger.toml");
+    std::fs::write(&stranger, cfg.replace("node0.key", "stranger.key").replace("node0-data", "other-data"))
+        .unwrap();
+    net.terminate(0);
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&stranger).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("key_file") && err.contains("neither a validator"),
+        "{err}"
+    );
+    assert!(!net.dir.path().join("other-data").exists());
+}
+
+/// `GET /metrics` of node `i`: the body.
+fn scrape(net: &Net, i: usize) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", net.base_port + 200 + i as u16)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 200 OK"), "{out}");
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
+/// The value of the sample `name` (with its labels, if any) in a scrape.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+}
+
+/// The metrics endpoint of a 4-validator cluster under load: the height rises between
+/// scrapes, the histograms fill, and the counters move.
+#[test]
+fn metrics_endpoint_shows_the_cluster_progressing() {
+    let mut net = Net::new(N);
+    net.wait("all nodes commit", Duration::from_secs(30), |n| n.heights().iter().all(|h| *h >= 3));
+    let first = scrape(&net, 0);
+    for t in 0..10 {
+        net.put(t % N, &format!("m{t}"), "v");
+    }
+    let second = scrape(&net, 0);
+    println!("{second}");
+    let (h1, h2) =
+        (sample(&first, "hotstuff_committed_height"), sample(&second, "hotstuff_committed_height"));
+    assert!(h2 > h1 && h1 >= 3.0, "height did not rise: {h1} then {h2}");
+    assert!(sample(&second, "hotstuff_view") >= h2);
+    assert!(sample(&second, "hotstuff_commit_latency_seconds_count") > 0.0);
+    assert!(sample(&second, "hotstuff_commit_latency_seconds_sum") > 0.0);
+    assert!(sample(&second, "hotstuff_store_write_latency_seconds_count") > 0.0);
+    assert!(sample(&second, "hotstuff_views_ended_total{by=\"qc\"}") > 0.0);
+    assert!(sample(&second, "hotstuff_peers_connected") >= 3.0);
+    assert!(sample(&second, "hotstuff_net_bytes_total{direction=\"in\"}") > 0.0);
+    assert!(sample(&second, "hotstuff_net_bytes_total{direction=\"out\"}") > 0.0);
+    assert!(sample(&second, "hotstuff_kv_transactions_committed_total") >= 10.0);
+    assert!(sample(&second, "hotstuff_kv_mempool_transactions") >= 0.0);
 }

@@ -23,7 +23,13 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_target(false).init();
+    // Logs go to stderr, in colour only on a terminal: the summary on stdout stays plain.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     load::exit(run(&args));
 }
 

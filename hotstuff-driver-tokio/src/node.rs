@@ -44,7 +44,7 @@ impl Node {
         }
         let (tx, rx) = mpsc::channel(p.inbox_capacity);
         let (net, local_addr) =
-            TcpNetwork::start(p.tcp, p.net_key, p.chain, p.limits, &p.validators, tx).await?;
+            TcpNetwork::start(p.tcp, p.net_key, p.chain, p.limits, &p.validators, tx, p.metrics).await?;
         let engine = Engine::new(p.engine, net.outgoing());
         let stop = CancellationToken::new();
         let span = tracing::info_span!("node", id = %p.id);

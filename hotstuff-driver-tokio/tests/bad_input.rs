@@ -71,6 +71,15 @@ fn bad_input_is_refused_the_connection_closed_and_the_node_keeps_committing() {
     refused(&c, "garbage hello", |e| matches!(e, NetError::Handshake(HandshakeError::BadHello)));
     assert_closed(s, "garbage hello");
 
+    // A client of the kv client protocol at the consensus port gets one line saying so, at once.
+    let mut s = connect(addr);
+    s.write_all(b"STATUS\n").unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.ends_with(handshake::NOT_A_CLIENT_PORT.as_bytes()), "{text:?}");
+    refused(&c, "text client", |e| matches!(e, NetError::Handshake(HandshakeError::ClientOnConsensusPort)));
+
     let s = handshake_as(addr, &listener, ChainId(CHAIN.0 + 1));
     refused(
         &c,

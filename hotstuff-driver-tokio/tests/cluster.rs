@@ -22,4 +22,16 @@ fn four_tokio_validators_commit_and_agree() {
     let h = c.wait_agreement();
     println!("all replicas hold the same app state at height {h}");
     assert!(h >= 5);
+    // The tokio driver records the same metrics as the std driver.
+    let scrape = c.metrics[0].encode();
+    let sample = |name: &str| -> f64 {
+        let line =
+            scrape.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap()
+    };
+    assert!(sample("hotstuff_committed_height") >= 5.0, "{scrape}");
+    assert!(sample("hotstuff_commit_latency_seconds_count") > 0.0, "{scrape}");
+    assert!(sample("hotstuff_store_write_latency_seconds_count") > 0.0, "{scrape}");
+    assert!(sample("hotstuff_net_bytes_total{direction=\"in\"}") > 0.0, "{scrape}");
+    assert!(sample("hotstuff_net_bytes_total{direction=\"out\"}") > 0.0, "{scrape}");
 }

@@ -1,12 +1,15 @@
-//! A client of the client port ([`super::ClientServer`]).
+//! A client of the client port ([`super::ClientServer`]). Every error names the node's address.
 
-use super::MAX_LINE;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use super::protocol::{check_key, check_value, MAX_LINE};
+use super::receipt::Receipt;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// A client of [`ClientServer`](super::ClientServer).
 pub struct Client {
+    addr: SocketAddr,
+    timeout: Duration,
     out: TcpStream,
     lines: BufReader<TcpStream>,
 }
@@ -28,9 +31,22 @@ pub struct RemoteStatus {
     pub leader: String,
     /// The committed height.
     pub height: u64,
-    /// Committed transactions.
+    /// Committed transactions (at that height).
     pub txs: u64,
 }
+
+/// A transaction the node accepted: its id, and the committed height when it was accepted
+/// (its commit, if any, is in a later block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// The transaction's id ([`super::tx_id`]), 64 hex characters.
+    pub id: String,
+    /// The committed height when the node accepted it.
+    pub since: u64,
+}
+
+/// The first words of every answer of the protocol.
+const ANSWERS: [&str; 8] = ["OK ", "VALUE ", "NONE", "STATUS ", "DIGEST ", "COMMITTED ", "UNKNOWN ", "ERR "];
 
 impl Client {
     /// Connects (with a timeout on every request).
@@ -38,41 +54,115 @@ impl Client {
         let addr = addr
             .to_socket_addrs()?
             .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
-        let out = TcpStream::connect_timeout(&addr, timeout)?;
+            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "no address"))?;
+        let failed = |e: std::io::Error| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot connect to {addr} (expected a hotstuff-node client port, `client_listen`): {e}"
+                ),
+            )
+        };
+        let out = TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
         out.set_read_timeout(Some(timeout))?;
         out.set_write_timeout(Some(timeout))?;
         let lines = BufReader::new(out.try_clone()?);
-        Ok(Client { out, lines })
+        Ok(Client { addr, timeout, out, lines })
+    }
+
+    /// The node's address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     fn request(&mut self, line: &str) -> std::io::Result<String> {
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
-        let mut reply = String::new();
-        (&mut self.lines).take(MAX_LINE as u64 + 1).read_line(&mut reply)?;
+        let addr = self.addr;
+        let wrap = |e: std::io::Error| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                std::io::Error::new(ErrorKind::TimedOut, format!("no answer from {addr} in time"))
+            }
+            ErrorKind::UnexpectedEof => std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                format!("{addr} closed the connection without an answer"),
+            ),
+            _ => std::io::Error::new(e.kind(), format!("talking to {addr}: {e}")),
+        };
+        self.out.write_all(format!("{line}\n").as_bytes()).map_err(wrap)?;
+        let mut reply = Vec::new();
+        (&mut self.lines).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut reply).map_err(wrap)?;
         if reply.is_empty() {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(wrap(ErrorKind::UnexpectedEof.into()));
         }
-        let reply = reply.trim_end().to_string();
-        match reply.strip_prefix("ERR ") {
+        let text = std::str::from_utf8(&reply)
+            .ok()
+            .and_then(|t| t.strip_suffix('\n'))
+            .filter(|t| ANSWERS.iter().any(|a| t.starts_with(a) || *t == a.trim_end()));
+        let Some(text) = text else {
+            if reply.starts_with(&crate::net::handshake::MAGIC) {
+                return Err(std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "{addr} is the consensus port of a hotstuff node (`listen`), not its client port \
+                         (`client_listen`)"
+                    ),
+                ));
+            }
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "{addr} did not answer in the client protocol ({} bytes that are not an answer line); \
+                     is it a hotstuff-node client port (`client_listen`)?",
+                    reply.len()
+                ),
+            ));
+        };
+        match text.strip_prefix("ERR ") {
             Some(e) => Err(std::io::Error::other(e.to_string())),
-            None => Ok(reply),
+            None => Ok(text.to_string()),
         }
     }
 
-    /// Submits a put.
-    pub fn put(&mut self, key: &str, value: &str) -> std::io::Result<()> {
-        self.request(&format!("PUT {key} {value}")).map(drop)
+    fn submitted(reply: &str) -> std::io::Result<Submitted> {
+        let mut words = reply.split(' ').skip(1);
+        match (words.next(), words.next().and_then(|s| s.parse().ok())) {
+            (Some(id), Some(since)) => Ok(Submitted { id: id.to_string(), since }),
+            _ => Err(std::io::Error::new(ErrorKind::InvalidData, format!("malformed answer `{reply}`"))),
+        }
+    }
+
+    /// Submits a put; the value may hold spaces or be empty (see [`check_value`]).
+    pub fn put(&mut self, key: &str, value: &str) -> std::io::Result<Submitted> {
+        check_key(key).and_then(|()| check_value(value)).map_err(invalid)?;
+        let reply = self.request(&format!("PUT {key} {value}"))?;
+        Self::submitted(&reply)
     }
 
     /// Submits a delete.
-    pub fn delete(&mut self, key: &str) -> std::io::Result<()> {
-        self.request(&format!("DEL {key}")).map(drop)
+    pub fn delete(&mut self, key: &str) -> std::io::Result<Submitted> {
+        check_key(key).map_err(invalid)?;
+        let reply = self.request(&format!("DEL {key}"))?;
+        Self::submitted(&reply)
+    }
+
+    /// Waits up to `timeout` (at most [`super::MAX_WAIT`]) until the node has committed the
+    /// block that holds `tx` (after the height it was accepted at).
+    pub fn wait(&mut self, tx: &Submitted, timeout: Duration) -> std::io::Result<Receipt> {
+        self.out.set_read_timeout(Some(timeout + self.timeout))?;
+        let reply = self.request(&format!("WAIT {} {} {}", tx.id, tx.since, timeout.as_millis()));
+        self.out.set_read_timeout(Some(self.timeout))?;
+        let reply = reply?;
+        let height = reply.rsplit(' ').next().and_then(|h| h.parse().ok());
+        match (reply.split(' ').next(), height) {
+            (Some("COMMITTED"), Some(h)) => Ok(Receipt::Committed(h)),
+            (Some("UNKNOWN"), Some(h)) => Ok(Receipt::Unknown { scanned: h }),
+            _ => Err(std::io::Error::new(ErrorKind::InvalidData, format!("malformed answer `{reply}`"))),
+        }
     }
 
     /// Reads a committed value.
     pub fn get(&mut self, key: &str) -> std::io::Result<Option<String>> {
+        check_key(key).map_err(invalid)?;
         let reply = self.request(&format!("GET {key}"))?;
         Ok(reply.strip_prefix("VALUE ").map(str::to_string))
     }
@@ -105,5 +195,51 @@ impl Client {
             }
         }
         Ok(s)
+    }
+}
+
+fn invalid(reason: String) -> std::io::Error {
+    std::io::Error::new(ErrorKind::InvalidInput, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server that answers any request with `answer` and closes.
+    fn answering(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(answer);
+        });
+        addr
+    }
+
+    #[test]
+    fn errors_name_the_address_and_what_was_expected_there() {
+        let addr = answering(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+        let err = Client::connect(addr, Duration::from_secs(5)).unwrap().status().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&addr.to_string()) && text.contains("did not answer in the client protocol"),
+            "{text}"
+        );
+
+        let addr = answering(&crate::net::handshake::MAGIC);
+        let err = Client::connect(addr, Duration::from_secs(5)).unwrap().status().unwrap_err();
+        assert!(err.to_string().contains("is the consensus port"), "{err}");
+
+        let mut c = Client::connect(answering(b""), Duration::from_secs(5)).unwrap();
+        let err = c.put("k", &"v".repeat(super::super::MAX_VALUE + 1)).unwrap_err();
+        assert_eq!(err.to_string(), "value of 4097 bytes is over the limit of 4096 bytes");
+        let err = c.put("k k", "v").unwrap_err();
+        assert_eq!(err.to_string(), "a key cannot contain whitespace");
+        let err = c.status().unwrap_err();
+        assert!(err.to_string().contains("closed the connection without an answer"), "{err}");
     }
 }

@@ -515,6 +515,13 @@ impl Mempool {
         refused
     }
 
+    /// Transactions held (waiting or in uncommitted blocks) and the bytes they count.
+    #[must_use]
+    pub fn depth(&self) -> (usize, usize) {
+        let p = self.lock();
+        (p.held_txs, p.held_bytes)
+    }
+
     /// Commit counts and the latencies recorded since the last call.
     pub fn take_stats(&self) -> MempoolStats {
         let mut p = self.lock();

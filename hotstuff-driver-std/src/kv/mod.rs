@@ -8,10 +8,28 @@
 //! transactions when it leads, and proposes them again if their block is abandoned; with a
 //! [`Forwarder`] it hands them to the upcoming leader instead ([`forward`]).
 //!
-//! [`ClientServer`] and [`Client`] speak a small line protocol over TCP:
-//! `PUT <key> <value>`, `DEL <key>`, `GET <key>` and `STATUS`, answered by `OK`, `VALUE <v>`,
-//! `NONE`, `STATUS view=.. leader=.. height=.. txs=..` or `ERR <reason>`. Keys and values are
-//! whitespace-free UTF-8.
+//! [`ClientServer`] and [`Client`] speak a small line protocol over TCP (each request and each
+//! answer is one `\n`-terminated UTF-8 line; a `\r` before the `\n` is ignored):
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `PUT <key> <value>` | `OK <id> <since>` |
+//! | `DEL <key>` | `OK <id> <since>` |
+//! | `WAIT <id> <since> <timeout_ms>` | `COMMITTED <id> <height>` or `UNKNOWN <id> <scanned>` |
+//! | `GET <key>` | `VALUE <value>` or `NONE` |
+//! | `STATUS` | `STATUS view=.. leader=.. height=.. txs=.. running=..` |
+//! | `DIGEST` | `DIGEST height=.. digest=..` |
+//!
+//! Any request may be answered `ERR <reason>`; `ERR busy: ...` ([`is_busy`]) means a limit is
+//! full and the same request may succeed later. A key is 1 to [`MAX_KEY`] bytes without
+//! whitespace; a value is the rest of the line after the key and one space: it may hold spaces
+//! or be empty, up to [`MAX_VALUE`] bytes, without line breaks. A request line is at most
+//! [`MAX_LINE`] bytes. `<id>` is the transaction's id ([`tx_id`], 64 hex characters) and
+//! `<since>` the committed height when the node accepted it; `WAIT` answers `COMMITTED` with
+//! the height of the first block after `since` that holds a transaction with that id
+//! ([`receipt`]), or `UNKNOWN` with the height it looked up to once `timeout_ms` (at most
+//! [`MAX_WAIT`]) passed. Transactions of equal content share an id; `since` tells a new put
+//! of an unchanged value from the old one.
 //!
 //! Intake is bounded and fair: the [`Mempool`] holds at most [`MempoolLimits`] (transactions
 //! and bytes) and each client connection at most its [`Quota`]; submitters take turns in
@@ -23,8 +41,9 @@
 //!
 //! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
 //! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
-//! ([`ClientServer`]), forwarding to the leaders ([`forward`]) and the load harness ([`load`])
-//! of the `kv_cluster` examples.
+//! ([`ClientServer`]), its limits ([`MAX_LINE`]), commit receipts ([`receipt`]), the app's
+//! metrics ([`register_metrics`]), forwarding to the leaders ([`forward`]) and the load harness
+//! ([`load`]) of the `kv_cluster` examples.
 
 mod app;
 pub mod certified;
@@ -33,18 +52,21 @@ pub mod commitment;
 pub mod forward;
 pub mod load;
 mod mempool;
+mod metrics;
 mod payload;
+mod protocol;
+pub mod receipt;
 mod server;
 pub mod snapshot;
 
 pub use app::KvApp;
-pub use client::{is_busy, Client, RemoteStatus};
+pub use client::{is_busy, Client, RemoteStatus, Submitted};
 pub use forward::{Forwarded, Forwarder, LocalForwarder};
 pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
+pub use metrics::register_metrics;
 pub use payload::{
-    decode_payload, hex, state_key, tx_count, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
+    decode_payload, hex, state_key, tx_count, tx_id, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
 };
+pub use protocol::{check_key, check_value, parse_id, MAX_LINE, MAX_WAIT};
+pub use receipt::Receipt;
 pub use server::{ClientLimits, ClientServer};
-
-/// Longest request line, in bytes.
-const MAX_LINE: usize = MAX_KEY + MAX_VALUE + 16;

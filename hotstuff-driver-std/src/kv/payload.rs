@@ -74,6 +74,15 @@ impl Tx {
     }
 }
 
+/// A transaction's id: the blake3 hash of its encoding in a block payload. Two transactions
+/// with the same content have the same id (a put of the same key and value twice is one id;
+/// [`super::Client::wait`] tells their commits apart by height).
+#[must_use]
+pub fn tx_id(tx: &Tx) -> [u8; 32] {
+    // Encoding into a `Vec` cannot fail.
+    *blake3::hash(&borsh::to_vec(tx).unwrap_or_default()).as_bytes()
+}
+
 /// The app-state key that holds the kv key `key`.
 #[must_use]
 pub fn state_key(key: &[u8]) -> Vec<u8> {

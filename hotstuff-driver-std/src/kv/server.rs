@@ -5,12 +5,13 @@
 //! connection; a connection whose writes are refused as busy is read more and more slowly
 //! (5 ms after a refusal, doubling up to 500 ms while they go on), so a client that floods a
 //! full node costs it little. The last few connection slots are kept for reads: a connection accepted into
-//! them serves `GET` and `STATUS`, and answers writes with `ERR busy`. Refused connections get
+//! them serves `GET`, `WAIT` and `STATUS`, and answers writes with `ERR busy`. Refused connections get
 //! one `ERR busy: too many connections ...` line and are counted; they are logged at a bounded rate.
 
 use super::mempool::{Mempool, Quota};
-use super::payload::{hex, state_key, tx_count, Tx, TX_COUNT_KEY};
-use super::MAX_LINE;
+use super::payload::{hex, state_key, tx_count, tx_id, Tx, MAX_KEY, MAX_VALUE, TX_COUNT_KEY};
+use super::protocol::{check_key, check_value, parse_id, MAX_LINE, MAX_WAIT};
+use super::receipt::{wait_for_commit, Receipt};
 use crate::net::admission::Admission;
 use crate::node::{Reader, Status};
 use std::io::{ErrorKind, Read, Write};
@@ -28,7 +29,8 @@ pub struct ClientLimits {
     /// Connections served at once from one source address (default 16).
     pub max_clients_per_ip: usize,
     /// Of `max_clients`, the slots kept for reads (default 8): a connection accepted while only
-    /// these are free serves `GET` and `STATUS`, and answers `PUT` and `DEL` with `ERR busy`.
+    /// these are free serves `GET`, `WAIT` and `STATUS`, and answers `PUT` and `DEL` with
+    /// `ERR busy`.
     pub read_reserve: usize,
     /// Time a request line may take to arrive whole, from its first byte (default 10 s).
     pub line_timeout: Duration,
@@ -260,7 +262,7 @@ fn serve(stream: &TcpStream, sh: &Shared, id: u64, writable: bool, shed: &mut bo
                 break;
             }
             let mut reply = match std::str::from_utf8(buf.get(..end).unwrap_or_default()) {
-                Ok(text) => answer(text.trim(), sh, &quota, writable),
+                Ok(text) => answer(text.strip_suffix('\r').unwrap_or(text), sh, &quota, writable),
                 Err(_) => "ERR not UTF-8".to_string(),
             };
             buf.drain(..=end);
@@ -318,58 +320,104 @@ fn serve(stream: &TcpStream, sh: &Shared, id: u64, writable: bool, shed: &mut bo
             Err(e) => return Err(e),
         }
     };
-    let reply: &[u8] = match close {
-        Close::TooLong => b"ERR line too long\n",
-        Close::LineTimeout => b"ERR timeout: the request line did not arrive whole in time\n",
-        Close::Idle => b"ERR timeout: idle connection closed\n",
+    let reply = match close {
+        Close::TooLong => line_too_long(),
+        Close::LineTimeout => "ERR timeout: the request line did not arrive whole in time\n".to_string(),
+        Close::Idle => "ERR timeout: idle connection closed\n".to_string(),
     };
     // The rest of the line is not a command: say why and close the connection.
-    out.write_all(reply)
+    out.write_all(reply.as_bytes())
 }
 
+/// The answer to a line over [`MAX_LINE`] (the connection is then closed).
+fn line_too_long() -> String {
+    format!(
+        "ERR line too long: a request line is at most {MAX_LINE} bytes (key <= {MAX_KEY} bytes, value <= {MAX_VALUE} bytes)\n"
+    )
+}
+
+const USAGE: &str =
+    "ERR unknown command (PUT <key> <value> | DEL <key> | WAIT <id> <since> <timeout_ms> | GET <key> | STATUS | DIGEST)";
+
 fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let submitted = |tx| {
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let submitted = |tx: Tx| {
         if !writable {
             return format!(
-                "ERR busy: the write slots are full ({} connections); this connection serves GET and STATUS only",
+                "ERR busy: the write slots are full ({} connections); this connection serves GET, WAIT and STATUS only",
                 sh.limits.max_clients - sh.limits.read_reserve.min(sh.limits.max_clients - 1)
             );
         }
+        let id = tx_id(&tx);
+        // Read before the submission: no block at or below it can hold the transaction.
+        let since = (sh.status)().committed.0;
         match sh.mempool.submit_as(tx, quota) {
-            Ok(()) => "OK".to_string(),
+            Ok(()) => format!("OK {} {since}", hex(&id)),
             Err(e) => format!("ERR {e}"),
         }
     };
-    match words.as_slice() {
-        ["PUT", key, value] => {
-            submitted(Tx::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() })
-        }
-        ["DEL", key] => submitted(Tx::Delete { key: key.as_bytes().to_vec() }),
-        ["GET", key] => match sh.reader.get(&state_key(key.as_bytes())) {
+    let key = |key: &str| check_key(key).map(|()| key.as_bytes().to_vec());
+    let reply = match command {
+        "PUT" => match rest.split_once(' ') {
+            Some((k, value)) => key(k).and_then(|k| {
+                check_value(value)?;
+                Ok(submitted(Tx::Put { key: k, value: value.as_bytes().to_vec() }))
+            }),
+            None => {
+                Err("PUT takes a key and a value: PUT <key> <value> (the value is the rest of the line; \
+                         for an empty value end the line with a space after the key)"
+                    .to_string())
+            }
+        },
+        "DEL" => key(rest).map(|k| submitted(Tx::Delete { key: k })),
+        "GET" => key(rest).map(|k| match sh.reader.get(&state_key(&k)) {
             Ok(Some(v)) => format!("VALUE {}", String::from_utf8_lossy(&v)),
             Ok(None) => "NONE".to_string(),
             Err(e) => format!("ERR {e}"),
-        },
-        ["STATUS"] => {
+        }),
+        "WAIT" => wait(rest, sh),
+        "STATUS" if rest.is_empty() => {
             let s = (sh.status)();
-            let txs = sh.reader.get(TX_COUNT_KEY).ok().flatten();
-            format!(
-                "STATUS view={} leader={} height={} txs={} running={}",
-                s.view.0,
-                hex(&s.leader.0),
-                s.committed.0,
-                tx_count(txs.as_deref()),
-                s.running
-            )
+            // Height and count from one snapshot of the committed state.
+            Ok(match sh.reader.get_with_tip(TX_COUNT_KEY) {
+                Ok((tip, txs)) => format!(
+                    "STATUS view={} leader={} height={} txs={} running={}",
+                    s.view.0,
+                    hex(&s.leader.0),
+                    tip.height.0,
+                    tx_count(txs.as_deref()),
+                    s.running
+                ),
+                Err(e) => format!("ERR {e}"),
+            })
         }
         // A digest of the whole committed app state (it reads every key: for checks, not polling).
-        ["DIGEST"] => match sh.reader.app_state_digest() {
+        "DIGEST" if rest.is_empty() => Ok(match sh.reader.app_state_digest() {
             Ok((tip, digest)) => format!("DIGEST height={} digest={}", tip.height.0, hex(&digest)),
             Err(e) => format!("ERR {e}"),
-        },
-        _ => "ERR unknown command (PUT k v | DEL k | GET k | STATUS | DIGEST)".to_string(),
-    }
+        }),
+        _ => Ok(USAGE.to_string()),
+    };
+    reply.unwrap_or_else(|e| format!("ERR {e}"))
+}
+
+/// `WAIT <id> <since> <timeout_ms>`: blocks this connection until the transaction commits after
+/// `since`, or the timeout (at most [`MAX_WAIT`]) passes.
+fn wait(args: &str, sh: &Shared) -> Result<String, String> {
+    let usage =
+        "WAIT takes <id> <since> <timeout_ms>: the id and height of an OK answer, and a timeout in ms";
+    let [id, since, timeout] = args.split(' ').collect::<Vec<_>>()[..] else { return Err(usage.into()) };
+    let (Some(id_bytes), Ok(since), Ok(timeout_ms)) =
+        (parse_id(id), since.parse::<u64>(), timeout.parse::<u64>())
+    else {
+        return Err(usage.into());
+    };
+    let timeout = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+    Ok(match wait_for_commit(&sh.reader, &id_bytes, since, timeout) {
+        Ok(Receipt::Committed(height)) => format!("COMMITTED {id} {height}"),
+        Ok(Receipt::Unknown { scanned }) => format!("UNKNOWN {id} {scanned}"),
+        Err(e) => format!("ERR {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -384,7 +432,11 @@ mod client_protocol_tests {
 
     fn server_with(mempool: Mempool, limits: ClientLimits) -> ClientServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let reader = Reader::new(Arc::new(RedbStore::in_memory().unwrap()));
+        let store = RedbStore::in_memory().unwrap();
+        let validators = hotstuff_core::ValidatorSet::new([(PublicKey([1; 32]), 1)]).unwrap();
+        crate::Storage::initialise(&store, &crate::Genesis::new(hotstuff_core::ChainId(1), validators))
+            .unwrap();
+        let reader = Reader::new(Arc::new(store));
         let status = || Status {
             view: View(1),
             leader: PublicKey([0; 32]),
@@ -405,27 +457,72 @@ mod client_protocol_tests {
         reply
     }
 
+    /// The `OK <id> <since>` answer to a put of `key` and `value` at committed height 0.
+    fn ok_put(key: &str, value: &str) -> String {
+        let id = tx_id(&Tx::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() });
+        format!("OK {} 0\n", hex(&id))
+    }
+
     #[test]
     fn bad_lines_get_an_error_and_an_overlong_line_ends_the_connection() {
         let server = server();
         let addr = server.local_addr();
         // Invalid UTF-8 is answered, and the connection goes on.
-        assert_eq!(exchange(addr, b"PUT k \xff\xfe\nPUT a b\n"), "ERR not UTF-8\nOK\n");
-        // An overlong line is refused and its rest never read as commands.
+        assert_eq!(
+            exchange(addr, b"PUT k \xff\xfe\nPUT a b\n"),
+            format!("ERR not UTF-8\n{}", ok_put("a", "b"))
+        );
+        // An overlong line is refused, naming the limits, and its rest never read as commands.
         let mut long = b"PUT k ".to_vec();
         long.extend(std::iter::repeat_n(b'x', MAX_LINE));
         long.extend_from_slice(b"\nPUT c d\n");
-        assert_eq!(exchange(addr, &long), "ERR line too long\n");
+        assert_eq!(
+            exchange(addr, &long),
+            "ERR line too long: a request line is at most 4368 bytes (key <= 256 bytes, value <= 4096 bytes)\n"
+        );
         // A line of exactly the limit is served.
         let mut exact = b"DEL ".to_vec();
         exact.extend(std::iter::repeat_n(b'k', MAX_LINE - 5));
         exact.push(b'\n');
         assert_eq!(exact.len(), MAX_LINE);
-        assert!(exchange(addr, &exact).starts_with("ERR"), "the key is over MAX_KEY: refused by the mempool");
+        assert_eq!(exchange(addr, &exact), "ERR key of 4363 bytes is over the limit of 256 bytes\n");
+        assert_eq!(exchange(addr, b"NOPE\n"), format!("{USAGE}\n"));
+    }
+
+    #[test]
+    fn values_may_hold_spaces_or_be_empty_and_every_limit_is_named() {
+        let server = server();
+        let addr = server.local_addr();
+        let at_limit = "v".repeat(MAX_VALUE);
+        let requests = format!("PUT a two words\r\nPUT b \nPUT c {at_limit}\n");
         assert_eq!(
-            exchange(addr, b"NOPE\n"),
-            "ERR unknown command (PUT k v | DEL k | GET k | STATUS | DIGEST)\n"
+            exchange(addr, requests.as_bytes()),
+            [ok_put("a", "two words"), ok_put("b", ""), ok_put("c", &at_limit)].concat()
         );
+        let over = format!("PUT c {at_limit}w\n");
+        assert_eq!(
+            exchange(addr, over.as_bytes()),
+            "ERR value of 4097 bytes is over the limit of 4096 bytes\n"
+        );
+        let key = "k".repeat(MAX_KEY + 1);
+        assert_eq!(
+            exchange(addr, format!("GET {key}\n").as_bytes()),
+            "ERR key of 257 bytes is over the limit of 256 bytes\n"
+        );
+        let r = exchange(addr, b"PUT k\n");
+        assert!(r.starts_with("ERR PUT takes a key and a value: PUT <key> <value>"), "{r}");
+        let r = exchange(addr, b"WAIT nothex 0 10\n");
+        assert!(r.starts_with("ERR WAIT takes <id> <since> <timeout_ms>"), "{r}");
+    }
+
+    #[test]
+    fn wait_answers_unknown_for_a_transaction_in_no_committed_block() {
+        let server = server();
+        let ok = exchange(server.local_addr(), b"PUT a b\n");
+        let id = ok.split(' ').nth(1).unwrap();
+        // Nothing commits on this node: no block holds it.
+        let reply = exchange(server.local_addr(), format!("WAIT {id} 0 50\n").as_bytes());
+        assert_eq!(reply, format!("UNKNOWN {id} 0\n"));
     }
 
     fn reply(s: &mut TcpStream) -> String {
@@ -487,7 +584,7 @@ mod client_protocol_tests {
             assert!(reply(s).starts_with("STATUS "), "every admitted connection serves STATUS");
         }
         held[0].write_all(b"PUT a b\n").unwrap();
-        assert_eq!(reply(&mut held[0]), "OK\n");
+        assert_eq!(reply(&mut held[0]), ok_put("a", "b"));
         held[2].write_all(b"PUT a b\nGET a\n").unwrap();
         let r = reply(&mut held[2]);
         assert!(r.starts_with("ERR busy: the write slots are full"), "{r}");
@@ -503,14 +600,14 @@ mod client_protocol_tests {
         let server = server_with(Mempool::new(16), limits);
         let replies = exchange(server.local_addr(), b"PUT a 1\nPUT b 2\nPUT c 3\n");
         let lines: Vec<&str> = replies.lines().collect();
-        assert_eq!(&lines[..2], ["OK", "OK"]);
+        assert_eq!(lines[..2].concat(), [ok_put("a", "1"), ok_put("b", "2")].concat().replace('\n', ""));
         assert!(
             lines[2].starts_with("ERR busy: this connection holds 2 pending transactions"),
             "{}",
             lines[2]
         );
         // Another connection has its own share.
-        assert_eq!(exchange(server.local_addr(), b"PUT d 4\n"), "OK\n");
+        assert_eq!(exchange(server.local_addr(), b"PUT d 4\n"), ok_put("d", "4"));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub const MAGIC: [u8; 8] = *b"HSDRV\0\x01\0";
 /// Size of a hello message.
 pub const HELLO_LEN: usize = 8 + 8 + 32 + 32;
 const TAG: &[u8] = b"hotstuff-driver-std/handshake/v1";
+/// The line a client of the kv client protocol gets from a consensus port (after the port's
+/// hello), instead of a wait for the handshake deadline.
+pub const NOT_A_CLIENT_PORT: &str =
+    "ERR this is the consensus port of a hotstuff node (`listen`), not its client port (`client_listen`)\n";
 
 /// What a hello says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,13 +110,51 @@ pub fn run_with_nonce(
     stream.write_all(&mine.encode()).map_err(io)?;
     stream.flush().map_err(io)?;
     let mut buf = [0u8; HELLO_LEN];
-    stream.read_exact(&mut buf).map_err(io)?;
+    read_hello(stream, &mut buf)?;
     let (theirs, sig) = answer(me, &mine, &buf, allowed, expect)?;
     stream.write_all(&sig.0).map_err(io)?;
     stream.flush().map_err(io)?;
     let mut their_sig = [0u8; 64];
     stream.read_exact(&mut their_sig).map_err(io)?;
     verify(&mine, &theirs, &their_sig)
+}
+
+/// Reads the peer's hello. Bytes that cannot begin one are refused as soon as they arrive
+/// ([`check_hello_start`]); a line of text is answered with [`NOT_A_CLIENT_PORT`].
+fn read_hello(stream: &mut (impl Read + Write), buf: &mut [u8; HELLO_LEN]) -> Result<(), HandshakeError> {
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+        let n = match stream.read(rest) {
+            Ok(0) => return Err(io(ErrorKind::UnexpectedEof.into())),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        got += n;
+        if let Err(e) = check_hello_start(buf.get(..got).unwrap_or_default()) {
+            if matches!(e, HandshakeError::ClientOnConsensusPort) {
+                // Best effort: the connection is closed either way.
+                let _ = stream.write_all(NOT_A_CLIENT_PORT.as_bytes()).and_then(|()| stream.flush());
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Checks the first bytes received of a peer's hello, before the rest arrives: `Ok` while they
+/// may still begin one; [`HandshakeError::ClientOnConsensusPort`] for text (a client of the
+/// kv client protocol at the wrong port: answer it [`NOT_A_CLIENT_PORT`]); else
+/// [`HandshakeError::BadHello`].
+pub fn check_hello_start(seen: &[u8]) -> Result<(), HandshakeError> {
+    let seen = seen.get(..seen.len().min(MAGIC.len())).unwrap_or_default();
+    if MAGIC.starts_with(seen) {
+        Ok(())
+    } else if seen.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+        Err(HandshakeError::ClientOnConsensusPort)
+    } else {
+        Err(HandshakeError::BadHello)
+    }
 }
 
 /// Step 1 of [`run`], without I/O: our hello, with a fresh nonce.

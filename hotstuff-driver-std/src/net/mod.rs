@@ -71,6 +71,7 @@ pub struct Inbox {
     pub(crate) tx: SyncSender<CoreMsg>,
     pub(crate) chain: ChainId,
     pub(crate) limits: Limits,
+    pub(crate) metrics: Option<crate::Metrics>,
 }
 
 impl Inbox {
@@ -81,6 +82,9 @@ impl Inbox {
 
     /// Decodes one frame body (bounded by the node's limits; this chain only) and delivers it.
     pub fn deliver_frame(&self, from: PublicKey, bytes: &[u8]) -> Result<(), NetError> {
+        if let Some(m) = &self.metrics {
+            m.bytes(true, bytes.len());
+        }
         self.deliver(from, decode_frame(bytes, self.chain, &self.limits)?)
     }
 

@@ -6,6 +6,7 @@ use super::{Node, NodeInfo, Status};
 use crate::app::App;
 use crate::error::{NetError, StoreError};
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::net::{Inbox, NetContext, Network, TcpNetwork, TcpSettings};
 use crate::storage::{Genesis, Pruner, RetainBlocks, Storage, StoreWriter};
 use hotstuff_core::{
@@ -66,6 +67,7 @@ pub struct NodeBuilder<A: App> {
     handlers: Vec<Handler>,
     background_store_writes: bool,
     retain_blocks: RetainBlocks,
+    metrics: Option<Metrics>,
 }
 
 /// Jobs queued for the background store writer before the consensus loop waits.
@@ -101,6 +103,7 @@ impl<A: App> NodeBuilder<A> {
             handlers: Vec::new(),
             background_store_writes: true,
             retain_blocks: RetainBlocks::Archive,
+            metrics: None,
         }
     }
 
@@ -303,6 +306,14 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Records the node's metrics into `metrics` (default: none kept). Serve them with a
+    /// [`crate::MetricsServer`], or read them with [`Metrics::encode`].
+    #[must_use]
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Registers an event handler. Handlers run on the consensus thread, in registration order.
     #[must_use]
     pub fn on_event(mut self, handler: impl Fn(&Event) + Send + 'static) -> Self {
@@ -380,6 +391,7 @@ impl<A: App> NodeBuilder<A> {
             store,
             status,
             engine,
+            metrics,
         } = self.prepare()?;
         let (tx, rx) = sync_channel(inbox_capacity);
         let mut network = match network {
@@ -391,7 +403,7 @@ impl<A: App> NodeBuilder<A> {
             chain,
             limits,
             validators,
-            inbox: Inbox { tx: tx.clone(), chain, limits },
+            inbox: Inbox { tx: tx.clone(), chain, limits, metrics },
         })?;
         let local_addr = network.local_addr();
         let run = Loop { engine: Engine::new(engine, network), rx };
@@ -494,7 +506,9 @@ impl<A: App> NodeBuilder<A> {
                 status,
                 writer,
                 pruner,
+                metrics: self.metrics.clone(),
             },
+            metrics: self.metrics,
         })
     }
 }
@@ -525,6 +539,8 @@ pub struct Prepared<A: App> {
     pub status: Arc<Mutex<Status>>,
     /// The replica, app, store and handlers.
     pub engine: EngineParts<A>,
+    /// The metrics the node records, if any (the network counts the bytes it receives).
+    pub metrics: Option<Metrics>,
 }
 
 impl<A: App> std::fmt::Debug for NodeBuilder<A> {

@@ -21,6 +21,7 @@ use super::Status;
 use crate::app::{App, BlockContext, Produced};
 use crate::error::StoreError;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::net::{Frame, NetEvent, Outbound};
 use crate::storage::{Pruner, Storage, StoreWriter, WriteBatch};
 use hotstuff_core::action::SyncTimer;
@@ -57,6 +58,8 @@ pub struct EngineParts<A: App> {
     pub(super) writer: Option<StoreWriter>,
     /// The background pruner (`None`: the store keeps every committed block).
     pub(super) pruner: Option<Pruner>,
+    /// Where to record metrics, if anywhere.
+    pub(super) metrics: Option<Metrics>,
 }
 
 /// The replica with its app, store and outbound network, and what the loop keeps between
@@ -90,6 +93,7 @@ pub struct Engine<A: App, N: Outbound> {
     inflight: VecDeque<(Height, AppStateUpdates)>,
     /// Stopped (dropped) when the engine closes.
     pruner: Option<Pruner>,
+    metrics: Option<Metrics>,
 }
 
 /// What [`Engine::ready`] found to do before the network.
@@ -132,6 +136,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             status,
             writer,
             pruner,
+            metrics,
         } = parts;
         Engine {
             replica,
@@ -153,6 +158,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             writer,
             inflight: VecDeque::new(),
             pruner,
+            metrics,
         }
     }
 
@@ -350,10 +356,12 @@ impl<A: App, N: Outbound> Engine<A, N> {
             }
             Action::Send { to, message } => {
                 let frame = self.frame(message);
+                self.count_out(frame.len(), 1);
                 self.net.send(to, frame);
             }
             Action::Broadcast { message } => {
                 let frame = self.frame(message);
+                self.count_out(frame.len(), self.replica.validators().members().len().saturating_sub(1));
                 self.net.broadcast(frame);
             }
             Action::SetTimer { view, after } => self.timer = Some((view, Instant::now() + after)),
@@ -410,6 +418,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
                     }
                 }
                 let frame = self.frame(answer);
+                if let Some(m) = &self.metrics {
+                    m.sync_served();
+                }
+                self.count_out(frame.len(), 1);
                 self.net.send(to, frame);
             }
             Action::Event(event) => {
@@ -457,7 +469,8 @@ impl<A: App, N: Outbound> Engine<A, N> {
         match &self.writer {
             Some(_) if !epoch_change => {
                 self.hand_over()?;
-                self.store.write(&std::mem::take(&mut self.batch))?;
+                let batch = std::mem::take(&mut self.batch);
+                self.write(&batch)?;
             }
             Some(writer) => {
                 // The new epoch must be durable no later than any safety state of it: the
@@ -465,12 +478,12 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 writer.barrier()?;
                 self.inflight.clear();
                 let batch = std::mem::take(&mut self.batch);
-                self.store.write(&batch)?;
+                self.write(&batch)?;
                 self.app.committed(&batch.commits);
             }
             None => {
                 let batch = std::mem::take(&mut self.batch);
-                self.store.write(&batch)?;
+                self.write(&batch)?;
                 self.app.committed(&batch.commits);
             }
         }
@@ -490,6 +503,22 @@ impl<A: App, N: Outbound> Engine<A, N> {
         while self.inflight.front().is_some_and(|(h, _)| *h <= applied) {
             self.inflight.pop_front();
         }
+    }
+
+    fn count_out(&self, len: usize, copies: usize) {
+        if let Some(m) = &self.metrics {
+            m.bytes(false, len * copies);
+        }
+    }
+
+    /// Writes `batch` to the store, timing it.
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let start = Instant::now();
+        self.store.write(batch)?;
+        if let Some(m) = &self.metrics {
+            m.store_write(start.elapsed());
+        }
+        Ok(())
     }
 
     fn frame(&self, message: Message) -> Frame {
@@ -545,6 +574,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
     }
 
     fn emit(&self, event: &Event) {
+        if let Some(m) = &self.metrics {
+            m.event(event);
+        }
         for h in &self.handlers {
             h(event);
         }

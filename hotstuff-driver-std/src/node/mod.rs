@@ -183,6 +183,21 @@ impl Reader {
         self.store.app_get(key)
     }
 
+    /// The committed app state of `key` and the tip it belongs to, as of one moment: the tip
+    /// is read before and after the value, again while a commit came in between (a commit
+    /// writes its app state and the tip in one transaction, and every commit moves the tip).
+    pub fn get_with_tip(&self, key: &[u8]) -> Result<(CommittedTip, Option<Vec<u8>>), StoreError> {
+        let mut before = self.tip()?;
+        loop {
+            let value = self.get(key)?;
+            let after = self.tip()?;
+            if after == before {
+                return Ok((after, value));
+            }
+            before = after;
+        }
+    }
+
     /// The committed tip.
     pub fn tip(&self) -> Result<CommittedTip, StoreError> {
         Ok(self.store.tip()?.ok_or(StoreError::NotInitialised)?.0)

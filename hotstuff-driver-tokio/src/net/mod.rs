@@ -19,6 +19,7 @@ use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
 use hotstuff_driver_std::net::admission::{Admission, Pending};
 use hotstuff_driver_std::net::frame::{is_heartbeat, HEARTBEAT};
 use hotstuff_driver_std::net::{decode_frame, health, Backoff, Frame};
+use hotstuff_driver_std::Metrics;
 use hotstuff_driver_std::{FrameError, HandshakeError, NetError, NetEvent, Outbound, TcpSettings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
@@ -135,6 +136,8 @@ struct Shared {
     chain: ChainId,
     limits: Limits,
     inbox: mpsc::Sender<Inbound>,
+    /// Counts the frame bytes received, if the node keeps metrics.
+    metrics: Option<Metrics>,
     /// The settings (their listener taken; limits checked by the builder).
     tcp: TcpSettings,
     /// Inbound connections per authenticated peer.
@@ -169,6 +172,7 @@ impl TcpNetwork {
         limits: Limits,
         validators: &ValidatorSet,
         inbox: mpsc::Sender<Inbound>,
+        metrics: Option<Metrics>,
     ) -> Result<(Self, Option<SocketAddr>), NetError> {
         let listener = match (settings.listener.take(), settings.listen) {
             (Some(l), _) => {
@@ -187,6 +191,7 @@ impl TcpNetwork {
             chain,
             limits,
             inbox,
+            metrics,
             inbound: Mutex::new(BTreeMap::new()),
             admission: Admission::new("consensus", settings.max_handshakes, settings.max_handshakes_per_ip),
             allowed: RwLock::new(BTreeSet::new()),
@@ -492,6 +497,9 @@ async fn read_frames(
     let mut reader = BufReader::with_capacity(64 << 10, read);
     loop {
         let frame = wire::read_frame(&mut reader, sh.limits.max_frame, sh.tcp.frame_timeout).await;
+        if let (Ok(Some(bytes)), Some(m)) = (&frame, &sh.metrics) {
+            m.bytes(true, bytes.len());
+        }
         match frame {
             Ok(Some(bytes)) if is_heartbeat(&bytes) => {}
             Ok(Some(bytes)) => match decode_frame(&bytes, sh.chain, &sh.limits) {

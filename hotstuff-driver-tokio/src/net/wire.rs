@@ -22,12 +22,36 @@ pub async fn run_handshake(
     let mine = handshake::hello(me, chain)?;
     stream.write_all(&mine.encode()).await.map_err(handshake::io)?;
     let mut theirs = [0u8; handshake::HELLO_LEN];
-    stream.read_exact(&mut theirs).await.map_err(handshake::io)?;
+    read_hello(stream, &mut theirs).await?;
     let (theirs, sig) = handshake::answer(me, &mine, &theirs, allowed, expect)?;
     stream.write_all(&sig.0).await.map_err(handshake::io)?;
     let mut their_sig = [0u8; 64];
     stream.read_exact(&mut their_sig).await.map_err(handshake::io)?;
     handshake::verify(&mine, &theirs, &their_sig)
+}
+
+/// Reads the peer's hello, refusing bytes that cannot begin one as soon as they arrive; a text
+/// client (at the wrong port) gets [`handshake::NOT_A_CLIENT_PORT`].
+async fn read_hello(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    buf: &mut [u8; handshake::HELLO_LEN],
+) -> Result<(), HandshakeError> {
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+        let n = stream.read(rest).await.map_err(handshake::io)?;
+        if n == 0 {
+            return Err(handshake::io(ErrorKind::UnexpectedEof.into()));
+        }
+        got += n;
+        if let Err(e) = handshake::check_hello_start(buf.get(..got).unwrap_or_default()) {
+            if matches!(e, HandshakeError::ClientOnConsensusPort) {
+                // Best effort: the connection is closed either way.
+                let _ = stream.write_all(handshake::NOT_A_CLIENT_PORT.as_bytes()).await;
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 fn io(e: std::io::Error) -> FrameError {

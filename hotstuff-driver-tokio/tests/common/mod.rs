@@ -64,6 +64,8 @@ pub struct Cluster {
     pub nodes: Vec<Option<AnyNode>>,
     pub mempools: Vec<Mempool>,
     pub events: Vec<Events>,
+    /// Each node's metrics.
+    pub metrics: Vec<hotstuff_driver_std::Metrics>,
 }
 
 impl Cluster {
@@ -84,6 +86,7 @@ impl Cluster {
             nodes: Vec::new(),
             mempools: Vec::new(),
             events: Vec::new(),
+            metrics: (0..n).map(|_| hotstuff_driver_std::Metrics::new()).collect(),
         };
         for (i, l) in listeners.into_iter().enumerate() {
             c.mempools.push(Mempool::new(1_000_000));
@@ -104,6 +107,7 @@ impl Cluster {
         let app = KvApp::new(self.mempools[i].clone(), 1000);
         let mut b = NodeBuilder::new(key(i), self.genesis.clone(), app, store)
             .base_timeout(Duration::from_millis(500))
+            .metrics(self.metrics[i].clone())
             .on_event(move |e| {
                 if !matches!(e, Event::Core(_)) {
                     events.lock().unwrap().push(e.clone());

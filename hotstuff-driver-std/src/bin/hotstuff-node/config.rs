@@ -290,6 +290,9 @@ pub struct FileConfig {
     pub listen: String,
     /// Client (key-value) listen address.
     pub client_listen: String,
+    /// Where to serve Prometheus metrics at `/metrics` (optional; none if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Timing (optional).
     #[serde(default)]
     pub timing: Timing,
@@ -313,6 +316,7 @@ pub struct NodeConfig {
     pub store: PathBuf,
     pub listen: SocketAddr,
     pub client_listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
     pub timing: Timing,
     pub intake: Intake,
     pub retain_blocks: RetainBlocks,
@@ -414,12 +418,29 @@ impl FileConfig {
             ConfigError::Io { source, .. } => field("key_file".into(), source.to_string()),
             other => other,
         })?;
+        let me = key.public();
+        if !peers.iter().any(|(k, _)| *k == me) {
+            return Err(field(
+                "key_file".into(),
+                format!(
+                    "the key {} is neither a validator (`validators`) nor a listener (`listeners`) of \
+                     chain {}: the other nodes would refuse its connections",
+                    hotstuff_driver_std::kv::hex(&me.0),
+                    self.chain_id
+                ),
+            ));
+        }
         let data_dir = base.join(&self.data_dir);
         Ok(NodeConfig {
             chain: ChainId(self.chain_id),
             store: data_dir.join("store.redb"),
             listen: addr("listen".into(), &self.listen)?,
             client_listen: addr("client_listen".into(), &self.client_listen)?,
+            metrics_listen: self
+                .metrics_listen
+                .as_deref()
+                .map(|a| addr("metrics_listen".into(), a))
+                .transpose()?,
             timing: self.timing,
             intake: self.intake,
             retain_blocks,

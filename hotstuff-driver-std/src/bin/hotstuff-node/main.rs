@@ -5,11 +5,16 @@ mod config;
 
 use clap::{Parser, Subcommand};
 use config::{FileConfig, Intake, ListenerEntry, Timing, ValidatorEntry};
-use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool};
-use hotstuff_driver_std::{generate_key, Genesis, NodeBuilder, RedbStore};
-use std::net::TcpListener;
+use hotstuff_driver_std::kv::{
+    hex, register_metrics, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT,
+};
+use hotstuff_driver_std::{generate_key, Genesis, Metrics, MetricsServer, NodeBuilder, RedbStore};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -41,7 +46,8 @@ enum Command {
         /// Host the nodes listen on.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// Consensus port of node 0; node i uses base_port + i, its client port base_port + 100 + i.
+        /// Consensus port of node 0; node i uses base_port + i, its client port base_port + 100 + i
+        /// and its metrics port base_port + 200 + i.
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
         /// View timeout after progress, in ms.
@@ -51,7 +57,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         listeners: usize,
     },
-    /// Run a node until it is killed.
+    /// Run a node until SIGTERM or SIGINT (a clean stop; a second signal exits at once).
     Run {
         /// The node's config file.
         #[arg(long)]
@@ -65,7 +71,8 @@ enum Command {
         /// The node's client address.
         #[arg(long, default_value = "127.0.0.1:7200")]
         addr: String,
-        /// How long to wait for an answer or for a write to commit, in ms.
+        /// How long to wait for an answer or for a write to commit, in ms (a commit is waited
+        /// for at most 60000 ms).
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
         #[command(subcommand)]
@@ -75,12 +82,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClientOp {
-    /// Set KEY to VALUE and wait until it is committed at that node.
+    /// Set KEY to VALUE and wait until the block holding this transaction commits at that node.
+    /// VALUE may hold spaces (quote it) or be empty.
     Put { key: String, value: String },
     /// Read the committed value of KEY.
     Get { key: String },
-    /// Delete KEY and wait until the delete is committed at that node.
+    /// Delete KEY and wait until the block holding this transaction commits at that node.
     Delete { key: String },
+    /// Wait again for a transaction by its id (as printed by put or delete).
+    Wait {
+        /// The transaction's id.
+        id: String,
+        /// The committed height printed when it was accepted.
+        #[arg(long)]
+        since: u64,
+    },
     /// Show the node's view, leader, committed height and transaction count.
     Status,
 }
@@ -132,7 +148,7 @@ fn testnet(
         return Err("--validators must be between 1 and 100".into());
     }
     let total = n + listeners;
-    if usize::from(base_port) + 100 + total > usize::from(u16::MAX) || total > 100 {
+    if usize::from(base_port) + 200 + total > usize::from(u16::MAX) || total > 100 {
         return Err("--base-port too high (or too many nodes) for the ports to fit".into());
     }
     std::fs::create_dir_all(out)?;
@@ -152,6 +168,7 @@ fn testnet(
             data_dir: format!("{name}-data").into(),
             listen: port(i, 0),
             client_listen: port(i, 100),
+            metrics_listen: Some(port(i, 200)),
             timing: Timing { base_timeout_ms, ..Timing::default() },
             intake: Intake::default(),
             storage: config::StorageSection::default(),
@@ -160,7 +177,13 @@ fn testnet(
         };
         let path = out.join(format!("{name}.toml"));
         std::fs::write(&path, toml::to_string(&cfg)?)?;
-        println!("{}: consensus {}, client {}", path.display(), cfg.listen, cfg.client_listen);
+        println!(
+            "{}: consensus {}, client {}, metrics http://{}/metrics",
+            path.display(),
+            cfg.listen,
+            cfg.client_listen,
+            port(i, 200)
+        );
     }
     Ok(())
 }
@@ -172,20 +195,34 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cfg = FileConfig::load(path)?;
+    // Every port is bound before anything is created on disk; a failure names its field.
+    let bind = |field: &str, addr: SocketAddr| {
+        TcpListener::bind(addr)
+            .map_err(|e| format!("{}: field `{field}`: cannot listen on {addr}: {e}", path.display()))
+    };
+    let consensus_listener = bind("listen", cfg.listen)?;
+    let client_listener = bind("client_listen", cfg.client_listen)?;
+    let metrics_listener = cfg.metrics_listen.map(|a| bind("metrics_listen", a)).transpose()?;
+    // The first SIGTERM or SIGINT asks for a clean stop; a second one exits at once (status 1).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
     if let Some(dir) = cfg.store.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let store = RedbStore::open(&cfg.store)?;
     let intake = &cfg.intake;
     let mempool = Mempool::with_limits(intake.mempool());
-    let client_listener = TcpListener::bind(cfg.client_listen)?;
+    let metrics = Metrics::new();
     let node = NodeBuilder::new(
         cfg.key,
         Genesis::new(cfg.chain, cfg.validators),
         KvApp::new(mempool.clone(), intake.block_max_txs),
         store,
     )
-    .listen(cfg.listen)
+    .listener(consensus_listener)
     .peers(cfg.peers)
     .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
     .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
@@ -193,8 +230,11 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     .retain_blocks(cfg.retain_blocks)
     .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
     .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
+    .metrics(metrics.clone())
     .start()?;
-    let _clients = ClientServer::start_with(
+    register_metrics(&metrics, mempool.clone(), node.reader());
+    let _metrics_server = metrics_listener.map(|l| MetricsServer::start(l, metrics)).transpose()?;
+    let clients = ClientServer::start_with(
         client_listener,
         mempool,
         node.reader(),
@@ -205,11 +245,20 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
         id = %hex(&node.id().0),
         consensus = %cfg.listen,
         client = %cfg.client_listen,
-        "node running; stop it with a signal"
+        metrics = ?cfg.metrics_listen,
+        "node running; stop it with SIGTERM or SIGINT"
     );
-    // The node runs on its own threads until the process is killed; the store is crash-safe.
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(20));
+        if stop.load(Ordering::Acquire) {
+            tracing::info!("signal received: stopping (a second signal exits at once)");
+            // No new clients; then the consensus loop writes what is pending, makes the store
+            // durable and the network stops.
+            drop(clients);
+            let took = node.shutdown()?;
+            tracing::info!(?took, "stopped cleanly");
+            return Ok(());
+        }
         if !node.status().running {
             node.shutdown()?;
             return Err("the consensus loop stopped".into());
@@ -219,26 +268,46 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
 
 fn client(addr: &str, timeout: Duration, op: ClientOp) -> Result<()> {
     let mut c = Client::connect(addr, timeout)?;
-    let wait = |c: &mut Client, key: &str, want: Option<&str>| -> Result<()> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if c.get(key)?.as_deref() == want {
-                println!("committed in {} ms", start.elapsed().as_millis());
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    // A refusal by the node is an `Other` error with its reason.
+    let rejected = |e: std::io::Error| -> Box<dyn std::error::Error> {
+        match e.kind() {
+            std::io::ErrorKind::Other => format!("rejected: {e}").into(),
+            _ => e.into(),
         }
-        Err(format!("not committed within {} ms", timeout.as_millis()).into())
     };
+    let wait = |c: &mut Client, tx: Submitted| -> Result<()> {
+        let start = Instant::now();
+        let limit = timeout.min(MAX_WAIT);
+        match c.wait(&tx, limit)? {
+            Receipt::Committed(height) => {
+                println!("committed at height {height} ({} ms)", start.elapsed().as_millis());
+                Ok(())
+            }
+            Receipt::Unknown { scanned } => Err(format!(
+                "not committed after {} ms: unknown (in no block of heights {}..={scanned}); it may still \
+                 commit: `hotstuff-node client --addr {addr} wait {} --since {}` asks again. Retry is safe: \
+                 the same request again is the same transaction (same id) with the same effect",
+                limit.as_millis(),
+                tx.since + 1,
+                tx.id,
+                tx.since
+            )
+            .into()),
+        }
+    };
+    let accepted = |tx: &Submitted| println!("accepted: id {} (committed height then {})", tx.id, tx.since);
     match op {
         ClientOp::Put { key, value } => {
-            c.put(&key, &value)?;
-            wait(&mut c, &key, Some(&value))
+            let tx = c.put(&key, &value).map_err(rejected)?;
+            accepted(&tx);
+            wait(&mut c, tx)
         }
         ClientOp::Delete { key } => {
-            c.delete(&key)?;
-            wait(&mut c, &key, None)
+            let tx = c.delete(&key).map_err(rejected)?;
+            accepted(&tx);
+            wait(&mut c, tx)
         }
+        ClientOp::Wait { id, since } => wait(&mut c, Submitted { id, since }),
         ClientOp::Get { key } => {
             match c.get(&key)? {
                 Some(v) => println!("{v}"),
