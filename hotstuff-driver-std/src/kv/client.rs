@@ -71,6 +71,26 @@ impl Client {
         self.request(&format!("DEL {key}")).map(drop)
     }
 
+    /// Submits a transaction signed by its client (`TX`); a refusal says why (forged,
+    /// replayed, unauthorised, ...).
+    pub fn submit(&mut self, tx: &super::auth::SignedTx) -> std::io::Result<()> {
+        self.request(&format!("TX {}", tx.to_hex())).map(drop)
+    }
+
+    /// `(chain id signatures cover, next committed sequence number)` of `client` (`SEQ`).
+    pub fn seq(&mut self, client: &hotstuff_core::PublicKey) -> std::io::Result<(u64, u64)> {
+        let reply = self.request(&format!("SEQ {}", super::hex(&client.0)))?;
+        let mut out = (0, 0);
+        for part in reply.split_whitespace().skip(1) {
+            match part.split_once('=') {
+                Some(("chain", v)) => out.0 = v.parse().unwrap_or(0),
+                Some(("next", v)) => out.1 = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a committed value.
     pub fn get(&mut self, key: &str) -> std::io::Result<Option<String>> {
         let reply = self.request(&format!("GET {key}"))?;

@@ -25,7 +25,9 @@
 //! ([`ClientServer`]) and the load harness ([`load`]) of the `kv_cluster` examples.
 
 mod app;
+pub mod auth;
 mod client;
+pub mod governance;
 pub mod load;
 mod mempool;
 mod payload;
@@ -39,5 +41,9 @@ pub use payload::{
 };
 pub use server::{ClientLimits, ClientServer};
 
-/// Longest request line, in bytes.
-const MAX_LINE: usize = MAX_KEY + MAX_VALUE + 16;
+#[cfg(test)]
+mod auth_tests;
+
+/// Longest request line, in bytes: a `PUT` of the largest key and value, or a `TX` of the
+/// largest signed transaction in hex.
+const MAX_LINE: usize = 2 * auth::MAX_SIGNED_TX + 16;

@@ -336,6 +336,9 @@ fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
                 sh.limits.max_clients - sh.limits.read_reserve.min(sh.limits.max_clients - 1)
             );
         }
+        if let Err(e) = super::auth::check_submission(&sh.reader, &tx) {
+            return format!("ERR refused: {e}");
+        }
         match sh.mempool.submit_as(tx, quota) {
             Ok(()) => "OK".to_string(),
             Err(e) => format!("ERR {e}"),
@@ -346,6 +349,11 @@ fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
             submitted(Tx::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() })
         }
         ["DEL", key] => submitted(Tx::Delete { key: key.as_bytes().to_vec() }),
+        ["TX", hex] => match super::auth::SignedTx::from_hex(hex) {
+            Ok(tx) => submitted(Tx::Signed(Box::new(tx))),
+            Err(e) => format!("ERR refused: {e}"),
+        },
+        ["SEQ", client] => super::auth::seq_answer(&sh.reader, client),
         ["GET", key] => match sh.reader.get(&state_key(key.as_bytes())) {
             Ok(Some(v)) => format!("VALUE {}", String::from_utf8_lossy(&v)),
             Ok(None) => "NONE".to_string(),
@@ -368,7 +376,8 @@ fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
             Ok((tip, digest)) => format!("DIGEST height={} digest={}", tip.height.0, hex(&digest)),
             Err(e) => format!("ERR {e}"),
         },
-        _ => "ERR unknown command (PUT k v | DEL k | GET k | STATUS | DIGEST)".to_string(),
+        _ => "ERR unknown command (PUT k v | DEL k | TX hex | SEQ client | GET k | STATUS | DIGEST)"
+            .to_string(),
     }
 }
 
@@ -424,7 +433,7 @@ mod client_protocol_tests {
         assert!(exchange(addr, &exact).starts_with("ERR"), "the key is over MAX_KEY: refused by the mempool");
         assert_eq!(
             exchange(addr, b"NOPE\n"),
-            "ERR unknown command (PUT k v | DEL k | GET k | STATUS | DIGEST)\n"
+            "ERR unknown command (PUT k v | DEL k | TX hex | SEQ client | GET k | STATUS | DIGEST)\n"
         );
     }
 
