@@ -85,11 +85,33 @@ fn node_binary_names_the_bad_field() {
         Command::new(bin).args(["testnet", "--validators", "2", "--out"]).arg(dir.path()).output().unwrap();
     assert!(out.status.success());
     let good = std::fs::read_to_string(dir.path().join("node0.toml")).unwrap();
-    let first_key = good.lines().find(|l| l.starts_with("key = ")).unwrap().to_string();
+    // The genesis file's fields, through a config that names a bad genesis file.
+    let genesis = std::fs::read_to_string(dir.path().join("genesis.toml")).unwrap();
+    let first_key = genesis.lines().find(|l| l.starts_with("key = ")).unwrap().to_string();
+    let first_address = genesis.lines().find(|l| l.starts_with("address = ")).unwrap().to_string();
+    let bad_genesis = |text: String| {
+        std::fs::write(dir.path().join("bad-genesis.toml"), text).unwrap();
+        good.replace("genesis.toml", "bad-genesis.toml")
+    };
+    let genesis_cases = [
+        ("validators[0].key", genesis.replacen(&first_key, "key = \"abc\"", 1)),
+        ("pwr", genesis.replacen("power = 1", "pwr = 1", 1)),
+        // An address the validator did not sign: nobody can redirect its traffic.
+        ("validators[0].address_sig", genesis.replacen(&first_address, "address = \"evil.example:1\"", 1)),
+        ("governance[0]", genesis.replacen("governance = [\"", "governance = [\"zz", 1)),
+    ];
+    for (field, text) in genesis_cases {
+        assert_ne!(text, genesis, "case {field} changed nothing");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, bad_genesis(text)).unwrap();
+        let out = Command::new(bin).args(["run", "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("{field}: {}", err.trim());
+        assert!(!out.status.success(), "{field}: a bad genesis must not start");
+        assert!(err.contains(field), "{field}: the error does not name the field: {err}");
+    }
     let cases = [
         ("listen", good.replace("listen = \"127.0.0.1:7100\"", "listen = \"nowhere\"")),
-        ("validators[0].key", good.replacen(&first_key, "key = \"abc\"", 1)),
-        ("pwr", good.replacen("power = 1", "pwr = 1", 1)),
         ("chain_id", good.replace("chain_id = 1", "chain_id = \"one\"")),
         (
             "timing.idle_block_delay_ms",

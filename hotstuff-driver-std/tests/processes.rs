@@ -4,6 +4,7 @@
 //! and restarted: the chain continues from where it was.
 
 use hotstuff_core::Keypair;
+use hotstuff_driver_std::kv::auth::{Op, SignedTx};
 use hotstuff_driver_std::kv::{hex, Client, RemoteStatus};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ struct Net {
     publics: Vec<String>,
     /// Every transaction acknowledged as committed: (key, value).
     committed: Vec<(String, String)>,
+    /// The test's client key (the chain accepts only signed writes) and its next sequence number.
+    client_key: Keypair,
+    seq: u64,
 }
 
 impl Drop for Net {
@@ -67,8 +71,15 @@ impl Net {
                 hex(&Keypair::from_secret(&secret).public().0)
             })
             .collect();
-        let mut net =
-            Net { dir, base_port, children: (0..N).map(|_| None).collect(), publics, committed: Vec::new() };
+        let mut net = Net {
+            dir,
+            base_port,
+            children: (0..N).map(|_| None).collect(),
+            publics,
+            committed: Vec::new(),
+            client_key: Keypair::from_secret(&[42; 32]),
+            seq: 0,
+        };
         for i in 0..N {
             net.start(i);
         }
@@ -144,7 +155,10 @@ impl Net {
     /// which carry the votes for it.)
     fn put(&mut self, i: usize, key: &str, value: &str) {
         let mut c = self.client(i).unwrap();
-        c.put(key, value).unwrap();
+        let (chain, _) = c.seq(&self.client_key.public()).unwrap();
+        let op = Op::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() };
+        c.submit(&SignedTx::sign(chain, &self.client_key, self.seq, op)).unwrap();
+        self.seq += 1;
         self.wait(&format!("put {key} via node {i}"), Duration::from_secs(20), |_| {
             c.get(key).ok().flatten().as_deref() == Some(value)
         });

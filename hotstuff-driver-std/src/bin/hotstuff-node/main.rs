@@ -2,15 +2,18 @@
 //! networks, and talk to a node as a client.
 
 mod config;
+mod genesis;
+mod ops;
 
 use clap::{Parser, Subcommand};
-use config::{FileConfig, Intake, ListenerEntry, Timing, ValidatorEntry};
+use config::{FileConfig, Intake, ListenerEntry, Timing};
+use hotstuff_driver_std::kv::auth::Op;
 use hotstuff_driver_std::kv::{hex, Client, ClientServer, KvApp, Mempool};
 use hotstuff_driver_std::{generate_key, Genesis, NodeBuilder, RedbStore};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "hotstuff-node", version, about = "HotStuff BFT replicated key-value store node")]
@@ -50,7 +53,14 @@ enum Command {
         /// Also write configs for this many listeners (non-voting followers).
         #[arg(long, default_value_t = 0)]
         listeners: usize,
+        /// Hosts of the nodes, comma-separated names or IPs (node i on host i mod their
+        /// number; it listens on all interfaces): configs for several machines. Default: `--host`.
+        #[arg(long)]
+        hosts: Option<String>,
     },
+    /// Write a new machine's key and config from a chain's genesis file; prints the command
+    /// that adds it as a validator.
+    Join(ops::JoinArgs),
     /// Run a node until it is killed.
     Run {
         /// The node's config file.
@@ -68,6 +78,9 @@ enum Command {
         /// How long to wait for an answer or for a write to commit, in ms.
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
+        /// The client's key file, which signs its writes (created if missing).
+        #[arg(long, default_value = "client.key")]
+        key: PathBuf,
         #[command(subcommand)]
         op: ClientOp,
     },
@@ -83,17 +96,36 @@ enum ClientOp {
     Delete { key: String },
     /// Show the node's view, leader, committed height and transaction count.
     Status,
+    /// Change the validator set (signed by a governance key, `--key`).
+    Validator {
+        #[command(subcommand)]
+        op: ops::ValidatorOp,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen { out } => keygen(out),
-        Command::Testnet { validators, out, chain_id, host, base_port, base_timeout_ms, listeners } => {
-            testnet(validators, listeners, &out, chain_id, &host, base_port, base_timeout_ms)
+        Command::Testnet {
+            validators,
+            out,
+            chain_id,
+            host,
+            base_port,
+            base_timeout_ms,
+            listeners,
+            hosts,
+        } => {
+            let hosts: Vec<String> =
+                hosts.as_deref().unwrap_or(&host).split(',').map(str::to_string).collect();
+            testnet(validators, listeners, &out, chain_id, &hosts, base_port, base_timeout_ms)
         }
+        Command::Join(args) => ops::join(args),
         Command::Run { config, log_level } => run(&config, log_level),
-        Command::Client { addr, timeout_ms, op } => client(&addr, Duration::from_millis(timeout_ms), op),
+        Command::Client { addr, timeout_ms, key, op } => {
+            client(&addr, Duration::from_millis(timeout_ms), &key, op)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,7 +156,7 @@ fn testnet(
     listeners: usize,
     out: &std::path::Path,
     chain_id: u64,
-    host: &str,
+    hosts: &[String],
     base_port: u16,
     base_timeout_ms: u64,
 ) -> Result<()> {
@@ -137,10 +169,31 @@ fn testnet(
     }
     std::fs::create_dir_all(out)?;
     let keys: Vec<_> = (0..total).map(|_| generate_key()).collect::<std::result::Result<_, _>>()?;
-    let port = |i: usize, offset: usize| format!("{host}:{}", usize::from(base_port) + offset + i);
-    let validators: Vec<ValidatorEntry> = (0..n)
-        .map(|i| ValidatorEntry { key: hex(&keys[i].public().0), power: 1, address: Some(port(i, 0)) })
-        .collect();
+    for h in hosts {
+        hotstuff_driver_std::kv::governance::check_address(&format!("{h}:1"))
+            .map_err(|e| format!("--hosts: {e}"))?;
+    }
+    let host = |i: usize| hosts.get(i % hosts.len().max(1)).map_or("127.0.0.1", String::as_str);
+    let port = |i: usize, offset: usize| format!("{}:{}", host(i), usize::from(base_port) + offset + i);
+    // On several machines a node listens on all interfaces; the others reach it by its host.
+    let bind = |i: usize, offset: usize| {
+        if hosts.len() > 1 {
+            format!("0.0.0.0:{}", usize::from(base_port) + offset + i)
+        } else {
+            port(i, offset)
+        }
+    };
+    let governance = generate_key()?;
+    config::write_key(&out.join("governance.key"), &governance)?;
+    let genesis = genesis::GenesisFile {
+        chain_id,
+        governance: vec![hex(&governance.public().0)],
+        validators: (0..n)
+            .map(|i| genesis::GenesisValidator::signed(chain_id, &keys[i], 1, &port(i, 0)))
+            .collect(),
+    };
+    std::fs::write(out.join("genesis.toml"), toml::to_string(&genesis)?)?;
+    println!("{}: the chain's genesis; governance key in governance.key", out.join("genesis.toml").display());
     let listener_entries: Vec<ListenerEntry> =
         (n..total).map(|i| ListenerEntry { key: hex(&keys[i].public().0), address: None }).collect();
     for (i, key) in keys.iter().enumerate() {
@@ -150,11 +203,13 @@ fn testnet(
             chain_id,
             key_file: format!("{name}.key").into(),
             data_dir: format!("{name}-data").into(),
-            listen: port(i, 0),
-            client_listen: port(i, 100),
+            listen: bind(i, 0),
+            client_listen: bind(i, 100),
             timing: Timing { base_timeout_ms, ..Timing::default() },
             intake: Intake::default(),
-            validators: validators.clone(),
+            genesis_file: Some("genesis.toml".into()),
+            validators: Vec::new(),
+            peers: Vec::new(),
             listeners: listener_entries.clone(),
         };
         let path = out.join(format!("{name}.toml"));
@@ -180,7 +235,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     let client_listener = TcpListener::bind(cfg.client_listen)?;
     let node = NodeBuilder::new(
         cfg.key,
-        Genesis::new(cfg.chain, cfg.validators),
+        Genesis::new(cfg.chain, cfg.validators).with_app_state(cfg.app_state),
         KvApp::new(mempool.clone(), intake.block_max_txs),
         store,
     )
@@ -215,28 +270,17 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     }
 }
 
-fn client(addr: &str, timeout: Duration, op: ClientOp) -> Result<()> {
+fn client(addr: &str, timeout: Duration, key: &std::path::Path, op: ClientOp) -> Result<()> {
     let mut c = Client::connect(addr, timeout)?;
-    let wait = |c: &mut Client, key: &str, want: Option<&str>| -> Result<()> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if c.get(key)?.as_deref() == want {
-                println!("committed in {} ms", start.elapsed().as_millis());
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!("not committed within {} ms", timeout.as_millis()).into())
-    };
     match op {
-        ClientOp::Put { key, value } => {
-            c.put(&key, &value)?;
-            wait(&mut c, &key, Some(&value))
+        ClientOp::Put { key: k, value } => {
+            let op = Op::Put { key: k.into_bytes(), value: value.into_bytes() };
+            ops::submit_signed(&mut c, &ops::client_key(key)?, op, timeout)
         }
-        ClientOp::Delete { key } => {
-            c.delete(&key)?;
-            wait(&mut c, &key, None)
+        ClientOp::Delete { key: k } => {
+            ops::submit_signed(&mut c, &ops::client_key(key)?, Op::Delete { key: k.into_bytes() }, timeout)
         }
+        ClientOp::Validator { op } => ops::validator(&mut c, &ops::client_key(key)?, op, timeout),
         ClientOp::Get { key } => {
             match c.get(&key)? {
                 Some(v) => println!("{v}"),
