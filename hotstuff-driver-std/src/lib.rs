@@ -139,7 +139,7 @@ pub mod storage;
 /// The kv load harness (it lives in [`kv::load`], beside the app it drives).
 pub use kv::load;
 
-pub use app::{App, BlockContext, Produced};
+pub use app::{App, BlockContext, Produced, StateReader};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
 pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};

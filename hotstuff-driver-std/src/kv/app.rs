@@ -4,8 +4,8 @@
 use super::auth::{Rules, TxError};
 use super::mempool::Mempool;
 use super::payload::{decode_payload, tx_count, Tx, MAX_BLOCK_TXS, TX_COUNT_KEY};
-use crate::app::{App, BlockContext, Produced};
-use hotstuff_core::{AppOutcome, AppStateUpdates, Block, CommittedBlock};
+use crate::app::{App, BlockContext, Produced, StateReader};
+use hotstuff_core::{AppOutcome, AppStateUpdates, Block, CommittedBlock, PublicKey, ValidatorSet};
 
 /// The key-value app.
 pub struct KvApp {
@@ -136,5 +136,9 @@ impl App for KvApp {
 
     fn committed(&mut self, blocks: &[CommittedBlock]) {
         self.mempool.committed(blocks);
+    }
+
+    fn peer_book(&self, state: &StateReader<'_>, validators: &ValidatorSet) -> Vec<(PublicKey, String)> {
+        super::governance::peer_book(state, validators)
     }
 }

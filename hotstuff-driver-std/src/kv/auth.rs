@@ -469,6 +469,47 @@ impl<'a> Rules<'a> {
     }
 }
 
+/// The signed transactions a node's client port accepted and that are not yet committed: for
+/// each client, the sequence number after its highest one. A submission must continue the
+/// client's sequence (the committed one, or the one pending here), so an out-of-order one is
+/// refused at once with the number expected. Bounded: past [`Submissions::MAX_CLIENTS`]
+/// clients it forgets them all (their next submissions are then checked against the committed
+/// state only).
+#[derive(Default)]
+pub struct Submissions(std::sync::Mutex<std::collections::HashMap<PublicKey, u64>>);
+
+impl Submissions {
+    /// Most clients remembered.
+    pub const MAX_CLIENTS: usize = 100_000;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<PublicKey, u64>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks `tx` (see [`check_submission`]) and that it continues its client's sequence.
+    pub fn check(&self, reader: &crate::node::Reader, tx: &Tx) -> Result<(), TxError> {
+        check_submission(reader, tx)?;
+        let Tx::Signed(signed) = tx else { return Ok(()) };
+        let committed = read_u64(reader.get(&seq_key(&signed.client))?.as_deref());
+        let next = self.lock().get(&signed.client).copied().unwrap_or(0).max(committed);
+        if signed.seq > next {
+            return Err(TxError::OutOfOrder { client: signed.client, seq: signed.seq, next });
+        }
+        Ok(())
+    }
+
+    /// Records that `tx` was queued.
+    pub fn queued(&self, tx: &Tx) {
+        let Tx::Signed(signed) = tx else { return };
+        let mut map = self.lock();
+        if map.len() >= Self::MAX_CLIENTS && !map.contains_key(&signed.client) {
+            map.clear();
+        }
+        let next = map.entry(signed.client).or_insert(0);
+        *next = (*next).max(signed.seq.saturating_add(1));
+    }
+}
+
 /// Checks a transaction a client submits against the committed state and set (see
 /// [`Rules::check_submission`]), so that the client is told at once why it would be refused.
 /// (A block may still refuse it later if another transaction of the same client or another

@@ -268,3 +268,31 @@ pub enum ChangeError {
     #[error("the change would leave an unacceptable validator set: {0}")]
     BadSet(ValidatorSetError),
 }
+
+/// The peer book of `validators`: each member's committed address whose signature verifies
+/// (a record that does not is skipped and logged: it was checked when committed, so this
+/// means a corrupt store).
+pub fn peer_book(
+    state: &crate::app::StateReader<'_>,
+    validators: &hotstuff_core::ValidatorSet,
+) -> Vec<(PublicKey, String)> {
+    let chain = match state(super::auth::AUTH_KEY) {
+        Ok(v) => v.and_then(|v| <[u8; 8]>::try_from(v).ok()).map_or(0, u64::from_le_bytes),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the peer book");
+            return Vec::new();
+        }
+    };
+    let mut book = Vec::new();
+    for v in validators.members() {
+        match state(&peer_key(&v.key)) {
+            Ok(Some(bytes)) => match PeerRecord::decode(&bytes).filter(|r| r.verify(chain, &v.key)) {
+                Some(r) => book.push((v.key, r.address)),
+                None => tracing::error!(key = %v.key, "a peer-book entry does not verify; skipped"),
+            },
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "cannot read the peer book"),
+        }
+    }
+    book
+}

@@ -79,6 +79,8 @@ struct Shared {
     admission: Arc<Admission>,
     /// Idle connections closing to relieve a crowded port, whose slots are not yet free.
     shedding: std::sync::Mutex<usize>,
+    /// Signed transactions queued here, not yet committed (per-client sequence).
+    submissions: super::auth::Submissions,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ impl ClientServer {
             next_id: AtomicU64::new(0),
             admission: admission.clone(),
             shedding: std::sync::Mutex::new(0),
+            submissions: super::auth::Submissions::default(),
         });
         let thread = std::thread::Builder::new().name("kv-clients".into()).spawn(move || {
             for conn in listener.incoming() {
@@ -336,11 +339,17 @@ fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
                 sh.limits.max_clients - sh.limits.read_reserve.min(sh.limits.max_clients - 1)
             );
         }
-        if let Err(e) = super::auth::check_submission(&sh.reader, &tx) {
+        if let Err(e) = sh.submissions.check(&sh.reader, &tx) {
             return format!("ERR refused: {e}");
         }
+        let queued = if matches!(tx, Tx::Signed(_)) { Some(tx.clone()) } else { None };
         match sh.mempool.submit_as(tx, quota) {
-            Ok(()) => "OK".to_string(),
+            Ok(()) => {
+                if let Some(tx) = queued {
+                    sh.submissions.queued(&tx);
+                }
+                "OK".to_string()
+            }
             Err(e) => format!("ERR {e}"),
         }
     };

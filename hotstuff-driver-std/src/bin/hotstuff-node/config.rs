@@ -122,6 +122,9 @@ pub struct Intake {
     pub consensus_max_handshakes_per_ip: usize,
     /// Time to connect and finish a consensus handshake, in ms (default 2000).
     pub handshake_timeout_ms: u64,
+    /// Listeners not named in the config or the validator set (new machines following the
+    /// chain before they join) connected at once (default 16; 0 refuses them).
+    pub consensus_max_guests: usize,
 }
 
 impl Default for Intake {
@@ -142,6 +145,7 @@ impl Default for Intake {
             consensus_max_handshakes: t.max_handshakes,
             consensus_max_handshakes_per_ip: t.max_handshakes_per_ip,
             handshake_timeout_ms: millis(t.handshake_timeout),
+            consensus_max_guests: 16,
         }
     }
 }

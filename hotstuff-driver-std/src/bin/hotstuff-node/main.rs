@@ -246,6 +246,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
     .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
     .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
+    .max_guests(intake.consensus_max_guests)
     .start()?;
     let _clients = ClientServer::start_with(
         client_listener,
