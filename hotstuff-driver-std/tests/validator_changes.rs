@@ -215,8 +215,13 @@ impl Net {
         })
     }
 
-    /// A signed put through node `i`, waited for until committed there.
+    /// A signed put through node `i`, waited for until committed there. Like a careful client,
+    /// it first waits until node `i` has committed the client's earlier writes (a node behind
+    /// would refuse the next number as out of order).
     fn put(&mut self, i: usize, key: &str, value: &str) -> Duration {
+        if self.seq > 0 {
+            self.wait_seq(i, &self.client.clone(), self.seq - 1, &format!("node {i} catches up"));
+        }
         let op = Op::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() };
         let tx = SignedTx::sign(self.chain, &self.client, self.seq, op);
         self.submit(i, &tx).unwrap_or_else(|e| self.fail(&format!("put {key} via node {i}: {e}")));
@@ -228,6 +233,9 @@ impl Net {
 
     /// A change signed by the governance key, through node `via`, waited for until committed.
     fn change(&mut self, via: usize, change: Change) {
+        if self.gov_seq > 0 {
+            self.wait_seq(via, &self.governance.clone(), self.gov_seq - 1, &format!("node {via} catches up"));
+        }
         let tx = SignedTx::sign(self.chain, &self.governance, self.gov_seq, Op::Validator(change.clone()));
         self.submit(via, &tx).unwrap_or_else(|e| self.fail(&format!("{change:?}: {e}")));
         self.wait_seq(via, &self.governance.clone(), self.gov_seq, &format!("{change:?}"));
@@ -301,9 +309,10 @@ fn validators_join_change_power_leave_and_are_replaced_while_clients_write() {
 
     // A new machine joins as a listener and follows.
     let n4 = net.join(&[]);
-    net.wait("the joining node follows as a listener", Duration::from_secs(30), |n| {
+    let took = net.wait("the joining node follows as a listener", Duration::from_secs(90), |n| {
         n.height(n4) >= n.height(0)
     });
+    println!("node {n4} joined as a listener and caught up in {took:?}");
 
     // Bad changes: each refused with its reason.
     let mallory = Keypair::from_secret(&[66; 32]);
@@ -370,15 +379,21 @@ fn validators_join_change_power_leave_and_are_replaced_while_clients_write() {
 
     // Three new machines join; the whole set is replaced by them, with powers 1, 2, 3. A
     // validator is killed (-9) in the middle of the change and restarted.
-    let n5 = net.join(&[n4]);
-    let n6 = net.join(&[n4, n5]);
-    let n7 = net.join(&[n4, n5, n6]);
-    for n in [n5, n6, n7] {
-        net.wait(&format!("node {n} follows"), Duration::from_secs(30), |x| x.height(n) >= x.height(1));
+    let mut joined = Vec::new();
+    for _ in 0..3 {
+        let mut peers = vec![n4];
+        peers.extend(&joined);
+        let n = net.join(&peers);
+        let took =
+            net.wait(&format!("node {n} follows"), Duration::from_secs(180), |x| x.height(n) >= x.height(1));
+        println!("node {n} joined as a listener and caught up in {took:?}");
+        joined.push(n);
     }
+    let (n5, n6, n7) = (joined[0], joined[1], joined[2]);
     net.change(1, net.add(n5, 1));
     net.change(1, net.add(n6, 2));
     // The add of n7 is submitted; node 2 is killed before it commits.
+    net.wait_seq(1, &net.governance.clone(), net.gov_seq - 1, "node 1 catches up");
     let add7 = SignedTx::sign(chain, &net.governance, net.gov_seq, Op::Validator(net.add(n7, 3)));
     net.submit(1, &add7).unwrap_or_else(|e| net.fail(&e));
     net.kill(2);

@@ -466,7 +466,8 @@ impl Network for TcpNetwork {
         let named: BTreeSet<PublicKey> = peers.iter().map(|(k, _)| *k).filter(|k| *k != me).collect();
         for (key, addr) in peers.iter().filter(|(k, _)| *k != me) {
             // A configured address wins over the peer book's.
-            if !sh.configured.contains(key) {
+            let dialled = lock(&sh.slots).get(key).is_some_and(|s| lock(&s.addr).is_some());
+            if !(sh.configured.contains(key) && dialled) {
                 sh.slot(*key, Some(addr.clone()));
             }
         }

@@ -56,6 +56,8 @@ struct Slot {
     /// A connection the peer opened, offered to the writer (used when it has none of its own,
     /// or when its own went quiet).
     offered: Arc<Mutex<Option<Arc<Link>>>>,
+    /// The address its writer dials (`host:port`, resolved at each dial), if any.
+    addr: Arc<Mutex<Option<String>>>,
 }
 
 /// One authenticated connection: its write half (the writer's frames and the reader task's
@@ -145,6 +147,10 @@ struct Shared {
     admission: Arc<Admission>,
     allowed: RwLock<BTreeSet<PublicKey>>,
     configured: BTreeSet<PublicKey>,
+    /// Keys outside the allow-list connected as listeners (at most `tcp.max_guests`).
+    guests: Mutex<BTreeSet<PublicKey>>,
+    /// Members the peer book named at its last change.
+    book: Mutex<BTreeSet<PublicKey>>,
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -191,6 +197,8 @@ impl TcpNetwork {
             admission: Admission::new("consensus", settings.max_handshakes, settings.max_handshakes_per_ip),
             allowed: RwLock::new(BTreeSet::new()),
             configured,
+            guests: Mutex::new(BTreeSet::new()),
+            book: Mutex::new(BTreeSet::new()),
             tcp: TcpSettings {
                 send_queue: settings.send_queue.max(1),
                 max_handshakes: settings.max_handshakes.max(1),
@@ -204,7 +212,7 @@ impl TcpNetwork {
         });
         shared.set_allowed(validators);
         for (peer, addr) in &shared.tcp.peers {
-            shared.slot(*peer, *addr);
+            shared.slot(*peer, addr.map(|a| a.to_string()));
         }
         if let Some(listener) = listener {
             tracing::info!(addr = ?local_addr, "listening");
@@ -247,6 +255,27 @@ impl Outbound for Outgoing {
     fn validators_changed(&mut self, validators: &ValidatorSet) {
         self.shared.set_allowed(validators);
     }
+
+    fn peers_changed(&mut self, peers: &[(PublicKey, String)]) {
+        let sh = &self.shared;
+        let me = sh.key.public();
+        let named: BTreeSet<PublicKey> = peers.iter().map(|(k, _)| *k).filter(|k| *k != me).collect();
+        for (key, addr) in peers.iter().filter(|(k, _)| *k != me) {
+            // A configured address wins over the peer book's.
+            let dialled = lock(&sh.slots).get(key).is_some_and(|s| lock(&s.addr).is_some());
+            if !(sh.configured.contains(key) && dialled) {
+                sh.slot(*key, Some(addr.clone()));
+            }
+        }
+        let mut book = lock(&sh.book);
+        for gone in book.difference(&named) {
+            if !sh.configured.contains(gone) && !sh.is_allowed(gone) {
+                tracing::info!(peer = %gone, "no longer a member: connection dropped");
+                lock(&sh.slots).remove(gone);
+            }
+        }
+        *book = named;
+    }
 }
 
 /// Queues without waiting: a full queue drops the frame (consensus tolerates loss).
@@ -269,7 +298,26 @@ impl Shared {
         let me = self.key.public();
         let mut allowed = self.configured.clone();
         allowed.extend(validators.members().iter().map(|v| v.key).filter(|k| *k != me));
+        // A guest that became a member is a member now.
+        lock(&self.guests).retain(|g| !allowed.contains(g));
         *self.allowed.write().unwrap_or_else(PoisonError::into_inner) = allowed;
+    }
+
+    /// Whether an unknown `key` may connect as a listener (a guest): one already connected,
+    /// or a new one while fewer than `max_guests` are.
+    fn may_guest(&self, key: &PublicKey) -> bool {
+        let guests = lock(&self.guests);
+        guests.contains(key) || guests.len() < self.tcp.max_guests
+    }
+
+    /// A connection of `peer` ended: a guest with no connection left is forgotten.
+    fn guest_left(&self, peer: &PublicKey) {
+        if self.is_allowed(peer) || lock(&self.inbound).get(peer).is_some_and(|n| *n > 0) {
+            return;
+        }
+        if lock(&self.guests).remove(peer) {
+            lock(&self.slots).remove(peer);
+        }
     }
 
     /// Spawns a task that ends when the network stops.
@@ -292,9 +340,12 @@ impl Shared {
     }
 
     /// The writer's queue for `peer`, creating the slot and its writer task if needed.
-    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<SocketAddr>) -> Option<mpsc::Sender<Frame>> {
+    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<String>) -> Option<mpsc::Sender<Frame>> {
         let mut slots = lock(&self.slots);
         if let Some(s) = slots.get(&peer) {
+            if addr.is_some() {
+                *lock(&s.addr) = addr;
+            }
             return Some(s.tx.clone());
         }
         if self.stop.is_cancelled() {
@@ -302,9 +353,10 @@ impl Shared {
         }
         let (tx, rx) = mpsc::channel(self.tcp.send_queue);
         let offered = Arc::new(Mutex::new(None));
-        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone() });
+        let target = Arc::new(Mutex::new(addr));
+        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone(), addr: target.clone() });
         drop(slots);
-        self.spawn("writer", move |sh| async move { writer_loop(&sh, peer, addr, rx, &offered).await });
+        self.spawn("writer", move |sh| async move { writer_loop(&sh, peer, &target, rx, &offered).await });
         Some(tx)
     }
 
@@ -363,7 +415,14 @@ async fn handshake(
     limit: Duration,
 ) -> Result<PublicKey, NetError> {
     stream.set_nodelay(true)?;
-    let run = wire::run_handshake(stream, &sh.key, sh.chain, |k| sh.is_allowed(k), expect);
+    // Inbound, an unknown key may connect as a listener (a guest) within `max_guests`.
+    let run = wire::run_handshake(
+        stream,
+        &sh.key,
+        sh.chain,
+        |k| sh.is_allowed(k) || (expect.is_none() && sh.may_guest(k)),
+        expect,
+    );
     match tokio::time::timeout(limit, run).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(HandshakeError::Io(Arc::new(ErrorKind::TimedOut.into())).into()),
@@ -380,6 +439,16 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, slot
             return sh.refuse(Some(addr), None, error);
         }
     };
+    if !sh.is_allowed(&peer) {
+        let mut guests = lock(&sh.guests);
+        if !guests.contains(&peer) && guests.len() >= sh.tcp.max_guests {
+            drop(guests);
+            return sh.refuse(Some(addr), Some(peer), NetError::TooManyConnections(sh.tcp.max_guests));
+        }
+        if guests.insert(peer) {
+            tracing::info!(%peer, %addr, "a listener outside the allow-list connected");
+        }
+    }
     {
         let mut inbound = lock(&sh.inbound);
         let n = inbound.entry(peer).or_insert(0);
@@ -403,6 +472,7 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, slot
     if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
         *n = n.saturating_sub(1);
     }
+    sh.guest_left(&peer);
 }
 
 /// Sets an authenticated connection up for its life: the kernel's keepalive and user timeout
@@ -547,7 +617,7 @@ fn take_offered(offered: &Mutex<Option<Arc<Link>>>) -> Option<Arc<Link>> {
 async fn writer_loop(
     sh: &Arc<Shared>,
     peer: PublicKey,
-    addr: Option<SocketAddr>,
+    target: &Mutex<Option<String>>,
     mut rx: mpsc::Receiver<Frame>,
     offered: &Mutex<Option<Arc<Link>>>,
 ) {
@@ -569,11 +639,23 @@ async fn writer_loop(
                 }
             }
         }
+        let addr = lock(target).clone();
         if conn.is_none() {
-            if let Some(a) = addr.filter(|_| Instant::now() >= backoff.next()) {
+            if let Some(name) = addr.as_ref().filter(|_| Instant::now() >= backoff.next()) {
                 let started = Instant::now();
-                let dialled = dial(sh, peer, a).await;
-                conn = backoff.record(started, dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+                // Resolved at each dial: a DNS name may move.
+                match tokio::net::lookup_host(name.as_str()).await.map(|mut a| a.next()) {
+                    Ok(Some(a)) => {
+                        let dialled = dial(sh, peer, a).await;
+                        conn =
+                            backoff.record(started, dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+                    }
+                    other => {
+                        let error = other.err().map_or("no address".to_string(), |e| e.to_string());
+                        tracing::debug!(%peer, address = %name, %error, "cannot resolve the peer's address");
+                        backoff.failed(started);
+                    }
+                }
             }
         }
         let wake = match (conn.is_some(), addr) {
