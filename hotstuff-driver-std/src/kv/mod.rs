@@ -7,9 +7,17 @@
 //! [`crate::BlockContext::get`]). Clients submit to one node's [`Mempool`]; that node proposes the
 //! transactions when it leads, and proposes them again if their block is abandoned.
 //!
+//! Transactions may be signed by their client ([`auth::SignedTx`]: an ed25519 key and a
+//! per-client sequence number kept in the app state); on an *authenticated* chain (genesis
+//! state from [`auth::genesis_state`]) only signed ones are accepted, and `validate_block`
+//! refuses forged, replayed and out-of-order ones on every replica. Governance keys named in
+//! genesis change the validator set, and validators' self-signed addresses form the peer book
+//! the drivers dial ([`governance`]).
+//!
 //! [`ClientServer`] and [`Client`] speak a small line protocol over TCP:
-//! `PUT <key> <value>`, `DEL <key>`, `GET <key>` and `STATUS`, answered by `OK`, `VALUE <v>`,
-//! `NONE`, `STATUS view=.. leader=.. height=.. txs=..` or `ERR <reason>`. Keys and values are
+//! `PUT <key> <value>`, `DEL <key>`, `TX <hex>` (a signed transaction), `SEQ <client>`,
+//! `GET <key>` and `STATUS`, answered by `OK`, `VALUE <v>`, `NONE`, `SEQ chain=.. next=..`,
+//! `STATUS view=.. leader=.. height=.. txs=..` or `ERR <reason>`. Keys and values are
 //! whitespace-free UTF-8.
 //!
 //! Intake is bounded and fair: the [`Mempool`] holds at most [`MempoolLimits`] (transactions
@@ -21,7 +29,8 @@
 //! answered `ERR busy: ...` ([`is_busy`]), never dropped silently.
 //!
 //! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
-//! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
+//! ([`KvApp`]), signed transactions and the block rules ([`auth`]), validator-set changes and
+//! the peer book ([`governance`]), the [`Mempool`], the client protocol ([`Client`]), the client port
 //! ([`ClientServer`]) and the load harness ([`load`]) of the `kv_cluster` examples.
 
 mod app;
