@@ -3,10 +3,11 @@
 //! store, catches up, and every replica keeps every committed transaction. Then all are killed
 //! and restarted: the chain continues from where it was.
 
+mod ports;
+
 use hotstuff_core::Keypair;
 use hotstuff_driver_std::kv::auth::{Op, SignedTx};
 use hotstuff_driver_std::kv::{hex, Client, RemoteStatus};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,24 +36,10 @@ impl Drop for Net {
     }
 }
 
-/// A base port with `N` free consensus ports and `N` free client ports (base + 100).
-fn free_base_port() -> u16 {
-    let seed = u64::from(std::process::id()) * 7919 + Instant::now().elapsed().subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed + attempt * 331) % 30_000) as u16;
-        let ports = (0..N as u16).flat_map(|i| [base + i, base + 100 + i]);
-        let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if held.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range on loopback");
-}
-
 impl Net {
     fn new() -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let base_port = free_base_port();
+        let base_port = ports::free_base_port(N);
         let out = Command::new(BIN)
             .args(["testnet", "--validators", "4", "--base-timeout-ms", "300", "--base-port"])
             .arg(base_port.to_string())

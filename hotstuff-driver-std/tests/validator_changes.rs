@@ -12,11 +12,12 @@
 //! After every step every acknowledged write is readable on every running node and all of
 //! them report the same app-state digest at the same height.
 
+mod ports;
+
 use hotstuff_core::Keypair;
 use hotstuff_driver_std::kv::auth::{Op, SignedTx};
 use hotstuff_driver_std::kv::governance::{sign_address, Change};
 use hotstuff_driver_std::kv::{hex, Client};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,26 +63,10 @@ fn read_key(path: &Path) -> Keypair {
     hotstuff_driver_std::kv::auth::read_key_file(path).unwrap()
 }
 
-/// A base port with `MAX` free consensus ports and `MAX` free client ports (base + 100).
-fn free_base_port() -> u16 {
-    let seed = u64::from(std::process::id()) * 7919 + Instant::now().elapsed().subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        // Below the ephemeral range (32768 and up), so no outgoing connection takes a port
-        // of a node that starts later.
-        let base = 20_000 + ((seed + attempt * 331) % 12_000) as u16;
-        let ports = (0..MAX as u16).flat_map(|i| [base + i, base + 100 + i]);
-        let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if held.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range on loopback");
-}
-
 impl Net {
     fn new() -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let base_port = free_base_port();
+        let base_port = ports::free_base_port(MAX);
         let out = Command::new(BIN)
             .args(["testnet", "--validators", "4", "--base-timeout-ms", &BASE_TIMEOUT_MS.to_string()])
             .args(["--chain-id", "9", "--base-port", &base_port.to_string(), "--out"])
@@ -338,11 +323,19 @@ fn validators_join_change_power_leave_and_are_replaced_while_clients_write() {
     println!("bad transactions refused: forged, replayed, out of order, another chain's, unsigned");
 
     // A new machine joins as a listener and follows.
-    let n4 = net.join(&[]);
-    let took = net.wait("the joining node follows as a listener", Duration::from_secs(90), |n| {
-        n.height(n4) >= n.height(0)
-    });
-    println!("node {n4} joined as a listener and caught up in {took:?}");
+    // New machines join as listeners and follow: node 4 (seeded with the genesis validators
+    // only), then three more that later replace the whole set (each also seeded with the ones
+    // that joined before it, which are not in the genesis file).
+    let mut joined = Vec::new();
+    for _ in 0..4 {
+        let n = net.join(&joined);
+        let took = net.wait(&format!("node {n} follows as a listener"), Duration::from_secs(180), |x| {
+            x.height(n) >= x.height(0)
+        });
+        println!("node {n} joined as a listener and caught up in {took:?}");
+        joined.push(n);
+    }
+    let (n4, n5, n6, n7) = (joined[0], joined[1], joined[2], joined[3]);
 
     // Bad changes: each refused with its reason.
     let mallory = Keypair::from_secret(&[66; 32]);
@@ -407,19 +400,8 @@ fn validators_join_change_power_leave_and_are_replaced_while_clients_write() {
     }
     net.check_agree("after removing node 0");
 
-    // Three new machines join; the whole set is replaced by them, with powers 1, 2, 3. A
-    // validator is killed (-9) in the middle of the change and restarted.
-    let mut joined = Vec::new();
-    for _ in 0..3 {
-        let mut peers = vec![n4];
-        peers.extend(&joined);
-        let n = net.join(&peers);
-        let took =
-            net.wait(&format!("node {n} follows"), Duration::from_secs(180), |x| x.height(n) >= x.height(1));
-        println!("node {n} joined as a listener and caught up in {took:?}");
-        joined.push(n);
-    }
-    let (n5, n6, n7) = (joined[0], joined[1], joined[2]);
+    // The whole set is replaced by the three listeners, with powers 1, 2, 3. A validator is
+    // killed (-9) in the middle of the change and restarted.
     net.change(1, net.add(n5, 1));
     net.change(1, net.add(n6, 2));
     // The add of n7 is submitted; node 2 is killed before it commits.

@@ -2,6 +2,7 @@
 //! into, and the default [`TcpNetwork`].
 
 pub mod admission;
+pub mod book;
 pub mod frame;
 pub mod handshake;
 pub mod health;

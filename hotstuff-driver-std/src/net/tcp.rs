@@ -16,6 +16,7 @@
 //! there is one.
 
 use super::admission::{Admission, Deadline, Pending};
+use super::book::{Guests, PeerBook};
 use super::frame::{is_heartbeat, read_frame, write_frame};
 use super::{handshake, health, Backoff, Frame, Inbox, NetContext, NetEvent, Network};
 use crate::error::{FrameError, NetError};
@@ -263,11 +264,10 @@ struct Shared {
     stop: AtomicBool,
     allowed: RwLock<BTreeSet<PublicKey>>,
     configured: BTreeSet<PublicKey>,
-    /// Keys outside the allow-list connected as listeners (at most `max_guests`).
-    guests: Mutex<BTreeSet<PublicKey>>,
-    max_guests: usize,
-    /// Members the peer book named at its last change (their slots were made for it).
-    book: Mutex<BTreeSet<PublicKey>>,
+    /// Keys outside the allow-list connected as listeners.
+    guests: Guests,
+    /// Members the peer book named at its last change.
+    book: PeerBook,
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
     streams: Mutex<BTreeMap<u64, TcpStream>>,
     next_stream: AtomicU64,
@@ -347,19 +347,12 @@ impl Shared {
         Some(tx)
     }
 
-    /// Whether an unknown `key` may connect as a listener (a guest): one already connected,
-    /// or a new one while fewer than `max_guests` are.
-    fn may_guest(&self, key: &PublicKey) -> bool {
-        let guests = lock(&self.guests);
-        guests.contains(key) || guests.len() < self.max_guests
-    }
-
     /// A connection of `peer` ended: a guest with no connection left is forgotten.
     fn guest_left(&self, peer: &PublicKey) {
         if self.is_allowed(peer) || lock(&self.inbound).get(peer).is_some_and(|n| *n > 0) {
             return;
         }
-        if lock(&self.guests).remove(peer) {
+        if self.guests.left(peer) {
             lock(&self.slots).remove(peer);
         }
     }
@@ -413,9 +406,8 @@ impl Network for TcpNetwork {
             stop: AtomicBool::new(false),
             allowed: RwLock::new(allowed),
             configured,
-            guests: Mutex::new(BTreeSet::new()),
-            max_guests: settings.max_guests,
-            book: Mutex::new(BTreeSet::new()),
+            guests: Guests::new(settings.max_guests),
+            book: PeerBook::default(),
             slots: Mutex::new(BTreeMap::new()),
             streams: Mutex::new(BTreeMap::new()),
             next_stream: AtomicU64::new(0),
@@ -456,29 +448,21 @@ impl Network for TcpNetwork {
         let mut allowed = sh.configured.clone();
         allowed.extend(validators.members().iter().map(|v| v.key).filter(|k| *k != me));
         // A guest that became a member is a member now.
-        lock(&sh.guests).retain(|g| !allowed.contains(g));
+        sh.guests.now_allowed(&allowed);
         *sh.allowed.write().unwrap_or_else(PoisonError::into_inner) = allowed;
     }
 
     fn peers_changed(&mut self, peers: &[(PublicKey, String)]) {
         let Some(sh) = &self.shared else { return };
-        let me = sh.key.public();
-        let named: BTreeSet<PublicKey> = peers.iter().map(|(k, _)| *k).filter(|k| *k != me).collect();
-        for (key, addr) in peers.iter().filter(|(k, _)| *k != me) {
-            // A configured address wins over the peer book's.
-            let dialled = lock(&sh.slots).get(key).is_some_and(|s| lock(&s.addr).is_some());
-            if !(sh.configured.contains(key) && dialled) {
-                sh.slot(*key, Some(addr.clone()));
-            }
+        let dialled = |k: &PublicKey| lock(&sh.slots).get(k).is_some_and(|s| lock(&s.addr).is_some());
+        let change = sh.book.update(&sh.key.public(), peers, &sh.configured, dialled, |k| sh.is_allowed(k));
+        for (key, addr) in change.dial {
+            sh.slot(key, Some(addr));
         }
-        let mut book = lock(&sh.book);
-        for gone in book.difference(&named) {
-            if !sh.configured.contains(gone) && !sh.is_allowed(gone) {
-                tracing::info!(peer = %gone, "no longer a member: connection dropped");
-                lock(&sh.slots).remove(gone);
-            }
+        for gone in change.drop {
+            tracing::info!(peer = %gone, "no longer a member: connection dropped");
+            lock(&sh.slots).remove(&gone);
         }
-        *book = named;
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -576,7 +560,13 @@ fn inbound(sh: &Arc<Shared>, stream: TcpStream, addr: Option<SocketAddr>, slot: 
     // The whole handshake has one deadline; `established` sets the connection up for its life.
     let result = stream.set_nodelay(true).map_err(NetError::from).and_then(|()| {
         let mut timed = Deadline::new(&stream, sh.handshake_timeout);
-        Ok(handshake::run(&mut timed, &sh.key, sh.chain, |k| sh.is_allowed(k) || sh.may_guest(k), None)?)
+        Ok(handshake::run(
+            &mut timed,
+            &sh.key,
+            sh.chain,
+            |k| sh.is_allowed(k) || sh.guests.may_admit(k),
+            None,
+        )?)
     });
     drop(slot);
     if registered.is_none() {
@@ -591,14 +581,13 @@ fn inbound(sh: &Arc<Shared>, stream: TcpStream, addr: Option<SocketAddr>, slot: 
         }
         Ok(peer) => {
             if !sh.is_allowed(&peer) {
-                let mut guests = lock(&sh.guests);
-                if !guests.contains(&peer) && guests.len() >= sh.max_guests {
-                    drop(guests);
-                    sh.refuse(addr, Some(peer), NetError::TooManyConnections(sh.max_guests));
-                    return;
-                }
-                if guests.insert(peer) {
-                    tracing::info!(%peer, ?addr, "a listener outside the allow-list connected");
+                match sh.guests.admit(peer) {
+                    Some(true) => tracing::info!(%peer, ?addr, "a listener outside the allow-list connected"),
+                    Some(false) => {}
+                    None => {
+                        sh.refuse(addr, Some(peer), NetError::TooManyConnections(sh.guests.max()));
+                        return;
+                    }
                 }
             }
             {

@@ -17,6 +17,7 @@ pub mod wire;
 
 use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
 use hotstuff_driver_std::net::admission::{Admission, Pending};
+use hotstuff_driver_std::net::book::{Guests, PeerBook};
 use hotstuff_driver_std::net::frame::{is_heartbeat, HEARTBEAT};
 use hotstuff_driver_std::net::{decode_frame, health, Backoff, Frame};
 use hotstuff_driver_std::{FrameError, HandshakeError, NetError, NetEvent, Outbound, TcpSettings};
@@ -147,10 +148,10 @@ struct Shared {
     admission: Arc<Admission>,
     allowed: RwLock<BTreeSet<PublicKey>>,
     configured: BTreeSet<PublicKey>,
-    /// Keys outside the allow-list connected as listeners (at most `tcp.max_guests`).
-    guests: Mutex<BTreeSet<PublicKey>>,
+    /// Keys outside the allow-list connected as listeners.
+    guests: Guests,
     /// Members the peer book named at its last change.
-    book: Mutex<BTreeSet<PublicKey>>,
+    book: PeerBook,
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -197,8 +198,8 @@ impl TcpNetwork {
             admission: Admission::new("consensus", settings.max_handshakes, settings.max_handshakes_per_ip),
             allowed: RwLock::new(BTreeSet::new()),
             configured,
-            guests: Mutex::new(BTreeSet::new()),
-            book: Mutex::new(BTreeSet::new()),
+            guests: Guests::new(settings.max_guests),
+            book: PeerBook::default(),
             tcp: TcpSettings {
                 send_queue: settings.send_queue.max(1),
                 max_handshakes: settings.max_handshakes.max(1),
@@ -258,23 +259,15 @@ impl Outbound for Outgoing {
 
     fn peers_changed(&mut self, peers: &[(PublicKey, String)]) {
         let sh = &self.shared;
-        let me = sh.key.public();
-        let named: BTreeSet<PublicKey> = peers.iter().map(|(k, _)| *k).filter(|k| *k != me).collect();
-        for (key, addr) in peers.iter().filter(|(k, _)| *k != me) {
-            // A configured address wins over the peer book's.
-            let dialled = lock(&sh.slots).get(key).is_some_and(|s| lock(&s.addr).is_some());
-            if !(sh.configured.contains(key) && dialled) {
-                sh.slot(*key, Some(addr.clone()));
-            }
+        let dialled = |k: &PublicKey| lock(&sh.slots).get(k).is_some_and(|s| lock(&s.addr).is_some());
+        let change = sh.book.update(&sh.key.public(), peers, &sh.configured, dialled, |k| sh.is_allowed(k));
+        for (key, addr) in change.dial {
+            sh.slot(key, Some(addr));
         }
-        let mut book = lock(&sh.book);
-        for gone in book.difference(&named) {
-            if !sh.configured.contains(gone) && !sh.is_allowed(gone) {
-                tracing::info!(peer = %gone, "no longer a member: connection dropped");
-                lock(&sh.slots).remove(gone);
-            }
+        for gone in change.drop {
+            tracing::info!(peer = %gone, "no longer a member: connection dropped");
+            lock(&sh.slots).remove(&gone);
         }
-        *book = named;
     }
 }
 
@@ -299,15 +292,8 @@ impl Shared {
         let mut allowed = self.configured.clone();
         allowed.extend(validators.members().iter().map(|v| v.key).filter(|k| *k != me));
         // A guest that became a member is a member now.
-        lock(&self.guests).retain(|g| !allowed.contains(g));
+        self.guests.now_allowed(&allowed);
         *self.allowed.write().unwrap_or_else(PoisonError::into_inner) = allowed;
-    }
-
-    /// Whether an unknown `key` may connect as a listener (a guest): one already connected,
-    /// or a new one while fewer than `max_guests` are.
-    fn may_guest(&self, key: &PublicKey) -> bool {
-        let guests = lock(&self.guests);
-        guests.contains(key) || guests.len() < self.tcp.max_guests
     }
 
     /// A connection of `peer` ended: a guest with no connection left is forgotten.
@@ -315,7 +301,7 @@ impl Shared {
         if self.is_allowed(peer) || lock(&self.inbound).get(peer).is_some_and(|n| *n > 0) {
             return;
         }
-        if lock(&self.guests).remove(peer) {
+        if self.guests.left(peer) {
             lock(&self.slots).remove(peer);
         }
     }
@@ -420,7 +406,7 @@ async fn handshake(
         stream,
         &sh.key,
         sh.chain,
-        |k| sh.is_allowed(k) || (expect.is_none() && sh.may_guest(k)),
+        |k| sh.is_allowed(k) || (expect.is_none() && sh.guests.may_admit(k)),
         expect,
     );
     match tokio::time::timeout(limit, run).await {
@@ -440,13 +426,10 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, slot
         }
     };
     if !sh.is_allowed(&peer) {
-        let mut guests = lock(&sh.guests);
-        if !guests.contains(&peer) && guests.len() >= sh.tcp.max_guests {
-            drop(guests);
-            return sh.refuse(Some(addr), Some(peer), NetError::TooManyConnections(sh.tcp.max_guests));
-        }
-        if guests.insert(peer) {
-            tracing::info!(%peer, %addr, "a listener outside the allow-list connected");
+        match sh.guests.admit(peer) {
+            Some(true) => tracing::info!(%peer, %addr, "a listener outside the allow-list connected"),
+            Some(false) => {}
+            None => return sh.refuse(Some(addr), Some(peer), NetError::TooManyConnections(sh.guests.max())),
         }
     }
     {
