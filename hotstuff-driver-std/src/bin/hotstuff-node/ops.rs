@@ -69,7 +69,7 @@ pub fn client_key(path: &Path) -> Result<Keypair> {
 pub fn submit_signed(c: &mut Client, key: &Keypair, op: Op, timeout: Duration) -> Result<()> {
     let (chain, next) = c.seq(&key.public())?;
     let tx = SignedTx::sign(chain, key, next, op);
-    c.submit(&tx).map_err(|e| format!("refused: {e}"))?;
+    c.submit(&tx)?;
     let start = Instant::now();
     while start.elapsed() < timeout {
         if c.seq(&key.public())?.1 > next {
