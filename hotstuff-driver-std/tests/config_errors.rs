@@ -140,3 +140,32 @@ fn node_binary_names_the_bad_field() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--validators"));
 }
+
+#[test]
+fn testnet_for_several_hosts_writes_a_shared_genesis_with_signed_addresses() {
+    let bin = env!("CARGO_BIN_EXE_hotstuff-node");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["testnet", "--validators", "3", "--hosts", "node-a.example,10.0.0.2", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let genesis = std::fs::read_to_string(dir.path().join("genesis.toml")).unwrap();
+    for a in ["node-a.example:7100", "10.0.0.2:7101", "node-a.example:7102"] {
+        assert!(genesis.contains(&format!("address = \"{a}\"")), "{a} missing from {genesis}");
+    }
+    assert_eq!(genesis.matches("address_sig = ").count(), 3);
+    let node1 = std::fs::read_to_string(dir.path().join("node1.toml")).unwrap();
+    assert!(node1.contains("listen = \"0.0.0.0:7101\"") && node1.contains("genesis_file = \"genesis.toml\""));
+    assert!(dir.path().join("governance.key").exists());
+    let bad = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["testnet", "--hosts", "bad host", "--out"])
+        .arg(bad.path().join("net"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts: `bad host` is not a host name"));
+    assert!(!bad.path().join("net").exists(), "nothing is written for bad flags");
+}

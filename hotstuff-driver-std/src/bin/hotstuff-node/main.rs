@@ -167,12 +167,12 @@ fn testnet(
     if usize::from(base_port) + 100 + total > usize::from(u16::MAX) || total > 100 {
         return Err("--base-port too high (or too many nodes) for the ports to fit".into());
     }
-    std::fs::create_dir_all(out)?;
-    let keys: Vec<_> = (0..total).map(|_| generate_key()).collect::<std::result::Result<_, _>>()?;
     for h in hosts {
         hotstuff_driver_std::kv::governance::check_address(&format!("{h}:1"))
             .map_err(|e| format!("--hosts: {e}"))?;
     }
+    std::fs::create_dir_all(out)?;
+    let keys: Vec<_> = (0..total).map(|_| generate_key()).collect::<std::result::Result<_, _>>()?;
     let host = |i: usize| hosts.get(i % hosts.len().max(1)).map_or("127.0.0.1", String::as_str);
     let port = |i: usize, offset: usize| format!("{}:{}", host(i), usize::from(base_port) + offset + i);
     // On several machines a node listens on all interfaces; the others reach it by its host.
