@@ -5,6 +5,7 @@ use crate::storage::Storage;
 use hotstuff_core::{
     AppOutcome, AppStateUpdates, Block, BlockHash, CommittedBlock, Height, PublicKey, ValidatorSet, View,
 };
+use std::collections::BTreeMap;
 
 /// A block payload and what it changes, produced by [`App::produce_block`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,9 +80,47 @@ pub struct BlockContext<'a> {
     /// The largest payload the core accepts (its `Limits::max_payload`): a produced payload
     /// must not be longer, or the node proposes an empty block instead.
     pub max_payload: usize,
-    pub(crate) store: &'a dyn Storage,
+    pub(crate) committed: Committed<'a>,
     /// Updates of the parent and its uncommitted ancestors, newest first.
     pub(crate) pending: Vec<&'a AppStateUpdates>,
+}
+
+/// Where a [`BlockContext`] reads the committed state.
+pub(crate) enum Committed<'a> {
+    /// A node's store.
+    Store(&'a dyn Storage),
+    /// An in-memory map (an app run outside a node; see [`BlockContext::over_map`]).
+    Map(&'a BTreeMap<Vec<u8>, Vec<u8>>),
+}
+
+impl<'a> BlockContext<'a> {
+    /// A context over an in-memory committed state, for running an [`App`] outside a node: in
+    /// the deterministic simulator (`hotstuff_tests::DriverApp`) or in a unit test. `pending`
+    /// holds the updates of the parent and its uncommitted ancestors, newest first (as
+    /// [`Replica::pending_updates`](hotstuff_core::Replica::pending_updates) returns them).
+    #[allow(clippy::too_many_arguments)]
+    #[must_use]
+    pub fn over_map(
+        view: View,
+        height: Height,
+        parent: BlockHash,
+        me: PublicKey,
+        validators: &'a ValidatorSet,
+        max_payload: usize,
+        committed: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+        pending: Vec<&'a AppStateUpdates>,
+    ) -> Self {
+        BlockContext {
+            view,
+            height,
+            parent,
+            me,
+            validators,
+            max_payload,
+            committed: Committed::Map(committed),
+            pending,
+        }
+    }
 }
 
 impl BlockContext<'_> {
@@ -93,6 +132,9 @@ impl BlockContext<'_> {
                 return Ok(value.map(<[u8]>::to_vec));
             }
         }
-        self.store.app_get(key)
+        match self.committed {
+            Committed::Store(store) => store.app_get(key),
+            Committed::Map(map) => Ok(map.get(key).cloned()),
+        }
     }
 }

@@ -200,6 +200,9 @@ pub struct Params {
     /// Keep every node's core events with their virtual time ([`Sim::events`],
     /// [`Report::events`]).
     pub record_events: bool,
+    /// End the run at the first safety violation an oracle records (for negative controls:
+    /// a forked chain can keep committing until the liveness bound, which proves nothing more).
+    pub stop_on_safety_violation: bool,
 }
 
 impl Params {
@@ -230,6 +233,7 @@ impl Params {
             leader_policy: LeaderPolicy::REPUTATION,
             run_for_ms: None,
             dead: Vec::new(),
+            stop_on_safety_violation: false,
             late_starts: Vec::new(),
             record_events: false,
         }
@@ -684,6 +688,9 @@ impl Sim {
             if self.p.run_for_ms.is_none() && self.now >= self.p.heal_at_ms && self.all_done() {
                 break;
             }
+            if self.p.stop_on_safety_violation && !self.report.safety_violations.is_empty() {
+                break;
+            }
         }
     }
 
@@ -1112,6 +1119,7 @@ impl Sim {
                     height,
                     parent,
                     validators: replica.validators(),
+                    max_payload: replica.config().limits.max_payload,
                     committed: &node.store.app_state,
                     pending: replica.pending_updates(&parent),
                 };
@@ -1129,6 +1137,7 @@ impl Sim {
                     height: block.height,
                     parent,
                     validators: replica.validators(),
+                    max_payload: replica.config().limits.max_payload,
                     committed: &node.store.app_state,
                     pending: replica.pending_updates(&parent),
                 };
@@ -1308,6 +1317,7 @@ impl Sim {
                 None => node.store.app_state.remove(k),
             };
         }
+        self.apps[n].committed(b);
         if node.honest() {
             if let Err(e) = self.apps[n].check(b.block.height, &node.store.app_state) {
                 self.report.invariant_violations.push(format!(

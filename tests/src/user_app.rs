@@ -13,7 +13,10 @@
 //! [`AppOutcome::app_updates`] of its committed blocks applied in order), durable across
 //! crashes like its committed chain.
 
-use hotstuff_core::{AppOutcome, AppStateUpdates, Block, BlockHash, Height, PublicKey, ValidatorSet, View};
+use hotstuff_core::{
+    AppOutcome, AppStateUpdates, Block, BlockHash, CommittedBlock, Height, PublicKey, ValidatorSet, View,
+};
+use hotstuff_driver_std::{App as DApp, BlockContext};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A replica's committed app state.
@@ -33,6 +36,8 @@ pub struct SimContext<'a> {
     pub parent: BlockHash,
     /// The validator set in force.
     pub validators: &'a ValidatorSet,
+    /// The largest payload the core accepts (its `Limits::max_payload`).
+    pub max_payload: usize,
     pub(crate) committed: &'a AppState,
     /// Updates of the parent and its uncommitted ancestors, newest first.
     pub(crate) pending: Vec<&'a AppStateUpdates>,
@@ -68,5 +73,79 @@ pub trait SimApp {
     /// (and makes [`Report::ok`](crate::Report::ok) false).
     fn check(&self, _height: Height, _state: &AppState) -> Result<(), String> {
         Ok(())
+    }
+
+    /// A block was committed on this node and its updates applied (the driver's
+    /// `App::committed`, for bookkeeping such as dropping committed transactions).
+    fn committed(&mut self, _block: &CommittedBlock) {}
+}
+
+/// Runs an app written for the drivers (`hotstuff_driver_std::App`, the trait a node ships
+/// with) in the simulator, so the app tested under the simulator's faults is the one deployed.
+///
+/// The driver's trait has no way to submit a transaction (each app has its own intake, such as
+/// the kv app's mempool), so the adapter takes a `submit` function: the transactions given to
+/// [`Sim::submit`](crate::Sim::submit) reach the app through it just before it produces a
+/// block. An optional invariant is checked like [`SimApp::check`].
+pub struct DriverApp<A> {
+    app: A,
+    submit: fn(&mut A, Vec<u8>),
+    invariant: Option<Invariant>,
+}
+
+/// A user invariant over a node's committed app state (see [`SimApp::check`]).
+pub type Invariant = Box<dyn Fn(Height, &AppState) -> Result<(), String>>;
+
+impl<A: DApp> DriverApp<A> {
+    /// Wraps `app`; `submit` hands it a client transaction.
+    pub fn new(app: A, submit: fn(&mut A, Vec<u8>)) -> Self {
+        DriverApp { app, submit, invariant: None }
+    }
+
+    /// Checks `invariant` on every honest node after each block it commits.
+    #[must_use]
+    pub fn with_invariant(mut self, invariant: Invariant) -> Self {
+        self.invariant = Some(invariant);
+        self
+    }
+
+    /// The wrapped app.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+}
+
+fn driver_context<'a>(ctx: &'a SimContext<'_>) -> BlockContext<'a> {
+    BlockContext::over_map(
+        ctx.view,
+        ctx.height,
+        ctx.parent,
+        ctx.me,
+        ctx.validators,
+        ctx.max_payload,
+        ctx.committed,
+        ctx.pending.clone(),
+    )
+}
+
+impl<A: DApp> SimApp for DriverApp<A> {
+    fn produce_block(&mut self, ctx: &SimContext<'_>, txs: &mut VecDeque<Vec<u8>>) -> (Vec<u8>, AppOutcome) {
+        for tx in txs.drain(..) {
+            (self.submit)(&mut self.app, tx);
+        }
+        let produced = self.app.produce_block(&driver_context(ctx));
+        (produced.payload, produced.outcome)
+    }
+
+    fn validate_block(&mut self, ctx: &SimContext<'_>, block: &Block) -> Option<AppOutcome> {
+        self.app.validate_block(&driver_context(ctx), block)
+    }
+
+    fn check(&self, height: Height, state: &AppState) -> Result<(), String> {
+        self.invariant.as_ref().map_or(Ok(()), |check| check(height, state))
+    }
+
+    fn committed(&mut self, block: &CommittedBlock) {
+        self.app.committed(core::slice::from_ref(block));
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use hotstuff_core::crypto::{self, SignKind};
+use hotstuff_core::test_util;
 use hotstuff_core::{
     Action, AppOutcome, Block, BlockHash, BlockTree, ChainId, CommittedTip, Config, DefaultPacemaker, Epoch,
     Height, Input, InputError, Keypair, LeaderHistory, Message, Pacemaker, Proposal, PublicKey,
@@ -84,14 +85,8 @@ impl Cluster {
 
     /// A QC for `block` in `view` signed by `signers` (any order; sorted here).
     pub fn qc(&self, view: u64, block: BlockHash, signers: &[usize]) -> QuorumCertificate {
-        let mut signers = signers.to_vec();
-        signers.sort_by_key(|i| self.pk(*i));
-        let subject = crypto::vote_subject(&block, Epoch(0));
-        let signatures = signers
-            .iter()
-            .map(|i| (self.pk(*i), self.keys[*i].sign(self.chain, SignKind::Vote, View(view), &subject)))
-            .collect();
-        QuorumCertificate { epoch: Epoch(0), view: View(view), block, signatures }
+        let signers: Vec<&Keypair> = signers.iter().map(|i| &self.keys[*i]).collect();
+        test_util::qc(self.chain, Epoch(0), View(view), block, &signers)
     }
 
     /// The QC certifying `block`, signed by the first three validators.
@@ -133,13 +128,7 @@ impl Cluster {
     }
 
     pub fn vote(&self, i: usize, view: u64, block: BlockHash) -> Vote {
-        let signature = self.keys[i].sign(
-            self.chain,
-            SignKind::Vote,
-            View(view),
-            &crypto::vote_subject(&block, Epoch(0)),
-        );
-        Vote { epoch: Epoch(0), view: View(view), block, voter: self.pk(i), signature }
+        test_util::vote(&self.keys[i], self.chain, Epoch(0), View(view), block)
     }
 
     /// Validator `i`'s timeout vote for `view` carrying its vote in that view for `block`.
@@ -154,36 +143,14 @@ impl Cluster {
     }
 
     pub fn timeout(&self, i: usize, view: u64, high_qc: QuorumCertificate) -> TimeoutVote {
-        let signature = self.keys[i].sign(
-            self.chain,
-            SignKind::Timeout,
-            View(view),
-            &crypto::timeout_subject(high_qc.view, Epoch(0)),
-        );
-        TimeoutVote {
-            epoch: Epoch(0),
-            view: View(view),
-            high_qc,
-            voter: self.pk(i),
-            signature,
-            last_tc: None,
-            vote: None,
-        }
+        test_util::timeout_vote(&self.keys[i], self.chain, View(view), high_qc)
     }
 
     /// A TC for `view` from `(signer, its high QC)`; its high QC is the highest of them.
     pub fn tc(&self, view: u64, votes: &[(usize, QuorumCertificate)]) -> TimeoutCertificate {
-        let mut votes = votes.to_vec();
-        votes.sort_by_key(|(i, _)| self.pk(*i));
-        let high_qc = votes.iter().map(|(_, q)| q.clone()).max_by_key(|q| q.view).unwrap();
-        let signatures = votes
-            .iter()
-            .map(|(i, q)| {
-                let t = self.timeout(*i, view, q.clone());
-                (t.voter, q.view, t.signature)
-            })
-            .collect();
-        TimeoutCertificate { epoch: Epoch(0), view: View(view), high_qc, signatures }
+        let votes: Vec<(&Keypair, QuorumCertificate)> =
+            votes.iter().map(|(i, q)| (&self.keys[*i], q.clone())).collect();
+        test_util::tc(self.chain, Epoch(0), View(view), &votes).expect("at least one timeout vote")
     }
 
     pub fn input(&self, from: usize, message: Message) -> Input {

@@ -32,6 +32,12 @@ impl KvApp {
     pub fn new(mempool: Mempool, max_block_txs: usize) -> Self {
         KvApp { mempool, max_block_txs: max_block_txs.clamp(1, MAX_BLOCK_TXS), deferred: Vec::new() }
     }
+
+    /// The mempool the app proposes from (where a node's client server submits).
+    #[must_use]
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
 }
 
 /// The outcome of `txs` on the state of `ctx`'s parent, or the first transaction refused and

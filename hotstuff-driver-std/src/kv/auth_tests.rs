@@ -242,7 +242,7 @@ fn validate_block_refuses_blocks_with_bad_transactions() {
             me: key(1).public(),
             validators: &w.set,
             max_payload: 1 << 20,
-            store: &*store,
+            committed: crate::app::Committed::Store(&*store),
             pending: Vec::new(),
         };
         let block = Block {

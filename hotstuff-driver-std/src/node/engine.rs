@@ -25,8 +25,8 @@ use crate::net::{Frame, NetEvent, Outbound};
 use crate::storage::{Storage, StoreWriter, WriteBatch};
 use hotstuff_core::action::SyncTimer;
 use hotstuff_core::{
-    Action, AppStateUpdates, BlockHash, Envelope, Height, Input, InputError, Message, PublicKey, Replica,
-    View,
+    Action, AppStateUpdates, BlockHash, Envelope, Height, Input, InputError, InputErrorKind, Message,
+    PublicKey, Replica, View,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -156,10 +156,16 @@ impl<A: App, N: Outbound> Engine<A, N> {
     }
 
     /// Hands a message from the authenticated peer `from` to the replica; a refusal is logged
-    /// and reported as [`Event::MessageRefused`].
+    /// by its kind (stale traffic at debug level, since honest peers send it too; input no
+    /// honest peer sends as a warning naming the peer) and reported as
+    /// [`Event::MessageRefused`].
     pub fn handle_message(&mut self, from: PublicKey, message: Message) {
         if let Err(error) = self.replica.handle(Input::Message { from, message }) {
-            tracing::debug!(peer = %from, %error, "message refused");
+            match error.kind() {
+                InputErrorKind::Stale => tracing::debug!(peer = %from, %error, "stale message dropped"),
+                InputErrorKind::Invalid => tracing::warn!(peer = %from, %error, "invalid message refused"),
+                InputErrorKind::Local => tracing::error!(peer = %from, %error, "message refused: driver bug"),
+            }
             self.emit(&Event::MessageRefused { from, error });
         }
     }
@@ -251,6 +257,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             // A reply the core no longer waits for: the view moved on, or a commit on another
             // branch pruned the block being validated.
             Ok(()) | Err(InputError::UnexpectedReply | InputError::UnknownBlock(_)) => {}
+            Err(error) if error.is_stale() => tracing::debug!(%error, what, "stale local input dropped"),
             Err(error) => tracing::warn!(%error, what, "local input refused"),
         }
     }
@@ -511,7 +518,7 @@ fn context<'a>(
         me: replica.id(),
         max_payload: replica.config().limits.max_payload,
         validators: replica.validators(),
-        store,
+        committed: crate::app::Committed::Store(store),
         pending,
     }
 }

@@ -36,6 +36,10 @@ struct Args {
     /// and re-weighted, always keeping the Byzantine keys below a third of the power.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=16))]
     set_changes: u64,
+    /// End each seed at its first safety violation (for negative controls: a forked run would
+    /// otherwise go on to the liveness bound).
+    #[arg(long)]
+    stop_at_violation: bool,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
             scenario::add_set_changes(&mut p, seed, args.set_changes as usize);
         }
         p.trace = args.seed.is_some();
+        p.stop_on_safety_violation = args.stop_at_violation;
         let report = Sim::new(p).run();
         if args.seed.is_some() {
             for line in &report.trace {

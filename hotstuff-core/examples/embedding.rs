@@ -1,4 +1,5 @@
-//! A custom runtime embedding the core, written only against the crate docs (the run loop, the
+//! Example, run by CI (`cargo run --example embedding`; `cargo test` runs it as a test too):
+//! a custom runtime embedding the core, written only against the crate docs (the run loop, the
 //! drain rule, each `Action`'s obligation): four replicas in one thread, a virtual clock, an
 //! in-memory "disk" acknowledged at once, every message through the wire encoding. It must
 //! commit 1,000 blocks on every replica, with the same chain everywhere.
@@ -216,7 +217,15 @@ fn outcome(payload: &[u8]) -> AppOutcome {
     AppOutcome { app_updates, ..AppOutcome::default() }
 }
 
+fn main() {
+    four_replicas_in_one_thread_commit_1000_blocks();
+}
+
 #[test]
+fn embedding_commits_1000_blocks() {
+    four_replicas_in_one_thread_commit_1000_blocks();
+}
+
 fn four_replicas_in_one_thread_commit_1000_blocks() {
     let started = std::time::Instant::now();
     let mut rt = Runtime::new(4);

@@ -1,4 +1,5 @@
-//! Example, run by CI: a user's own app tested with the simulator's public API. A bank moves
+//! Example, run by CI (`cargo run --release -p hotstuff-tests --example bank`; `cargo test`
+//! runs its tests): a user's own app tested with the simulator's public API. A bank moves
 //! money between accounts; its invariant is conservation of money. 200 seeds of four
 //! validators, one of them twinned, under loss, delays, partitions and crash-restarts, with
 //! client transfers submitted while the simulation is paused between steps. Asserted: the
@@ -134,7 +135,15 @@ fn check_agreement(r: &Report) {
     }
 }
 
+fn main() {
+    bank_conserves_money_under_twins_crashes_and_partitions_200_seeds();
+}
+
 #[test]
+fn bank_200_seeds() {
+    bank_conserves_money_under_twins_crashes_and_partitions_200_seeds();
+}
+
 fn bank_conserves_money_under_twins_crashes_and_partitions_200_seeds() {
     let started = std::time::Instant::now();
     let (mut heights, mut submitted, mut nonempty) = (0u64, 0u64, 0u64);
@@ -234,8 +243,10 @@ fn stepping_replays_the_same_trace_as_run() {
 
 /// A user's Byzantine strategy: every vote goes out together with a second, conflicting vote
 /// for another block, signed with the same key.
+#[cfg(test)]
 struct DoubleVoter;
 
+#[cfg(test)]
 impl hotstuff_tests::Strategy for DoubleVoter {
     fn on_send(
         &mut self,
