@@ -140,8 +140,14 @@ impl Net {
     /// Puts through node `i` and waits until node `i` has committed it. (Node `i` may lead the
     /// view just before a dead leader's: its block is then certified by the timeout votes,
     /// which carry the votes for it.)
+    /// Like a careful client, it first waits until node `i` has committed the client's earlier
+    /// writes (a node behind would refuse the next sequence number as out of order).
     fn put(&mut self, i: usize, key: &str, value: &str) {
         let mut c = self.client(i).unwrap();
+        let (me, seq) = (self.client_key.public(), self.seq);
+        self.wait(&format!("node {i} has the client's earlier writes"), Duration::from_secs(20), |_| {
+            c.seq(&me).is_ok_and(|(_, next)| next >= seq)
+        });
         let (chain, _) = c.seq(&self.client_key.public()).unwrap();
         let op = Op::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() };
         c.submit(&SignedTx::sign(chain, &self.client_key, self.seq, op)).unwrap();
