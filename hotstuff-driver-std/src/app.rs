@@ -52,7 +52,19 @@ pub trait App: Send + 'static {
     /// Blocks were committed and their updates applied to the store (oldest first). For
     /// bookkeeping such as dropping committed transactions from a mempool.
     fn committed(&mut self, _blocks: &[CommittedBlock]) {}
+
+    /// The peer book: the addresses (`host:port`, a DNS name or an IP) of members of
+    /// `validators`, read from the committed app state (`state`). The node dials them, at
+    /// start and after each validator-set change, besides its configured peers. An app that
+    /// commits addresses must only return ones their validators signed (so nobody can
+    /// redirect a validator's traffic). Defaults to none (configured peers only).
+    fn peer_book(&self, _state: &StateReader<'_>, _validators: &ValidatorSet) -> Vec<(PublicKey, String)> {
+        Vec::new()
+    }
 }
+
+/// Reads the committed app state by key.
+pub type StateReader<'a> = dyn Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError> + 'a;
 
 /// What the app sees when it produces or validates a block.
 pub struct BlockContext<'a> {

@@ -152,7 +152,7 @@ pub mod storage;
 /// The kv load harness (it lives in [`kv::load`], beside the app it drives).
 pub use kv::load;
 
-pub use app::{App, BlockContext, Produced};
+pub use app::{App, BlockContext, Produced, StateReader};
 pub use error::{FrameError, HandshakeError, NetError, StoreError};
 pub use event::Event;
 pub use metrics::{Metrics, MetricsServer};

@@ -89,11 +89,33 @@ fn node_binary_names_the_bad_field() {
         Command::new(bin).args(["testnet", "--validators", "2", "--out"]).arg(dir.path()).output().unwrap();
     assert!(out.status.success());
     let good = std::fs::read_to_string(dir.path().join("node0.toml")).unwrap();
-    let first_key = good.lines().find(|l| l.starts_with("key = ")).unwrap().to_string();
+    // The genesis file's fields, through a config that names a bad genesis file.
+    let genesis = std::fs::read_to_string(dir.path().join("genesis.toml")).unwrap();
+    let first_key = genesis.lines().find(|l| l.starts_with("key = ")).unwrap().to_string();
+    let first_address = genesis.lines().find(|l| l.starts_with("address = ")).unwrap().to_string();
+    let bad_genesis = |text: String| {
+        std::fs::write(dir.path().join("bad-genesis.toml"), text).unwrap();
+        good.replace("genesis.toml", "bad-genesis.toml")
+    };
+    let genesis_cases = [
+        ("validators[0].key", genesis.replacen(&first_key, "key = \"abc\"", 1)),
+        ("pwr", genesis.replacen("power = 1", "pwr = 1", 1)),
+        // An address the validator did not sign: nobody can redirect its traffic.
+        ("validators[0].address_sig", genesis.replacen(&first_address, "address = \"evil.example:1\"", 1)),
+        ("governance[0]", genesis.replacen("governance = [\"", "governance = [\"zz", 1)),
+    ];
+    for (field, text) in genesis_cases {
+        assert_ne!(text, genesis, "case {field} changed nothing");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, bad_genesis(text)).unwrap();
+        let out = Command::new(bin).args(["run", "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("{field}: {}", err.trim());
+        assert!(!out.status.success(), "{field}: a bad genesis must not start");
+        assert!(err.contains(field), "{field}: the error does not name the field: {err}");
+    }
     let cases = [
         ("listen", good.replace("listen = \"127.0.0.1:7100\"", "listen = \"nowhere\"")),
-        ("validators[0].key", good.replacen(&first_key, "key = \"abc\"", 1)),
-        ("pwr", good.replacen("power = 1", "pwr = 1", 1)),
         ("chain_id", good.replace("chain_id = 1", "chain_id = \"one\"")),
         (
             "timing.idle_block_delay_ms",
@@ -123,4 +145,33 @@ fn node_binary_names_the_bad_field() {
         Command::new(bin).args(["testnet", "--validators", "0", "--out"]).arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--validators"));
+}
+
+#[test]
+fn testnet_for_several_hosts_writes_a_shared_genesis_with_signed_addresses() {
+    let bin = env!("CARGO_BIN_EXE_hotstuff-node");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["testnet", "--validators", "3", "--hosts", "node-a.example,10.0.0.2", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let genesis = std::fs::read_to_string(dir.path().join("genesis.toml")).unwrap();
+    for a in ["node-a.example:7100", "10.0.0.2:7101", "node-a.example:7102"] {
+        assert!(genesis.contains(&format!("address = \"{a}\"")), "{a} missing from {genesis}");
+    }
+    assert_eq!(genesis.matches("address_sig = ").count(), 3);
+    let node1 = std::fs::read_to_string(dir.path().join("node1.toml")).unwrap();
+    assert!(node1.contains("listen = \"0.0.0.0:7101\"") && node1.contains("genesis_file = \"genesis.toml\""));
+    assert!(dir.path().join("governance.key").exists());
+    let bad = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["testnet", "--hosts", "bad host", "--out"])
+        .arg(bad.path().join("net"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts: `bad host` is not a host name"));
+    assert!(!bad.path().join("net").exists(), "nothing is written for bad flags");
 }

@@ -5,8 +5,11 @@
 //! load exits cleanly and keeps every transaction it acknowledged; the client gets honest answers
 //! and specific errors.
 
+mod ports;
+
 use hotstuff_core::Keypair;
-use hotstuff_driver_std::kv::{hex, Client, Receipt, RemoteStatus};
+use hotstuff_driver_std::kv::auth::{Op, SignedTx};
+use hotstuff_driver_std::kv::{hex, Client, Receipt, RemoteStatus, Submitted};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +26,16 @@ struct Net {
     publics: Vec<String>,
     /// Every transaction acknowledged as committed: (key, value).
     committed: Vec<(String, String)>,
+    /// The test's client key (the chain accepts only signed writes).
+    client_key: Keypair,
+}
+
+/// Signs a put with `key`'s next committed sequence number (read from the node) and submits it.
+/// Right for a client that waits for each write's commit before the next.
+fn signed_put(c: &mut Client, key: &Keypair, k: &str, v: &str) -> std::io::Result<Submitted> {
+    let (chain, next) = c.seq(&key.public())?;
+    let op = Op::Put { key: k.as_bytes().to_vec(), value: v.as_bytes().to_vec() };
+    c.submit(&SignedTx::sign(chain, key, next, op))
 }
 
 impl Drop for Net {
@@ -34,32 +47,11 @@ impl Drop for Net {
     }
 }
 
-/// A base port with `n` free consensus ports, `n` free client ports (base + 100) and `n` free
-/// metrics ports (base + 200).
-fn free_base_port(n: usize) -> u16 {
-    // The tests of this file run in parallel in one process: each call starts its search
-    // elsewhere (a range spans 204 ports), or two could pick the same free range at once.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let seed = u64::from(std::process::id()) * 7919 + call * 401;
-    for attempt in 0..200u64 {
-        // Below the ephemeral range (32768 and up on Linux): outgoing connections and ports
-        // bound to 0 by the tests running in parallel never take these.
-        let base = 20_000 + ((seed + attempt * 331) % 12_000) as u16;
-        let ports = (0..n as u16).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
-        let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if held.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range on loopback");
-}
-
 impl Net {
     /// `n` validators, started.
     fn new(n: usize) -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let base_port = free_base_port(n);
+        let base_port = ports::free_base_port(n);
         let out = Command::new(BIN)
             .args(["testnet", "--base-timeout-ms", "300", "--validators"])
             .arg(n.to_string())
@@ -87,6 +79,7 @@ impl Net {
             children: (0..n).map(|_| None).collect(),
             publics,
             committed: Vec::new(),
+            client_key: Keypair::from_secret(&[42; 32]),
         };
         for i in 0..n {
             net.start(i);
@@ -188,12 +181,12 @@ impl Net {
         self.fail(&format!("{what}: not within {timeout:?}"))
     }
 
-    /// Puts through node `i` and waits until node `i` has committed the block holding it.
-    /// (Node `i` may lead the view just before a dead leader's: its block is then certified by
-    /// the timeout votes, which carry the votes for it.)
+    /// Puts through node `i` (signed by the test's client key) and waits until node `i` has
+    /// committed the block holding it. (Node `i` may lead the view just before a dead leader's:
+    /// its block is then certified by the timeout votes, which carry the votes for it.)
     fn put(&mut self, i: usize, key: &str, value: &str) {
         let mut c = self.client(i).unwrap();
-        let tx = c.put(key, value).unwrap();
+        let tx = signed_put(&mut c, &self.client_key, key, value).unwrap();
         match c.wait(&tx, Duration::from_secs(20)) {
             Ok(Receipt::Committed(_)) => {}
             other => self.fail(&format!("put {key} via node {i}: {other:?}")),
@@ -298,6 +291,7 @@ fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_transaction() {
         .map(|t| {
             let (stop, acked) = (stop.clone(), acked.clone());
             let mut c = net.client(0).unwrap();
+            let key = Keypair::from_secret(&[t as u8 + 1; 32]);
             std::thread::spawn(move || {
                 for seq in 0.. {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -305,7 +299,7 @@ fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_transaction() {
                     }
                     let (k, v) = (format!("load{t}-{seq}"), format!("value {seq}"));
                     // Any error (the node stopping) ends this client.
-                    let Ok(tx) = c.put(&k, &v) else { break };
+                    let Ok(tx) = signed_put(&mut c, &key, &k, &v) else { break };
                     match c.wait(&tx, Duration::from_secs(5)) {
                         Ok(Receipt::Committed(_)) => acked.lock().unwrap().push((k, v)),
                         _ => break,
@@ -341,15 +335,16 @@ fn client_answers_are_about_the_clients_own_transaction() {
     let net = Net::new(1);
     net.wait("the node commits", Duration::from_secs(30), |n| n.heights().iter().all(|h| *h >= 2));
     let mut c = net.client(0).unwrap();
-    let first = c.put("k", "same").unwrap();
+    let first = signed_put(&mut c, &net.client_key, "k", "same").unwrap();
     let Receipt::Committed(h1) = c.wait(&first, Duration::from_secs(10)).unwrap() else {
         panic!("not committed")
     };
     assert!(h1 > first.since);
     // The key holds "same" already: the old answer (poll GET for equality) would say committed
-    // at once. This transaction has the same id; its commit is in a block after `since`.
-    let second = c.put("k", "same").unwrap();
-    assert_eq!(second.id, first.id, "equal transactions share an id");
+    // at once. This transaction (the client's next sequence number, so its own id) commits in
+    // a block after `since`.
+    let second = signed_put(&mut c, &net.client_key, "k", "same").unwrap();
+    assert_ne!(second.id, first.id, "a new signed transaction has its own id");
     assert!(second.since >= h1);
     let Receipt::Committed(h2) = c.wait(&second, Duration::from_secs(10)).unwrap() else {
         panic!("not committed")

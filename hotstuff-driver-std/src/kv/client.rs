@@ -46,7 +46,8 @@ pub struct Submitted {
 }
 
 /// The first words of every answer of the protocol.
-const ANSWERS: [&str; 8] = ["OK ", "VALUE ", "NONE", "STATUS ", "DIGEST ", "COMMITTED ", "UNKNOWN ", "ERR "];
+const ANSWERS: [&str; 9] =
+    ["OK ", "VALUE ", "NONE", "STATUS ", "DIGEST ", "COMMITTED ", "UNKNOWN ", "SEQ ", "ERR "];
 
 impl Client {
     /// Connects (with a timeout on every request).
@@ -158,6 +159,27 @@ impl Client {
             (Some("UNKNOWN"), Some(h)) => Ok(Receipt::Unknown { scanned: h }),
             _ => Err(std::io::Error::new(ErrorKind::InvalidData, format!("malformed answer `{reply}`"))),
         }
+    }
+
+    /// Submits a transaction signed by its client (`TX`); a refusal says why (forged,
+    /// replayed, unauthorised, ...).
+    pub fn submit(&mut self, tx: &super::auth::SignedTx) -> std::io::Result<Submitted> {
+        let reply = self.request(&format!("TX {}", tx.to_hex()))?;
+        Self::submitted(&reply)
+    }
+
+    /// `(chain id signatures cover, next committed sequence number)` of `client` (`SEQ`).
+    pub fn seq(&mut self, client: &hotstuff_core::PublicKey) -> std::io::Result<(u64, u64)> {
+        let reply = self.request(&format!("SEQ {}", super::hex(&client.0)))?;
+        let mut out = (0, 0);
+        for part in reply.split_whitespace().skip(1) {
+            match part.split_once('=') {
+                Some(("chain", v)) => out.0 = v.parse().unwrap_or(0),
+                Some(("next", v)) => out.1 = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Reads a committed value.

@@ -8,6 +8,13 @@
 //! transactions when it leads, and proposes them again if their block is abandoned; with a
 //! [`Forwarder`] it hands them to the upcoming leader instead ([`forward`]).
 //!
+//! Transactions may be signed by their client ([`auth::SignedTx`]: an ed25519 key and a
+//! per-client sequence number kept in the app state); on an *authenticated* chain (genesis
+//! state from [`auth::genesis_state`]) only signed ones are accepted, and `validate_block`
+//! refuses forged, replayed and out-of-order ones on every replica. Governance keys named in
+//! genesis change the validator set, and validators' self-signed addresses form the peer book
+//! the drivers dial ([`governance`]).
+//!
 //! [`ClientServer`] and [`Client`] speak a small line protocol over TCP (each request and each
 //! answer is one `\n`-terminated UTF-8 line; a `\r` before the `\n` is ignored):
 //!
@@ -15,6 +22,8 @@
 //! | --- | --- |
 //! | `PUT <key> <value>` | `OK <id> <since>` |
 //! | `DEL <key>` | `OK <id> <since>` |
+//! | `TX <hex>` (a signed transaction, [`auth::SignedTx`]) | `OK <id> <since>` |
+//! | `SEQ <client key hex>` | `SEQ chain=.. next=..` |
 //! | `WAIT <id> <since> <timeout_ms>` | `COMMITTED <id> <height>` or `UNKNOWN <id> <scanned>` |
 //! | `GET <key>` | `VALUE <value>` or `NONE` |
 //! | `STATUS` | `STATUS view=.. leader=.. height=.. txs=.. running=..` |
@@ -40,16 +49,19 @@
 //! answered `ERR busy: ...` ([`is_busy`]), never dropped silently.
 //!
 //! One file per concern: [`payload`](Tx) (transactions and their encoding), the app
-//! ([`KvApp`]), the [`Mempool`], the client protocol ([`Client`]), the client port
-//! ([`ClientServer`]), its limits ([`MAX_LINE`]), commit receipts ([`receipt`]), the app's
+//! ([`KvApp`]), signed transactions and the block rules ([`auth`]), validator-set changes and
+//! the peer book ([`governance`]), the [`Mempool`], the client protocol ([`Client`]), the client
+//! port ([`ClientServer`]), its limits ([`MAX_LINE`]), commit receipts ([`receipt`]), the app's
 //! metrics ([`register_metrics`]), forwarding to the leaders ([`forward`]) and the load harness
 //! ([`load`]) of the `kv_cluster` examples.
 
 mod app;
+pub mod auth;
 pub mod certified;
 mod client;
 pub mod commitment;
 pub mod forward;
+pub mod governance;
 pub mod load;
 mod mempool;
 mod metrics;
@@ -70,3 +82,6 @@ pub use payload::{
 pub use protocol::{check_key, check_value, parse_id, MAX_LINE, MAX_WAIT};
 pub use receipt::Receipt;
 pub use server::{ClientLimits, ClientServer};
+
+#[cfg(test)]
+mod auth_tests;

@@ -1,6 +1,7 @@
 //! Transactions and block payloads of the kv app: the transaction type, its bounded decoding,
 //! the state keys it writes.
 
+use super::auth::SignedTx;
 use borsh::{BorshDeserialize, BorshSerialize};
 
 /// Largest key, in bytes.
@@ -28,6 +29,9 @@ pub enum Tx {
         /// The key.
         key: Vec<u8>,
     },
+    /// A transaction signed by its client (see [`super::auth`]); the only kind an
+    /// authenticated chain accepts.
+    Signed(Box<SignedTx>),
 }
 
 impl BorshDeserialize for Tx {
@@ -40,6 +44,7 @@ impl BorshDeserialize for Tx {
                 Ok(Tx::Put { key: key(reader)?, value: hotstuff_core::codec::read_bytes(reader, MAX_VALUE)? })
             }
             1 => Ok(Tx::Delete { key: key(reader)? }),
+            2 => Ok(Tx::Signed(Box::new(SignedTx::deserialize_reader(reader)?))),
             _ => Err(borsh::io::Error::new(borsh::io::ErrorKind::InvalidData, "unknown transaction kind")),
         }
     }
@@ -63,6 +68,7 @@ impl Tx {
         match self {
             Tx::Put { key, value } => 1 + 4 + key.len() + 4 + value.len(),
             Tx::Delete { key } => 1 + 4 + key.len(),
+            Tx::Signed(s) => 1 + s.encoded_len(),
         }
     }
 
@@ -70,6 +76,7 @@ impl Tx {
         match self {
             Tx::Put { key, value } => !key.is_empty() && key.len() <= MAX_KEY && value.len() <= MAX_VALUE,
             Tx::Delete { key } => !key.is_empty() && key.len() <= MAX_KEY,
+            Tx::Signed(s) => s.valid(),
         }
     }
 }

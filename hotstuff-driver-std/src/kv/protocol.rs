@@ -3,8 +3,17 @@
 use super::payload::{MAX_KEY, MAX_VALUE};
 use std::time::Duration;
 
-/// Longest request line, in bytes (`PUT`, a key of [`MAX_KEY`], a value of [`MAX_VALUE`]).
-pub const MAX_LINE: usize = MAX_KEY + MAX_VALUE + 16;
+/// Longest request line, in bytes: a `PUT` of a key of [`MAX_KEY`] and a value of
+/// [`MAX_VALUE`], or a `TX` of the largest signed transaction in hex.
+pub const MAX_LINE: usize = {
+    let put = MAX_KEY + MAX_VALUE + 16;
+    let tx = 2 * super::auth::MAX_SIGNED_TX + 16;
+    if put > tx {
+        put
+    } else {
+        tx
+    }
+};
 
 /// Longest `WAIT` the node serves; a longer one is cut to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);

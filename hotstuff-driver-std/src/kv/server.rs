@@ -81,6 +81,8 @@ struct Shared {
     admission: Arc<Admission>,
     /// Idle connections closing to relieve a crowded port, whose slots are not yet free.
     shedding: std::sync::Mutex<usize>,
+    /// Signed transactions queued here, not yet committed (per-client sequence).
+    submissions: super::auth::Submissions,
 }
 
 impl Shared {
@@ -144,6 +146,7 @@ impl ClientServer {
             next_id: AtomicU64::new(0),
             admission: admission.clone(),
             shedding: std::sync::Mutex::new(0),
+            submissions: super::auth::Submissions::default(),
         });
         let thread = std::thread::Builder::new().name("kv-clients".into()).spawn(move || {
             for conn in listener.incoming() {
@@ -337,7 +340,7 @@ fn line_too_long() -> String {
 }
 
 const USAGE: &str =
-    "ERR unknown command (PUT <key> <value> | DEL <key> | WAIT <id> <since> <timeout_ms> | GET <key> | STATUS | DIGEST)";
+    "ERR unknown command (PUT <key> <value> | DEL <key> | TX <hex> | SEQ <client> | WAIT <id> <since> <timeout_ms> | GET <key> | STATUS | DIGEST)";
 
 fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
     let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -348,11 +351,20 @@ fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
                 sh.limits.max_clients - sh.limits.read_reserve.min(sh.limits.max_clients - 1)
             );
         }
+        if let Err(e) = sh.submissions.check(&sh.reader, &tx) {
+            return format!("ERR refused: {e}");
+        }
         let id = tx_id(&tx);
+        let queued = if matches!(tx, Tx::Signed(_)) { Some(tx.clone()) } else { None };
         // Read before the submission: no block at or below it can hold the transaction.
         let since = (sh.status)().committed.0;
         match sh.mempool.submit_as(tx, quota) {
-            Ok(()) => format!("OK {} {since}", hex(&id)),
+            Ok(()) => {
+                if let Some(tx) = queued {
+                    sh.submissions.queued(&tx);
+                }
+                format!("OK {} {since}", hex(&id))
+            }
             Err(e) => format!("ERR {e}"),
         }
     };
@@ -370,6 +382,11 @@ fn answer(line: &str, sh: &Shared, quota: &Quota, writable: bool) -> String {
             }
         },
         "DEL" => key(rest).map(|k| submitted(Tx::Delete { key: k })),
+        "TX" => Ok(match super::auth::SignedTx::from_hex(rest) {
+            Ok(tx) => submitted(Tx::Signed(Box::new(tx))),
+            Err(e) => format!("ERR refused: {e}"),
+        }),
+        "SEQ" => Ok(super::auth::seq_answer(&sh.reader, rest)),
         "GET" => key(rest).map(|k| match sh.reader.get(&state_key(&k)) {
             Ok(Some(v)) => format!("VALUE {}", String::from_utf8_lossy(&v)),
             Ok(None) => "NONE".to_string(),
@@ -478,14 +495,19 @@ mod client_protocol_tests {
         long.extend_from_slice(b"\nPUT c d\n");
         assert_eq!(
             exchange(addr, &long),
-            "ERR line too long: a request line is at most 4368 bytes (key <= 256 bytes, value <= 4096 bytes)\n"
+            format!(
+                "ERR line too long: a request line is at most {MAX_LINE} bytes (key <= 256 bytes, value <= 4096 bytes)\n"
+            )
         );
         // A line of exactly the limit is served.
         let mut exact = b"DEL ".to_vec();
         exact.extend(std::iter::repeat_n(b'k', MAX_LINE - 5));
         exact.push(b'\n');
         assert_eq!(exact.len(), MAX_LINE);
-        assert_eq!(exchange(addr, &exact), "ERR key of 4363 bytes is over the limit of 256 bytes\n");
+        assert_eq!(
+            exchange(addr, &exact),
+            format!("ERR key of {} bytes is over the limit of 256 bytes\n", MAX_LINE - 5)
+        );
         assert_eq!(exchange(addr, b"NOPE\n"), format!("{USAGE}\n"));
     }
 

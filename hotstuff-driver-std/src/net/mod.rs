@@ -2,6 +2,7 @@
 //! into, and the default [`TcpNetwork`].
 
 pub mod admission;
+pub mod book;
 pub mod frame;
 pub mod handshake;
 pub mod health;
@@ -115,6 +116,12 @@ pub trait Outbound: Send + 'static {
 
     /// The validator set changed (its members may connect).
     fn validators_changed(&mut self, validators: &ValidatorSet);
+
+    /// The peer book of the set in force (the app's [`App::peer_book`](crate::App::peer_book)):
+    /// dial these members at these addresses (`host:port`, resolved when dialling), and stop
+    /// dialling members the previous call named that this one does not. Called after
+    /// `validators_changed`, at start and at each epoch change.
+    fn peers_changed(&mut self, _peers: &[(PublicKey, String)]) {}
 }
 
 impl Outbound for Box<dyn Network> {
@@ -128,6 +135,10 @@ impl Outbound for Box<dyn Network> {
 
     fn validators_changed(&mut self, validators: &ValidatorSet) {
         (**self).validators_changed(validators);
+    }
+
+    fn peers_changed(&mut self, peers: &[(PublicKey, String)]) {
+        (**self).peers_changed(peers);
     }
 }
 
@@ -152,6 +163,13 @@ impl Backoff {
     #[must_use]
     pub fn next(&self) -> Instant {
         self.next
+    }
+
+    /// Records a dial that could not start (its address did not resolve): the next is
+    /// scheduled as after a failed dial.
+    pub fn failed(&mut self, started: Instant) {
+        self.next = started + self.delay;
+        self.delay = (self.delay * 2).min(self.max);
     }
 
     /// Records the outcome of dialling `peer` at `addr`, an attempt begun at `started`: a
@@ -221,6 +239,9 @@ pub trait Network: Send + 'static {
 
     /// The validator set changed (its members may connect).
     fn validators_changed(&mut self, _validators: &ValidatorSet) {}
+
+    /// The peer book changed (see [`Outbound::peers_changed`]); by default ignored.
+    fn peers_changed(&mut self, _peers: &[(PublicKey, String)]) {}
 
     /// The address it listens on, if any.
     fn local_addr(&self) -> Option<SocketAddr> {

@@ -16,6 +16,7 @@
 //! there is one.
 
 use super::admission::{Admission, Deadline, Pending};
+use super::book::{Guests, PeerBook};
 use super::frame::{is_heartbeat, read_frame, write_frame};
 use super::{handshake, health, Backoff, Frame, Inbox, NetContext, NetEvent, Network};
 use crate::error::{FrameError, NetError};
@@ -67,6 +68,13 @@ pub struct TcpSettings {
     /// together with `handshake_timeout`. Use the same value on every node of a chain; see
     /// [`super::health`].
     pub liveness_timeout: Duration,
+    /// Inbound connections from keys outside the allow-list (the configured peers and the
+    /// validator set in force) accepted at once as listeners (default 0: none). Each is
+    /// authenticated by the handshake and served like a configured listener (it receives what
+    /// is broadcast and may ask for block sync); past this many, further unknown keys are
+    /// refused. It lets a new machine follow the chain, and then join it, without being
+    /// configured on every node.
+    pub max_guests: usize,
 }
 
 impl Default for TcpSettings {
@@ -85,6 +93,7 @@ impl Default for TcpSettings {
             max_handshakes_per_ip: 8,
             max_connections_per_peer: 4,
             liveness_timeout: Duration::from_secs(1),
+            max_guests: 0,
         }
     }
 }
@@ -109,6 +118,8 @@ struct Slot {
     /// A connection the peer opened, offered to the writer (used when we have none of our own,
     /// or when ours went quiet).
     offered: Arc<Mutex<Option<Arc<Link>>>>,
+    /// The address its writer dials (`host:port`, resolved at each dial), if any.
+    addr: Arc<Mutex<Option<String>>>,
 }
 
 /// One authenticated connection: shared by its reader (which reads, and sends heartbeats) and
@@ -253,6 +264,10 @@ struct Shared {
     stop: AtomicBool,
     allowed: RwLock<BTreeSet<PublicKey>>,
     configured: BTreeSet<PublicKey>,
+    /// Keys outside the allow-list connected as listeners.
+    guests: Guests,
+    /// Members the peer book named at its last change.
+    book: PeerBook,
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
     streams: Mutex<BTreeMap<u64, TcpStream>>,
     next_stream: AtomicU64,
@@ -312,9 +327,12 @@ impl Shared {
     }
 
     /// The writer's queue for `peer`, creating the slot and its writer thread if needed.
-    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<SocketAddr>) -> Option<SyncSender<Frame>> {
+    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<String>) -> Option<SyncSender<Frame>> {
         let mut slots = lock(&self.slots);
         if let Some(s) = slots.get(&peer) {
+            if addr.is_some() {
+                *lock(&s.addr) = addr;
+            }
             return Some(s.tx.clone());
         }
         if self.stopping() {
@@ -322,10 +340,21 @@ impl Shared {
         }
         let (tx, rx) = sync_channel(self.send_queue);
         let offered = Arc::new(Mutex::new(None));
-        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone() });
+        let target = Arc::new(Mutex::new(addr));
+        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone(), addr: target.clone() });
         drop(slots);
-        self.spawn("hotstuff-net-writer", move |sh| writer_loop(&sh, peer, addr, &rx, &offered));
+        self.spawn("hotstuff-net-writer", move |sh| writer_loop(&sh, peer, &target, &rx, &offered));
         Some(tx)
+    }
+
+    /// A connection of `peer` ended: a guest with no connection left is forgotten.
+    fn guest_left(&self, peer: &PublicKey) {
+        if self.is_allowed(peer) || lock(&self.inbound).get(peer).is_some_and(|n| *n > 0) {
+            return;
+        }
+        if self.guests.left(peer) {
+            lock(&self.slots).remove(peer);
+        }
     }
 
     fn offer(self: &Arc<Self>, peer: PublicKey, link: Arc<Link>) {
@@ -377,13 +406,15 @@ impl Network for TcpNetwork {
             stop: AtomicBool::new(false),
             allowed: RwLock::new(allowed),
             configured,
+            guests: Guests::new(settings.max_guests),
+            book: PeerBook::default(),
             slots: Mutex::new(BTreeMap::new()),
             streams: Mutex::new(BTreeMap::new()),
             next_stream: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
         });
         for (peer, addr) in &settings.peers {
-            shared.slot(*peer, *addr);
+            shared.slot(*peer, addr.map(|a| a.to_string()));
         }
         if let Some(listener) = listener {
             tracing::info!(addr = ?self.local_addr, "listening");
@@ -416,7 +447,22 @@ impl Network for TcpNetwork {
         let me = sh.key.public();
         let mut allowed = sh.configured.clone();
         allowed.extend(validators.members().iter().map(|v| v.key).filter(|k| *k != me));
+        // A guest that became a member is a member now.
+        sh.guests.now_allowed(&allowed);
         *sh.allowed.write().unwrap_or_else(PoisonError::into_inner) = allowed;
+    }
+
+    fn peers_changed(&mut self, peers: &[(PublicKey, String)]) {
+        let Some(sh) = &self.shared else { return };
+        let dialled = |k: &PublicKey| lock(&sh.slots).get(k).is_some_and(|s| lock(&s.addr).is_some());
+        let change = sh.book.update(&sh.key.public(), peers, &sh.configured, dialled, |k| sh.is_allowed(k));
+        for (key, addr) in change.dial {
+            sh.slot(key, Some(addr));
+        }
+        for gone in change.drop {
+            tracing::info!(peer = %gone, "no longer a member: connection dropped");
+            lock(&sh.slots).remove(&gone);
+        }
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -514,7 +560,13 @@ fn inbound(sh: &Arc<Shared>, stream: TcpStream, addr: Option<SocketAddr>, slot: 
     // The whole handshake has one deadline; `established` sets the connection up for its life.
     let result = stream.set_nodelay(true).map_err(NetError::from).and_then(|()| {
         let mut timed = Deadline::new(&stream, sh.handshake_timeout);
-        Ok(handshake::run(&mut timed, &sh.key, sh.chain, |k| sh.is_allowed(k), None)?)
+        Ok(handshake::run(
+            &mut timed,
+            &sh.key,
+            sh.chain,
+            |k| sh.is_allowed(k) || sh.guests.may_admit(k),
+            None,
+        )?)
     });
     drop(slot);
     if registered.is_none() {
@@ -528,6 +580,16 @@ fn inbound(sh: &Arc<Shared>, stream: TcpStream, addr: Option<SocketAddr>, slot: 
             sh.refuse(addr, None, error);
         }
         Ok(peer) => {
+            if !sh.is_allowed(&peer) {
+                match sh.guests.admit(peer) {
+                    Some(true) => tracing::info!(%peer, ?addr, "a listener outside the allow-list connected"),
+                    Some(false) => {}
+                    None => {
+                        sh.refuse(addr, Some(peer), NetError::TooManyConnections(sh.guests.max()));
+                        return;
+                    }
+                }
+            }
             {
                 let mut inbound = lock(&sh.inbound);
                 let n = inbound.entry(peer).or_insert(0);
@@ -551,6 +613,7 @@ fn inbound(sh: &Arc<Shared>, stream: TcpStream, addr: Option<SocketAddr>, slot: 
             if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
                 *n = n.saturating_sub(1);
             }
+            sh.guest_left(&peer);
         }
     }
 }
@@ -601,6 +664,12 @@ fn dial(sh: &Arc<Shared>, peer: PublicKey, addr: SocketAddr) -> Result<Arc<Link>
     Ok(link)
 }
 
+/// The first address `name` (`host:port`) resolves to.
+fn resolve(name: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    name.to_socket_addrs()?.next().ok_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no address"))
+}
+
 /// The connection the peer offered, if it is still open.
 fn take_offered(offered: &Mutex<Option<Arc<Link>>>) -> Option<Arc<Link>> {
     lock(offered).take().filter(|l| !l.is_closed())
@@ -611,7 +680,7 @@ fn take_offered(offered: &Mutex<Option<Arc<Link>>>) -> Option<Arc<Link>> {
 fn writer_loop(
     sh: &Arc<Shared>,
     peer: PublicKey,
-    addr: Option<SocketAddr>,
+    target: &Mutex<Option<String>>,
     rx: &Receiver<Frame>,
     offered: &Mutex<Option<Arc<Link>>>,
 ) {
@@ -634,12 +703,22 @@ fn writer_loop(
                 }
             }
         }
+        let addr = lock(target).clone();
         if conn.is_none() {
-            if let Some(a) = addr.filter(|_| Instant::now() >= backoff.next()) {
+            if let Some(name) = addr.as_ref().filter(|_| Instant::now() >= backoff.next()) {
                 let started = Instant::now();
-                conn = backoff.record(started, dial(sh, peer, a), peer, a, |e| {
-                    sh.refuse(Some(a), Some(peer), e);
-                });
+                // Resolved at each dial: a DNS name may move.
+                match resolve(name) {
+                    Ok(a) => {
+                        conn = backoff.record(started, dial(sh, peer, a), peer, a, |e| {
+                            sh.refuse(Some(a), Some(peer), e);
+                        });
+                    }
+                    Err(error) => {
+                        tracing::debug!(%peer, address = %name, %error, "cannot resolve the peer's address");
+                        backoff.failed(started);
+                    }
+                }
             }
         }
         let wait = match (conn.is_some(), addr) {

@@ -185,6 +185,15 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Listeners outside the allow-list (configured peers and the validator set in force)
+    /// accepted at once (default 0); see [`TcpSettings::max_guests`]. A chain that new
+    /// machines join without being configured on every node needs a few.
+    #[must_use]
+    pub fn max_guests(mut self, guests: usize) -> Self {
+        self.tcp.max_guests = guests;
+        self
+    }
+
     /// A network of your own instead of TCP (the TCP settings above are then unused).
     #[must_use]
     pub fn network(mut self, network: impl Network) -> Self {

@@ -138,7 +138,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             pruner,
             metrics,
         } = parts;
-        Engine {
+        let mut engine = Engine {
             replica,
             app,
             store,
@@ -159,7 +159,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
             inflight: VecDeque::new(),
             pruner,
             metrics,
-        }
+        };
+        engine.refresh_peers();
+        engine
     }
 
     /// Writes everything pending and makes it durable, then stops the background writer
@@ -492,8 +494,18 @@ impl<A: App, N: Outbound> Engine<A, N> {
         }
         if epoch_change {
             self.net.validators_changed(self.replica.validators());
+            self.refresh_peers();
         }
         Ok(())
+    }
+
+    /// Hands the network the app's peer book of the set in force (committed state).
+    fn refresh_peers(&mut self) {
+        let store = &self.store;
+        let state = |k: &[u8]| store.app_get(k);
+        let peers = self.app.peer_book(&state, self.replica.validators());
+        tracing::debug!(peers = peers.len(), "peer book");
+        self.net.peers_changed(&peers);
     }
 
     /// Drops the overlaid updates the writer has written.

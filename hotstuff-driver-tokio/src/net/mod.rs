@@ -17,6 +17,7 @@ pub mod wire;
 
 use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
 use hotstuff_driver_std::net::admission::{Admission, Pending};
+use hotstuff_driver_std::net::book::{Guests, PeerBook};
 use hotstuff_driver_std::net::frame::{is_heartbeat, HEARTBEAT};
 use hotstuff_driver_std::net::{decode_frame, health, Backoff, Frame};
 use hotstuff_driver_std::Metrics;
@@ -57,6 +58,8 @@ struct Slot {
     /// A connection the peer opened, offered to the writer (used when it has none of its own,
     /// or when its own went quiet).
     offered: Arc<Mutex<Option<Arc<Link>>>>,
+    /// The address its writer dials (`host:port`, resolved at each dial), if any.
+    addr: Arc<Mutex<Option<String>>>,
 }
 
 /// One authenticated connection: its write half (the writer's frames and the reader task's
@@ -148,6 +151,10 @@ struct Shared {
     admission: Arc<Admission>,
     allowed: RwLock<BTreeSet<PublicKey>>,
     configured: BTreeSet<PublicKey>,
+    /// Keys outside the allow-list connected as listeners.
+    guests: Guests,
+    /// Members the peer book named at its last change.
+    book: PeerBook,
     slots: Mutex<BTreeMap<PublicKey, Slot>>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -196,6 +203,8 @@ impl TcpNetwork {
             admission: Admission::new("consensus", settings.max_handshakes, settings.max_handshakes_per_ip),
             allowed: RwLock::new(BTreeSet::new()),
             configured,
+            guests: Guests::new(settings.max_guests),
+            book: PeerBook::default(),
             tcp: TcpSettings {
                 send_queue: settings.send_queue.max(1),
                 max_handshakes: settings.max_handshakes.max(1),
@@ -209,7 +218,7 @@ impl TcpNetwork {
         });
         shared.set_allowed(validators);
         for (peer, addr) in &shared.tcp.peers {
-            shared.slot(*peer, *addr);
+            shared.slot(*peer, addr.map(|a| a.to_string()));
         }
         if let Some(listener) = listener {
             tracing::info!(addr = ?local_addr, "listening");
@@ -252,6 +261,19 @@ impl Outbound for Outgoing {
     fn validators_changed(&mut self, validators: &ValidatorSet) {
         self.shared.set_allowed(validators);
     }
+
+    fn peers_changed(&mut self, peers: &[(PublicKey, String)]) {
+        let sh = &self.shared;
+        let dialled = |k: &PublicKey| lock(&sh.slots).get(k).is_some_and(|s| lock(&s.addr).is_some());
+        let change = sh.book.update(&sh.key.public(), peers, &sh.configured, dialled, |k| sh.is_allowed(k));
+        for (key, addr) in change.dial {
+            sh.slot(key, Some(addr));
+        }
+        for gone in change.drop {
+            tracing::info!(peer = %gone, "no longer a member: connection dropped");
+            lock(&sh.slots).remove(&gone);
+        }
+    }
 }
 
 /// Queues without waiting: a full queue drops the frame (consensus tolerates loss).
@@ -274,7 +296,19 @@ impl Shared {
         let me = self.key.public();
         let mut allowed = self.configured.clone();
         allowed.extend(validators.members().iter().map(|v| v.key).filter(|k| *k != me));
+        // A guest that became a member is a member now.
+        self.guests.now_allowed(&allowed);
         *self.allowed.write().unwrap_or_else(PoisonError::into_inner) = allowed;
+    }
+
+    /// A connection of `peer` ended: a guest with no connection left is forgotten.
+    fn guest_left(&self, peer: &PublicKey) {
+        if self.is_allowed(peer) || lock(&self.inbound).get(peer).is_some_and(|n| *n > 0) {
+            return;
+        }
+        if self.guests.left(peer) {
+            lock(&self.slots).remove(peer);
+        }
     }
 
     /// Spawns a task that ends when the network stops.
@@ -297,9 +331,12 @@ impl Shared {
     }
 
     /// The writer's queue for `peer`, creating the slot and its writer task if needed.
-    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<SocketAddr>) -> Option<mpsc::Sender<Frame>> {
+    fn slot(self: &Arc<Self>, peer: PublicKey, addr: Option<String>) -> Option<mpsc::Sender<Frame>> {
         let mut slots = lock(&self.slots);
         if let Some(s) = slots.get(&peer) {
+            if addr.is_some() {
+                *lock(&s.addr) = addr;
+            }
             return Some(s.tx.clone());
         }
         if self.stop.is_cancelled() {
@@ -307,9 +344,10 @@ impl Shared {
         }
         let (tx, rx) = mpsc::channel(self.tcp.send_queue);
         let offered = Arc::new(Mutex::new(None));
-        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone() });
+        let target = Arc::new(Mutex::new(addr));
+        slots.insert(peer, Slot { tx: tx.clone(), offered: offered.clone(), addr: target.clone() });
         drop(slots);
-        self.spawn("writer", move |sh| async move { writer_loop(&sh, peer, addr, rx, &offered).await });
+        self.spawn("writer", move |sh| async move { writer_loop(&sh, peer, &target, rx, &offered).await });
         Some(tx)
     }
 
@@ -368,7 +406,14 @@ async fn handshake(
     limit: Duration,
 ) -> Result<PublicKey, NetError> {
     stream.set_nodelay(true)?;
-    let run = wire::run_handshake(stream, &sh.key, sh.chain, |k| sh.is_allowed(k), expect);
+    // Inbound, an unknown key may connect as a listener (a guest) within `max_guests`.
+    let run = wire::run_handshake(
+        stream,
+        &sh.key,
+        sh.chain,
+        |k| sh.is_allowed(k) || (expect.is_none() && sh.guests.may_admit(k)),
+        expect,
+    );
     match tokio::time::timeout(limit, run).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(HandshakeError::Io(Arc::new(ErrorKind::TimedOut.into())).into()),
@@ -385,6 +430,13 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, slot
             return sh.refuse(Some(addr), None, error);
         }
     };
+    if !sh.is_allowed(&peer) {
+        match sh.guests.admit(peer) {
+            Some(true) => tracing::info!(%peer, %addr, "a listener outside the allow-list connected"),
+            Some(false) => {}
+            None => return sh.refuse(Some(addr), Some(peer), NetError::TooManyConnections(sh.guests.max())),
+        }
+    }
     {
         let mut inbound = lock(&sh.inbound);
         let n = inbound.entry(peer).or_insert(0);
@@ -408,6 +460,7 @@ async fn inbound(sh: &Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, slot
     if let Some(n) = lock(&sh.inbound).get_mut(&peer) {
         *n = n.saturating_sub(1);
     }
+    sh.guest_left(&peer);
 }
 
 /// Sets an authenticated connection up for its life: the kernel's keepalive and user timeout
@@ -555,7 +608,7 @@ fn take_offered(offered: &Mutex<Option<Arc<Link>>>) -> Option<Arc<Link>> {
 async fn writer_loop(
     sh: &Arc<Shared>,
     peer: PublicKey,
-    addr: Option<SocketAddr>,
+    target: &Mutex<Option<String>>,
     mut rx: mpsc::Receiver<Frame>,
     offered: &Mutex<Option<Arc<Link>>>,
 ) {
@@ -577,11 +630,23 @@ async fn writer_loop(
                 }
             }
         }
+        let addr = lock(target).clone();
         if conn.is_none() {
-            if let Some(a) = addr.filter(|_| Instant::now() >= backoff.next()) {
+            if let Some(name) = addr.as_ref().filter(|_| Instant::now() >= backoff.next()) {
                 let started = Instant::now();
-                let dialled = dial(sh, peer, a).await;
-                conn = backoff.record(started, dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+                // Resolved at each dial: a DNS name may move.
+                match tokio::net::lookup_host(name.as_str()).await.map(|mut a| a.next()) {
+                    Ok(Some(a)) => {
+                        let dialled = dial(sh, peer, a).await;
+                        conn =
+                            backoff.record(started, dialled, peer, a, |e| sh.refuse(Some(a), Some(peer), e));
+                    }
+                    other => {
+                        let error = other.err().map_or("no address".to_string(), |e| e.to_string());
+                        tracing::debug!(%peer, address = %name, %error, "cannot resolve the peer's address");
+                        backoff.failed(started);
+                    }
+                }
             }
         }
         let wake = match (conn.is_some(), addr) {

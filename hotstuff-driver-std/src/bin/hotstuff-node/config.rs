@@ -1,9 +1,7 @@
 //! The node's TOML configuration file, and the key file.
 
 use hotstuff_core::{ChainId, Keypair, PublicKey, ValidatorSet};
-use hotstuff_driver_std::kv::{
-    ClientLimits, MempoolLimits, Tx, ENTRY_OVERHEAD, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE,
-};
+use hotstuff_driver_std::kv::{ClientLimits, MempoolLimits, ENTRY_OVERHEAD, MAX_BLOCK_TXS};
 use hotstuff_driver_std::{RetainBlocks, TcpSettings};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -124,6 +122,9 @@ pub struct Intake {
     pub consensus_max_handshakes_per_ip: usize,
     /// Time to connect and finish a consensus handshake, in ms (default 2000).
     pub handshake_timeout_ms: u64,
+    /// Listeners not named in the config or the validator set (new machines following the
+    /// chain before they join) connected at once (default 16; 0 refuses them).
+    pub consensus_max_guests: usize,
 }
 
 impl Default for Intake {
@@ -144,6 +145,7 @@ impl Default for Intake {
             consensus_max_handshakes: t.max_handshakes,
             consensus_max_handshakes_per_ip: t.max_handshakes_per_ip,
             handshake_timeout_ms: millis(t.handshake_timeout),
+            consensus_max_guests: 16,
         }
     }
 }
@@ -178,8 +180,8 @@ impl Intake {
 
     /// The first field with a bad value, and why.
     fn check(&self) -> Result<(), (&'static str, String)> {
-        let one_tx =
-            Tx::Put { key: vec![0; MAX_KEY], value: vec![0; MAX_VALUE] }.encoded_len() + ENTRY_OVERHEAD;
+        // The largest transaction: a signed put of the largest key and value.
+        let one_tx = 1 + hotstuff_driver_std::kv::auth::MAX_SIGNED_TX + ENTRY_OVERHEAD;
         let nonzero = [
             ("intake.mempool_max_txs", self.mempool_max_txs as u64),
             ("intake.client_max_connections", self.client_max_connections as u64),
@@ -302,8 +304,17 @@ pub struct FileConfig {
     /// Store retention (optional).
     #[serde(default)]
     pub storage: StorageSection,
-    /// The genesis validator set, with addresses.
+    /// The genesis file (`genesis.toml`, shared by every node of the chain; relative to this
+    /// file). Without it, `chain_id` and `validators` here are the genesis (an open chain:
+    /// unsigned writes, no validator-set changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_file: Option<PathBuf>,
+    /// The genesis validator set, with addresses (only without `genesis_file`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validators: Vec<ValidatorEntry>,
+    /// More peers to dial (seed peers: validators added after genesis), `key` and `address`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<ListenerEntry>,
     /// Listeners allowed to connect (optional).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerEntry>,
@@ -321,6 +332,7 @@ pub struct NodeConfig {
     pub intake: Intake,
     pub retain_blocks: RetainBlocks,
     pub validators: ValidatorSet,
+    pub app_state: Vec<(Vec<u8>, Vec<u8>)>,
     pub peers: Vec<(PublicKey, Option<SocketAddr>)>,
 }
 
@@ -380,12 +392,46 @@ impl FileConfig {
         let addr = |name: String, s: &str| {
             s.parse::<SocketAddr>().map_err(|e| field(name, format!("`{s}` is not a host:port address: {e}")))
         };
+        // A peer's address may be a DNS name, resolved when the node starts.
+        let peer_addr = |name: String, s: &str| {
+            use std::net::ToSocketAddrs;
+            s.to_socket_addrs()
+                .map_err(|e| field(name.clone(), format!("`{s}` does not resolve: {e}")))?
+                .next()
+                .ok_or_else(|| field(name, format!("`{s}` resolves to no address")))
+        };
         let pubkey = |name: String, s: &str| hex_decode::<32>(s).map(PublicKey).map_err(|r| field(name, r));
-        if self.validators.is_empty() {
-            return Err(field("validators".into(), "at least one validator is needed".into()));
-        }
         let mut members = Vec::new();
         let mut peers = Vec::new();
+        let mut chain = ChainId(self.chain_id);
+        let mut app_state = Vec::new();
+        let mut genesis_set = None;
+        if let Some(file) = &self.genesis_file {
+            if !self.validators.is_empty() {
+                return Err(field("validators".into(), "must be empty with `genesis_file`".into()));
+            }
+            let gpath = base.join(file);
+            let (_, g) = crate::genesis::GenesisFile::load(&gpath)?;
+            if g.chain.0 != self.chain_id {
+                return Err(field(
+                    "chain_id".into(),
+                    format!("{} differs from the genesis file's {}", self.chain_id, g.chain.0),
+                ));
+            }
+            for (i, (key, a)) in g.addresses.iter().enumerate() {
+                // An unreachable genesis validator (gone since) must not stop a joining node.
+                match peer_addr(format!("{}: validators[{i}].address", gpath.display()), a) {
+                    Ok(a) => peers.push((*key, Some(a))),
+                    Err(e) => {
+                        eprintln!("warning: {e}");
+                        peers.push((*key, None));
+                    }
+                }
+            }
+            (chain, app_state, genesis_set) = (g.chain, g.app_state, Some(g.validators));
+        } else if self.validators.is_empty() {
+            return Err(field("validators".into(), "at least one validator is needed".into()));
+        }
         for (i, v) in self.validators.iter().enumerate() {
             let key = pubkey(format!("validators[{i}].key"), &v.key)?;
             if v.power == 0 {
@@ -400,7 +446,16 @@ impl FileConfig {
             let a = l.address.as_deref().map(|a| addr(format!("listeners[{i}].address"), a)).transpose()?;
             peers.push((key, a));
         }
-        let validators = ValidatorSet::new(members).map_err(|e| field("validators".into(), e.to_string()))?;
+        for (i, p) in self.peers.iter().enumerate() {
+            let key = pubkey(format!("peers[{i}].key"), &p.key)?;
+            let a = p.address.as_deref().map(|a| peer_addr(format!("peers[{i}].address"), a)).transpose()?;
+            peers.retain(|(k, _)| *k != key);
+            peers.push((key, a));
+        }
+        let validators = match genesis_set {
+            Some(set) => set,
+            None => ValidatorSet::new(members).map_err(|e| field("validators".into(), e.to_string()))?,
+        };
         let t = &self.timing;
         if t.base_timeout_ms == 0 {
             return Err(field("timing.base_timeout_ms".into(), "must be above 0".into()));
@@ -432,7 +487,8 @@ impl FileConfig {
         }
         let data_dir = base.join(&self.data_dir);
         Ok(NodeConfig {
-            chain: ChainId(self.chain_id),
+            chain,
+            app_state,
             store: data_dir.join("store.redb"),
             listen: addr("listen".into(), &self.listen)?,
             client_listen: addr("client_listen".into(), &self.client_listen)?,

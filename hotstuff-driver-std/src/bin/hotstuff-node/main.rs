@@ -2,9 +2,12 @@
 //! networks, and talk to a node as a client.
 
 mod config;
+mod genesis;
+mod ops;
 
 use clap::{Parser, Subcommand};
-use config::{FileConfig, Intake, ListenerEntry, Timing, ValidatorEntry};
+use config::{FileConfig, Intake, ListenerEntry, Timing};
+use hotstuff_driver_std::kv::auth::Op;
 use hotstuff_driver_std::kv::{
     hex, register_metrics, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT,
 };
@@ -56,7 +59,14 @@ enum Command {
         /// Also write configs for this many listeners (non-voting followers).
         #[arg(long, default_value_t = 0)]
         listeners: usize,
+        /// Hosts of the nodes, comma-separated names or IPs (node i on host i mod their
+        /// number; it listens on all interfaces): configs for several machines. Default: `--host`.
+        #[arg(long)]
+        hosts: Option<String>,
     },
+    /// Write a new machine's key and config from a chain's genesis file; prints the command
+    /// that adds it as a validator.
+    Join(ops::JoinArgs),
     /// Run a node until SIGTERM or SIGINT (a clean stop; a second signal exits at once).
     Run {
         /// The node's config file.
@@ -75,6 +85,9 @@ enum Command {
         /// for at most 60000 ms).
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
+        /// The client's key file, which signs its writes (created if missing).
+        #[arg(long, default_value = "client.key")]
+        key: PathBuf,
         #[command(subcommand)]
         op: ClientOp,
     },
@@ -99,17 +112,36 @@ enum ClientOp {
     },
     /// Show the node's view, leader, committed height and transaction count.
     Status,
+    /// Change the validator set (signed by a governance key, `--key`).
+    Validator {
+        #[command(subcommand)]
+        op: ops::ValidatorOp,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen { out } => keygen(out),
-        Command::Testnet { validators, out, chain_id, host, base_port, base_timeout_ms, listeners } => {
-            testnet(validators, listeners, &out, chain_id, &host, base_port, base_timeout_ms)
+        Command::Testnet {
+            validators,
+            out,
+            chain_id,
+            host,
+            base_port,
+            base_timeout_ms,
+            listeners,
+            hosts,
+        } => {
+            let hosts: Vec<String> =
+                hosts.as_deref().unwrap_or(&host).split(',').map(str::to_string).collect();
+            testnet(validators, listeners, &out, chain_id, &hosts, base_port, base_timeout_ms)
         }
+        Command::Join(args) => ops::join(args),
         Command::Run { config, log_level } => run(&config, log_level),
-        Command::Client { addr, timeout_ms, op } => client(&addr, Duration::from_millis(timeout_ms), op),
+        Command::Client { addr, timeout_ms, key, op } => {
+            client(&addr, Duration::from_millis(timeout_ms), &key, op)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,7 +172,7 @@ fn testnet(
     listeners: usize,
     out: &std::path::Path,
     chain_id: u64,
-    host: &str,
+    hosts: &[String],
     base_port: u16,
     base_timeout_ms: u64,
 ) -> Result<()> {
@@ -151,12 +183,33 @@ fn testnet(
     if usize::from(base_port) + 200 + total > usize::from(u16::MAX) || total > 100 {
         return Err("--base-port too high (or too many nodes) for the ports to fit".into());
     }
+    for h in hosts {
+        hotstuff_driver_std::kv::governance::check_address(&format!("{h}:1"))
+            .map_err(|e| format!("--hosts: {e}"))?;
+    }
     std::fs::create_dir_all(out)?;
     let keys: Vec<_> = (0..total).map(|_| generate_key()).collect::<std::result::Result<_, _>>()?;
-    let port = |i: usize, offset: usize| format!("{host}:{}", usize::from(base_port) + offset + i);
-    let validators: Vec<ValidatorEntry> = (0..n)
-        .map(|i| ValidatorEntry { key: hex(&keys[i].public().0), power: 1, address: Some(port(i, 0)) })
-        .collect();
+    let host = |i: usize| hosts.get(i % hosts.len().max(1)).map_or("127.0.0.1", String::as_str);
+    let port = |i: usize, offset: usize| format!("{}:{}", host(i), usize::from(base_port) + offset + i);
+    // On several machines a node listens on all interfaces; the others reach it by its host.
+    let bind = |i: usize, offset: usize| {
+        if hosts.len() > 1 {
+            format!("0.0.0.0:{}", usize::from(base_port) + offset + i)
+        } else {
+            port(i, offset)
+        }
+    };
+    let governance = generate_key()?;
+    config::write_key(&out.join("governance.key"), &governance)?;
+    let genesis = genesis::GenesisFile {
+        chain_id,
+        governance: vec![hex(&governance.public().0)],
+        validators: (0..n)
+            .map(|i| genesis::GenesisValidator::signed(chain_id, &keys[i], 1, &port(i, 0)))
+            .collect(),
+    };
+    std::fs::write(out.join("genesis.toml"), toml::to_string(&genesis)?)?;
+    println!("{}: the chain's genesis; governance key in governance.key", out.join("genesis.toml").display());
     let listener_entries: Vec<ListenerEntry> =
         (n..total).map(|i| ListenerEntry { key: hex(&keys[i].public().0), address: None }).collect();
     for (i, key) in keys.iter().enumerate() {
@@ -166,13 +219,15 @@ fn testnet(
             chain_id,
             key_file: format!("{name}.key").into(),
             data_dir: format!("{name}-data").into(),
-            listen: port(i, 0),
-            client_listen: port(i, 100),
-            metrics_listen: Some(port(i, 200)),
+            listen: bind(i, 0),
+            client_listen: bind(i, 100),
+            metrics_listen: Some(bind(i, 200)),
             timing: Timing { base_timeout_ms, ..Timing::default() },
             intake: Intake::default(),
             storage: config::StorageSection::default(),
-            validators: validators.clone(),
+            genesis_file: Some("genesis.toml".into()),
+            validators: Vec::new(),
+            peers: Vec::new(),
             listeners: listener_entries.clone(),
         };
         let path = out.join(format!("{name}.toml"));
@@ -218,7 +273,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     let metrics = Metrics::new();
     let node = NodeBuilder::new(
         cfg.key,
-        Genesis::new(cfg.chain, cfg.validators),
+        Genesis::new(cfg.chain, cfg.validators).with_app_state(cfg.app_state),
         KvApp::new(mempool.clone(), intake.block_max_txs),
         store,
     )
@@ -231,6 +286,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
     .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
     .metrics(metrics.clone())
+    .max_guests(intake.consensus_max_guests)
     .start()?;
     register_metrics(&metrics, mempool.clone(), node.reader());
     let _metrics_server = metrics_listener.map(|l| MetricsServer::start(l, metrics)).transpose()?;
@@ -266,7 +322,7 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     }
 }
 
-fn client(addr: &str, timeout: Duration, op: ClientOp) -> Result<()> {
+fn client(addr: &str, timeout: Duration, key: &std::path::Path, op: ClientOp) -> Result<()> {
     let mut c = Client::connect(addr, timeout)?;
     // A refusal by the node is an `Other` error with its reason.
     let rejected = |e: std::io::Error| -> Box<dyn std::error::Error> {
@@ -297,13 +353,20 @@ fn client(addr: &str, timeout: Duration, op: ClientOp) -> Result<()> {
     };
     let accepted = |tx: &Submitted| println!("accepted: id {} (committed height then {})", tx.id, tx.since);
     match op {
-        ClientOp::Put { key, value } => {
-            let tx = c.put(&key, &value).map_err(rejected)?;
+        ClientOp::Put { key: k, value } => {
+            let op = Op::Put { key: k.into_bytes(), value: value.into_bytes() };
+            let tx = ops::submit_signed(&mut c, &ops::client_key(key)?, op).map_err(rejected)?;
             accepted(&tx);
             wait(&mut c, tx)
         }
-        ClientOp::Delete { key } => {
-            let tx = c.delete(&key).map_err(rejected)?;
+        ClientOp::Delete { key: k } => {
+            let op = Op::Delete { key: k.into_bytes() };
+            let tx = ops::submit_signed(&mut c, &ops::client_key(key)?, op).map_err(rejected)?;
+            accepted(&tx);
+            wait(&mut c, tx)
+        }
+        ClientOp::Validator { op } => {
+            let tx = ops::validator(&mut c, &ops::client_key(key)?, op).map_err(rejected)?;
             accepted(&tx);
             wait(&mut c, tx)
         }
