@@ -26,8 +26,9 @@ struct Net {
     publics: Vec<String>,
     /// Every transaction acknowledged as committed: (key, value).
     committed: Vec<(String, String)>,
-    /// The test's client key (the chain accepts only signed writes).
+    /// The test's client key (the chain accepts only signed writes) and its next sequence number.
     client_key: Keypair,
+    seq: u64,
 }
 
 /// Signs a put with `key`'s next committed sequence number (read from the node) and submits it.
@@ -80,6 +81,7 @@ impl Net {
             publics,
             committed: Vec::new(),
             client_key: Keypair::from_secret(&[42; 32]),
+            seq: 0,
         };
         for i in 0..n {
             net.start(i);
@@ -186,7 +188,14 @@ impl Net {
     /// its block is then certified by the timeout votes, which carry the votes for it.)
     fn put(&mut self, i: usize, key: &str, value: &str) {
         let mut c = self.client(i).unwrap();
+        // Like a careful client, first wait until node `i` has committed the client's earlier
+        // writes (a node behind refuses the next sequence number as out of order).
+        let (me, seq) = (self.client_key.public(), self.seq);
+        self.wait(&format!("node {i} has the client's earlier writes"), Duration::from_secs(20), |_| {
+            c.seq(&me).is_ok_and(|(_, next)| next >= seq)
+        });
         let tx = signed_put(&mut c, &self.client_key, key, value).unwrap();
+        self.seq += 1;
         match c.wait(&tx, Duration::from_secs(20)) {
             Ok(Receipt::Committed(_)) => {}
             other => self.fail(&format!("put {key} via node {i}: {other:?}")),
