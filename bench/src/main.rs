@@ -1,0 +1,128 @@
+//! Side-by-side benchmark of this project and hotstuff_rs 0.4.0 (issue 12).
+//!
+//! `cargo run --release --manifest-path bench/Cargo.toml -- [--rounds 3] [--seconds 5]
+//! [--only a,d] [--svg bench/results/latency_throughput.svg]`
+//!
+//! Every round runs every setup once, in the same order, so the setups are interleaved; the
+//! table shows per-setup medians over the rounds, and each ratio is the median over rounds of
+//! the ratio within that round.
+
+mod core_direct;
+mod hs_rs;
+mod stats;
+
+use stats::{median, Sample};
+use std::time::Duration;
+
+struct Setup {
+    /// Letter of the setup in issue 12.
+    group: char,
+    label: String,
+    /// The hotstuff_rs setup with the same n, for the ratio column.
+    baseline: Option<usize>,
+    /// Unit of `rate`.
+    unit: &'static str,
+    run: Box<dyn Fn(Duration, Duration) -> Sample>,
+}
+
+struct Args {
+    rounds: usize,
+    seconds: f64,
+    warmup: f64,
+    only: String,
+}
+
+fn args() -> Args {
+    let mut a = Args { rounds: 3, seconds: 5.0, warmup: 1.0, only: "abcde".into() };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rounds" => a.rounds = value().parse().expect("--rounds N"),
+            "--seconds" => a.seconds = value().parse().expect("--seconds S"),
+            "--warmup" => a.warmup = value().parse().expect("--warmup S"),
+            "--only" => a.only = value().replace(',', ""),
+            "-h" | "--help" => {
+                println!("usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn setups(only: &str) -> Vec<Setup> {
+    let mut v: Vec<Setup> = Vec::new();
+    for n in [4usize, 7] {
+        v.push(Setup {
+            group: 'd',
+            label: format!("(d) hotstuff_rs 0.4.0, test stub + MemDB, n={n}"),
+            baseline: None,
+            unit: "blocks/s",
+            run: Box::new(move |w, m| hs_rs::run(n, w, m)),
+        });
+        v.push(Setup {
+            group: 'a',
+            label: format!("(a) core driven directly, n={n}"),
+            baseline: Some(n),
+            unit: "blocks/s",
+            run: Box::new(move |w, m| core_direct::run(n, w, m)),
+        });
+    }
+    v.retain(|s| only.contains(s.group));
+    v
+}
+
+fn main() {
+    let a = args();
+    let setups = setups(&a.only);
+    let warmup = Duration::from_secs_f64(a.warmup);
+    let measure = Duration::from_secs_f64(a.seconds);
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
+    for round in 0..a.rounds {
+        for (i, s) in setups.iter().enumerate() {
+            let r = (s.run)(warmup, measure);
+            eprintln!(
+                "round {}: {:<55} {:>9.0} {} p50 {:>7.2} ms p99 {:>7.2} ms cpu {:>4.0}%",
+                round + 1,
+                s.label,
+                r.rate,
+                s.unit,
+                r.p50_ms,
+                r.p99_ms,
+                r.cpu_pct
+            );
+            samples[i].push(r);
+        }
+    }
+    println!();
+    println!(
+        "{} rounds of {:.0} s (+{:.0} s warm-up), interleaved; medians over rounds; ratio = median of per-round ratios",
+        a.rounds, a.seconds, a.warmup
+    );
+    println!(
+        "| setup | rate | p50 ms | p99 ms | CPU % | ratio to hotstuff_rs (same n) |\n|---|---|---|---|---|---|"
+    );
+    for (i, s) in setups.iter().enumerate() {
+        let col = |f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+        let ratio = s
+            .baseline
+            .and_then(|n| setups.iter().position(|b| b.group == 'd' && b.label.ends_with(&format!("n={n}"))))
+            .map(|b| {
+                let r: Vec<f64> = samples[i].iter().zip(&samples[b]).map(|(x, y)| x.rate / y.rate).collect();
+                format!("{:.1}×", median(r))
+            })
+            .unwrap_or_default();
+        println!(
+            "| {} | {:.0} {} | {:.2} | {:.2} | {:.0} | {} |",
+            s.label,
+            col(|x| x.rate),
+            s.unit,
+            col(|x| x.p50_ms),
+            col(|x| x.p99_ms),
+            col(|x| x.cpu_pct),
+            ratio
+        );
+    }
+}
