@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 
 const CHAIN: ChainId = ChainId(7);
 
-enum Ev {
-    Msg(PublicKey, Message),
-    Stop,
-}
+/// A message from a peer, or `None`: stop.
+type Ev = Option<(PublicKey, Message)>;
 
 pub fn keys(n: usize) -> Vec<Keypair> {
     (0..n)
@@ -62,7 +60,7 @@ pub fn run(n: usize, warmup: Duration, measure: Duration) -> Sample {
     let to = Instant::now();
     let cpu = cpu.pct();
     for tx in senders.values() {
-        let _ = tx.send(Ev::Stop);
+        let _ = tx.send(None);
     }
     let mut sample = Sample::default();
     for (i, h) in handles.into_iter().enumerate() {
@@ -94,13 +92,13 @@ fn drive(
                     Action::Persist { seq, .. } => inputs.push_back(Input::Persisted { seq }),
                     Action::Send { to, message } => {
                         if let Some(tx) = peers.get(&to) {
-                            let _ = tx.send(Ev::Msg(me, message));
+                            let _ = tx.send(Some((me, message)));
                         }
                     }
                     Action::Broadcast { message } => {
                         for (pk, tx) in &peers {
                             if *pk != me {
-                                let _ = tx.send(Ev::Msg(me, message.clone()));
+                                let _ = tx.send(Some((me, message.clone())));
                             }
                         }
                     }
@@ -163,10 +161,10 @@ fn drive(
             },
         };
         match ev {
-            Ev::Msg(from, message) => {
+            Some((from, message)) => {
                 let _ = replica.handle(Input::Message { from, message });
             }
-            Ev::Stop => return rec,
+            None => return rec,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! the ratio within that round.
 
 mod core_direct;
+mod driver;
 mod hs_rs;
 mod stats;
 
@@ -70,6 +71,22 @@ fn setups(only: &str) -> Vec<Setup> {
             run: Box::new(move |w, m| core_direct::run(n, w, m)),
         });
     }
+    for n in [4usize, 7] {
+        v.push(Setup {
+            group: 'b',
+            label: format!("(b) std driver, in-memory channels, RedbStore::in_memory(), n={n}"),
+            baseline: Some(n),
+            unit: "blocks/s",
+            run: Box::new(move |w, m| driver::run(n, driver::Transport::Memory, w, m)),
+        });
+    }
+    v.push(Setup {
+        group: 'c',
+        label: "(c) std driver, loopback TCP, redb on disk (fsync), empty blocks, n=4".into(),
+        baseline: Some(4),
+        unit: "blocks/s",
+        run: Box::new(|w, m| driver::run(4, driver::Transport::TcpDisk, w, m)),
+    });
     v.retain(|s| only.contains(s.group));
     v
 }
@@ -102,7 +119,7 @@ fn main() {
         a.rounds, a.seconds, a.warmup
     );
     println!(
-        "| setup | rate | p50 ms | p99 ms | CPU % | ratio to hotstuff_rs (same n) |\n|---|---|---|---|---|---|"
+        "| setup | rate | p50 ms | p99 ms | CPU % | × hotstuff_rs (same n) | of core (a), same n |\n|---|---|---|---|---|---|---|"
     );
     for (i, s) in setups.iter().enumerate() {
         let col = |f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
@@ -114,15 +131,27 @@ fn main() {
                 format!("{:.1}×", median(r))
             })
             .unwrap_or_default();
+        let core = (s.group == 'b' || s.group == 'c')
+            .then(|| {
+                let n = if s.label.ends_with("n=7") { 7 } else { 4 };
+                setups.iter().position(|b| b.group == 'a' && b.label.ends_with(&format!("n={n}")))
+            })
+            .flatten()
+            .map(|b| {
+                let r: Vec<f64> = samples[i].iter().zip(&samples[b]).map(|(x, y)| x.rate / y.rate).collect();
+                format!("{:.2}", median(r))
+            })
+            .unwrap_or_default();
         println!(
-            "| {} | {:.0} {} | {:.2} | {:.2} | {:.0} | {} |",
+            "| {} | {:.0} {} | {:.2} | {:.2} | {:.0} | {} | {} |",
             s.label,
             col(|x| x.rate),
             s.unit,
             col(|x| x.p50_ms),
             col(|x| x.p99_ms),
             col(|x| x.cpu_pct),
-            ratio
+            ratio,
+            core
         );
     }
 }
