@@ -10,6 +10,7 @@
 mod core_direct;
 mod driver;
 mod hs_rs;
+mod kv;
 mod stats;
 
 use stats::{median, Sample};
@@ -87,6 +88,15 @@ fn setups(only: &str) -> Vec<Setup> {
         unit: "blocks/s",
         run: Box::new(|w, m| driver::run(4, driver::Transport::TcpDisk, w, m)),
     });
+    for window in [100usize, 500, 1000, 2000] {
+        v.push(Setup {
+            group: 'e',
+            label: format!("(e) kv_cluster, 4 validators, window {window}"),
+            baseline: None,
+            unit: "tx/s",
+            run: Box::new(move |w, m| kv::run(window, w, m)),
+        });
+    }
     v.retain(|s| only.contains(s.group));
     v
 }
