@@ -11,6 +11,7 @@ mod core_direct;
 mod driver;
 mod hs_rs;
 mod kv;
+mod plot;
 mod stats;
 
 use stats::{median, Sample};
@@ -20,6 +21,8 @@ struct Setup {
     /// Letter of the setup in issue 12.
     group: char,
     label: String,
+    /// Label in the plot.
+    short: String,
     /// The hotstuff_rs setup with the same n, for the ratio column.
     baseline: Option<usize>,
     /// Unit of `rate`.
@@ -32,10 +35,11 @@ struct Args {
     seconds: f64,
     warmup: f64,
     only: String,
+    svg: Option<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { rounds: 3, seconds: 5.0, warmup: 1.0, only: "abcde".into() };
+    let mut a = Args { rounds: 3, seconds: 5.0, warmup: 1.0, only: "abcde".into(), svg: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -44,8 +48,11 @@ fn args() -> Args {
             "--seconds" => a.seconds = value().parse().expect("--seconds S"),
             "--warmup" => a.warmup = value().parse().expect("--warmup S"),
             "--only" => a.only = value().replace(',', ""),
+            "--svg" => a.svg = Some(value()),
             "-h" | "--help" => {
-                println!("usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde]");
+                println!(
+                    "usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde] [--svg PATH]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -60,6 +67,7 @@ fn setups(only: &str) -> Vec<Setup> {
         v.push(Setup {
             group: 'd',
             label: format!("(d) hotstuff_rs 0.4.0, test stub + MemDB, n={n}"),
+            short: format!("hotstuff_rs n={n}"),
             baseline: None,
             unit: "blocks/s",
             run: Box::new(move |w, m| hs_rs::run(n, w, m)),
@@ -67,6 +75,7 @@ fn setups(only: &str) -> Vec<Setup> {
         v.push(Setup {
             group: 'a',
             label: format!("(a) core driven directly, n={n}"),
+            short: format!("(a) core n={n}"),
             baseline: Some(n),
             unit: "blocks/s",
             run: Box::new(move |w, m| core_direct::run(n, w, m)),
@@ -76,6 +85,7 @@ fn setups(only: &str) -> Vec<Setup> {
         v.push(Setup {
             group: 'b',
             label: format!("(b) std driver, in-memory channels, RedbStore::in_memory(), n={n}"),
+            short: format!("(b) driver mem n={n}"),
             baseline: Some(n),
             unit: "blocks/s",
             run: Box::new(move |w, m| driver::run(n, driver::Transport::Memory, w, m)),
@@ -84,6 +94,7 @@ fn setups(only: &str) -> Vec<Setup> {
     v.push(Setup {
         group: 'c',
         label: "(c) std driver, loopback TCP, redb on disk (fsync), empty blocks, n=4".into(),
+        short: "(c) TCP+redb n=4".into(),
         baseline: Some(4),
         unit: "blocks/s",
         run: Box::new(|w, m| driver::run(4, driver::Transport::TcpDisk, w, m)),
@@ -92,6 +103,7 @@ fn setups(only: &str) -> Vec<Setup> {
         v.push(Setup {
             group: 'e',
             label: format!("(e) kv_cluster, 4 validators, window {window}"),
+            short: format!("w={window}"),
             baseline: None,
             unit: "tx/s",
             run: Box::new(move |w, m| kv::run(window, w, m)),
@@ -163,5 +175,27 @@ fn main() {
             ratio,
             core
         );
+    }
+    let svg = a
+        .svg
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/results/latency_throughput.svg").into());
+    let points: Vec<plot::Point> = setups
+        .iter()
+        .enumerate()
+        .map(|(i, s)| plot::Point {
+            group: s.group,
+            label: s.short.clone(),
+            sample: Sample {
+                rate: median(samples[i].iter().map(|x| x.rate).collect()),
+                p50_ms: median(samples[i].iter().map(|x| x.p50_ms).collect()),
+                p99_ms: median(samples[i].iter().map(|x| x.p99_ms).collect()),
+                cpu_pct: median(samples[i].iter().map(|x| x.cpu_pct).collect()),
+            },
+        })
+        .collect();
+    let title = format!("medians of {} interleaved rounds of {:.0} s, 2-core machine", a.rounds, a.seconds);
+    match plot::write(std::path::Path::new(&svg), &title, &points) {
+        Ok(()) => println!("\nplot: {svg}"),
+        Err(e) => eprintln!("plot {svg}: {e}"),
     }
 }
