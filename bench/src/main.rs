@@ -1,7 +1,7 @@
 //! Side-by-side benchmark of this project and hotstuff_rs 0.4.0 (issue 12).
 //!
 //! `cargo run --release --manifest-path bench/Cargo.toml -- [--rounds 3] [--seconds 5]
-//! [--only a,d] [--svg bench/results/latency_throughput.svg]`
+//! [--only a,d] [--svg bench/results/latency_throughput.svg] [--table bench/results/latest.md]`
 //!
 //! Every round runs every setup once, in the same order, so the setups are interleaved; the
 //! table shows per-setup medians over the rounds, and each ratio is the median over rounds of
@@ -36,10 +36,11 @@ struct Args {
     warmup: f64,
     only: String,
     svg: Option<String>,
+    table: Option<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { rounds: 3, seconds: 5.0, warmup: 1.0, only: "abcde".into(), svg: None };
+    let mut a = Args { rounds: 3, seconds: 5.0, warmup: 1.0, only: "abcde".into(), svg: None, table: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -49,6 +50,7 @@ fn args() -> Args {
             "--warmup" => a.warmup = value().parse().expect("--warmup S"),
             "--only" => a.only = value().replace(',', ""),
             "--svg" => a.svg = Some(value()),
+            "--table" => a.table = Some(value()),
             "-h" | "--help" => {
                 println!(
                     "usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde] [--svg PATH]"
@@ -135,13 +137,20 @@ fn main() {
             samples[i].push(r);
         }
     }
+    let mut table = String::new();
+    let mut line = |l: String| {
+        println!("{l}");
+        table.push_str(&l);
+        table.push('\n');
+    };
     println!();
-    println!(
+    line(format!(
         "{} rounds of {:.0} s (+{:.0} s warm-up), interleaved; medians over rounds; ratio = median of per-round ratios",
         a.rounds, a.seconds, a.warmup
-    );
-    println!(
+    ));
+    line(
         "| setup | rate | p50 ms | p99 ms | CPU % | × hotstuff_rs (same n) | of core (a), same n |\n|---|---|---|---|---|---|---|"
+            .into(),
     );
     for (i, s) in setups.iter().enumerate() {
         let col = |f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
@@ -164,7 +173,7 @@ fn main() {
                 format!("{:.2}", median(r))
             })
             .unwrap_or_default();
-        println!(
+        line(format!(
             "| {} | {:.0} {} | {:.2} | {:.2} | {:.0} | {} | {} |",
             s.label,
             col(|x| x.rate),
@@ -174,7 +183,30 @@ fn main() {
             col(|x| x.cpu_pct),
             ratio,
             core
-        );
+        ));
+    }
+    let mut rounds = String::new();
+    for (i, s) in setups.iter().enumerate() {
+        for (r, x) in samples[i].iter().enumerate() {
+            rounds.push_str(&format!(
+                "round {}: {} | {:.0} {} | p50 {:.2} ms | p99 {:.2} ms | cpu {:.0}%\n",
+                r + 1,
+                s.label,
+                x.rate,
+                s.unit,
+                x.p50_ms,
+                x.p99_ms,
+                x.cpu_pct
+            ));
+        }
+    }
+    let md = a.table.unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/results/latest.md").into());
+    if let Some(dir) = std::path::Path::new(&md).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&md, format!("{table}\nEvery run:\n\n```\n{rounds}```\n")) {
+        Ok(()) => println!("table: {md}"),
+        Err(e) => eprintln!("table {md}: {e}"),
     }
     let svg = a
         .svg

@@ -28,6 +28,27 @@ fn y_range(points: &[&Point]) -> (f64, f64) {
     ((lo / 2.0).max(0.01), (hi * 2.0).max(1.0))
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::combinators::LogCoord<f64>>,
+>;
+
+fn mesh(chart: &mut Chart<'_, '_>, x: &str, y: &str) -> Result<(), Box<dyn std::error::Error>> {
+    chart
+        .configure_mesh()
+        .light_line_style(RGBColor(245, 245, 245))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .x_labels(8)
+        .y_labels(8)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| if *v >= 1.0 { format!("{v:.0}") } else { format!("{v:.1}") })
+        .x_desc(x)
+        .y_desc(y)
+        .draw()?;
+    Ok(())
+}
+
 pub fn write(path: &Path, title: &str, points: &[Point]) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -45,9 +66,9 @@ pub fn write(path: &Path, title: &str, points: &[Point]) -> Result<(), Box<dyn s
             .caption("consensus: blocks/s vs commit latency", ("sans-serif", 15))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(55)
+            .y_label_area_size(70)
             .build_cartesian_2d(0.0..xmax, (ylo..yhi).log_scale())?;
-        chart.configure_mesh().x_desc("blocks/s").y_desc("latency, ms (p50 dot, bar to p99; log)").draw()?;
+        mesh(&mut chart, "blocks/s (dot: p50, bar up to p99)", "commit latency, ms (log)")?;
         for p in &consensus {
             let c = color(p.group);
             let (x, s) = (p.sample.rate, p.sample);
@@ -61,8 +82,7 @@ pub fn write(path: &Path, title: &str, points: &[Point]) -> Result<(), Box<dyn s
         }
     }
 
-    let mut kv: Vec<&Point> = points.iter().filter(|p| p.group == 'e' && p.sample.rate > 0.0).collect();
-    kv.sort_by(|a, b| a.sample.rate.total_cmp(&b.sample.rate));
+    let kv: Vec<&Point> = points.iter().filter(|p| p.group == 'e' && p.sample.rate > 0.0).collect();
     if !kv.is_empty() {
         let xmax = kv.iter().map(|p| p.sample.rate).fold(0.0, f64::max) * 1.25;
         let (ylo, yhi) = y_range(&kv);
@@ -70,9 +90,9 @@ pub fn write(path: &Path, title: &str, points: &[Point]) -> Result<(), Box<dyn s
             .caption("kv_cluster (4 validators, fsync): tx/s vs latency", ("sans-serif", 15))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(55)
+            .y_label_area_size(70)
             .build_cartesian_2d(0.0..xmax, (ylo..yhi).log_scale())?;
-        chart.configure_mesh().x_desc("committed tx/s").y_desc("submit-to-commit, ms (log)").draw()?;
+        mesh(&mut chart, "committed tx/s (labels: client window)", "submit-to-commit, ms (log)")?;
         let c = color('e');
         chart
             .draw_series(LineSeries::new(
