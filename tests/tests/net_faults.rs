@@ -102,6 +102,9 @@ impl Cluster {
             let store = RedbStore::in_memory().expect("store");
             let mut b = NodeBuilder::new(key(i), genesis.clone(), app, store)
                 .base_timeout(BASE)
+                // A fixed idle delay (no back-off while idle): the commit gaps measured here
+                // are the fault's, not the idle back-off's (up to half the base timeout).
+                .max_idle_block_delay(Duration::from_millis(100))
                 .liveness_timeout(LIVENESS)
                 .reconnect_backoff(Duration::from_millis(50), BASE / 2)
                 .listener(listener)
