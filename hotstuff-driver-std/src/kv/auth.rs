@@ -72,10 +72,24 @@ impl Op {
     }
 
     fn valid(&self) -> bool {
+        self.check().is_ok()
+    }
+
+    /// `Err` naming the limit a key or value breaks (a key is 1 to [`MAX_KEY`] bytes, a value
+    /// at most [`MAX_VALUE`]), in the words the client protocol uses; clients check before they
+    /// sign, and the node refuses the same with the same words.
+    pub fn check(&self) -> Result<(), String> {
+        let key = |key: &[u8]| match key.len() {
+            0 => Err(format!("empty key: a key is 1 to {MAX_KEY} bytes")),
+            n if n > MAX_KEY => Err(format!("key of {n} bytes is over the limit of {MAX_KEY} bytes")),
+            _ => Ok(()),
+        };
         match self {
-            Op::Put { key, value } => !key.is_empty() && key.len() <= MAX_KEY && value.len() <= MAX_VALUE,
-            Op::Delete { key } => !key.is_empty() && key.len() <= MAX_KEY,
-            Op::Validator(_) => true,
+            Op::Put { value, .. } if value.len() > MAX_VALUE => {
+                Err(format!("value of {} bytes is over the limit of {MAX_VALUE} bytes", value.len()))
+            }
+            Op::Put { key: k, .. } | Op::Delete { key: k } => key(k),
+            Op::Validator(_) => Ok(()),
         }
     }
 }
@@ -139,9 +153,7 @@ impl SignedTx {
         if !reader.is_empty() {
             return Err("malformed transaction: trailing bytes".into());
         }
-        if !tx.valid() {
-            return Err(format!("invalid transaction (key 1..={MAX_KEY} bytes, value <= {MAX_VALUE} bytes)"));
-        }
+        tx.op.check().map_err(|e| format!("invalid transaction: {e}"))?;
         Ok(tx)
     }
 }

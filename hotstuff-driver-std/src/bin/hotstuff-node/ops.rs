@@ -66,6 +66,7 @@ pub fn client_key(path: &Path) -> Result<Keypair> {
 /// Signs `op` with the client's next sequence number and submits it; the node's answer names
 /// the transaction (its id, and the committed height when accepted) for a `WAIT`.
 pub fn submit_signed(c: &mut Client, key: &Keypair, op: Op) -> std::io::Result<Submitted> {
+    op.check().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (chain, next) = c.seq(&key.public())?;
     c.submit(&SignedTx::sign(chain, key, next, op))
 }
