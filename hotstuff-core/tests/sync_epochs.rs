@@ -146,6 +146,63 @@ fn a_bad_sync_server_is_avoided_until_its_own_timer_fires() {
     assert!(r.committed_height().0 >= 3, "the honest server's blocks were taken in and commit");
 }
 
+/// A follower whose no-progress timer asked a peer for blocks from height 1, and which then
+/// committed further through proposals while the request was out.
+fn committed_while_asking(
+    c: &Cluster,
+) -> (Replica, PublicKey, hotstuff_core::message::SyncRequest, Vec<hotstuff_core::Block>) {
+    let mut r = c.replica(follower(c));
+    run(&mut r);
+    r.handle(Input::SyncTimerFired { timer: SyncTimer::NoProgress }).unwrap();
+    let (to, request) = sync_requests(&run(&mut r)).last().cloned().expect("a sync request");
+    assert_eq!(request.from_height.0, 1);
+    let blocks = chain(c, 6);
+    for b in &blocks[..4] {
+        r.handle(c.input(c.index(&b.proposer), Message::Proposal(c.propose(b.clone(), None)))).unwrap();
+        run(&mut r);
+    }
+    assert!(r.committed_height().0 >= 2, "committed through proposals: {:?}", r.committed_height());
+    (r, to, request, blocks)
+}
+
+/// An honest server's answer that starts below what the replica committed meanwhile is taken
+/// in from the committed height up; its server is not avoided.
+#[test]
+fn an_answer_overtaken_by_commits_is_taken_in_above_the_committed_height() {
+    let c = Cluster::new(4);
+    let (mut r, server, request, blocks) = committed_while_asking(&c);
+    let resp = SyncResponse {
+        id: request.id,
+        blocks: blocks[..5].to_vec(),
+        certificate: Some(c.certify(&blocks[4])),
+    };
+    r.handle(c.input(c.index(&server), Message::SyncResponse(resp))).unwrap();
+    let a = run(&mut r);
+    assert!(!a.iter().any(|x| matches!(x, Action::Event(Event::SyncPeerAvoided { .. }))), "{a:?}");
+    assert_eq!(r.avoided_sync_peers().count(), 0);
+    assert!(r.committed_height().0 >= 3, "the answer's new blocks commit: {:?}", r.committed_height());
+}
+
+/// An answer with nothing above the committed height is stale, not bad: nothing is taken in and
+/// its server is not avoided.
+#[test]
+fn an_answer_entirely_below_the_committed_height_is_stale_not_bad() {
+    let c = Cluster::new(4);
+    let (mut r, server, request, blocks) = committed_while_asking(&c);
+    let before = r.committed_height();
+    let resp = SyncResponse {
+        id: request.id,
+        blocks: blocks[..1].to_vec(),
+        certificate: Some(c.certify(&blocks[0])),
+    };
+    r.handle(c.input(c.index(&server), Message::SyncResponse(resp))).unwrap();
+    let a = run(&mut r);
+    assert!(!a.iter().any(|x| matches!(x, Action::Event(Event::SyncPeerAvoided { .. }))), "{a:?}");
+    assert_eq!(r.avoided_sync_peers().count(), 0);
+    assert_eq!(r.committed_height(), before);
+    assert!(a.contains(&Action::Event(Event::SyncReceived { peer: server, blocks: 0 })), "{a:?}");
+}
+
 /// A response from a peer that was not asked (or with another id) is refused and changes nothing.
 #[test]
 fn an_unsolicited_sync_response_is_refused() {

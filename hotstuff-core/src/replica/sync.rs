@@ -163,13 +163,32 @@ impl<P: Pacemaker> Replica<P> {
     /// A response to a request this replica made is always accepted as an input: if it is bad
     /// (or empty while blocks are missing), nothing of it is taken in and its server is avoided
     /// for `config.sync_avoid` (an [`Event::SyncPeerAvoided`] says why).
+    ///
+    /// Blocks at or below the committed height are dropped first: the replica may have committed
+    /// further (through proposals) while the request was out, and then an honest server's answer
+    /// starts below what it now holds. An answer that brings nothing above the committed height
+    /// is stale, not bad: its server is not avoided, and the next peer in rotation is asked if
+    /// blocks are still missing.
     pub(super) fn handle_sync_response(
         &mut self,
         from: PublicKey,
-        resp: SyncResponse,
+        mut resp: SyncResponse,
     ) -> Result<(), InputError> {
         if self.sync_peer != Some((from, resp.id)) {
             return Err(InputError::UnexpectedSync(from));
+        }
+        let committed = self.tree.root().height;
+        let stale = resp.blocks.iter().take_while(|b| b.height <= committed).count();
+        if stale > 0 {
+            if stale == resp.blocks.len() {
+                self.sync_peer = None;
+                self.emit(Action::Event(Event::SyncReceived { peer: from, blocks: 0 }));
+                if self.needs_sync() {
+                    self.request_sync(None);
+                }
+                return Ok(());
+            }
+            resp.blocks.drain(..stale);
         }
         if resp.blocks.is_empty() && resp.certificate.is_none() {
             // The peer has nothing for us. That is a failure only if we know blocks exist.
