@@ -318,6 +318,12 @@ pub struct FileConfig {
     /// Listeners allowed to connect (optional).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerEntry>,
+    /// This node's key is not (yet) a member of the chain: it follows as a guest listener (the
+    /// others accept up to `intake.consensus_max_guests` guests) until a validator-set change
+    /// adds it. `hotstuff-node join` writes `joining = true`; without it, a key that is
+    /// neither a validator nor a listener is refused as a wrong `key_file`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joining: bool,
 }
 
 /// A configuration checked and resolved.
@@ -474,12 +480,16 @@ impl FileConfig {
             other => other,
         })?;
         let me = key.public();
-        if !peers.iter().any(|(k, _)| *k == me) {
+        // A key outside the chain's members is a wrong key file, unless the node is joining
+        // (`joining = true`): then the others take it as a guest listener until a set change
+        // adds it.
+        if !peers.iter().any(|(k, _)| *k == me) && !self.joining {
             return Err(field(
                 "key_file".into(),
                 format!(
                     "the key {} is neither a validator (`validators`) nor a listener (`listeners`) of \
-                     chain {}: the other nodes would refuse its connections",
+                     chain {}: the other nodes would refuse its connections (a new machine that is to \
+                     be added writes its config with `hotstuff-node join`, which sets `joining = true`)",
                     hotstuff_driver_std::kv::hex(&me.0),
                     self.chain_id
                 ),

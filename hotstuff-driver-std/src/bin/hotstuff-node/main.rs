@@ -229,6 +229,7 @@ fn testnet(
             validators: Vec::new(),
             peers: Vec::new(),
             listeners: listener_entries.clone(),
+            joining: false,
         };
         let path = out.join(format!("{name}.toml"));
         std::fs::write(&path, toml::to_string(&cfg)?)?;

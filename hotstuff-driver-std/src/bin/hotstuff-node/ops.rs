@@ -168,6 +168,7 @@ pub fn join(a: JoinArgs) -> Result<()> {
         validators: Vec::new(),
         peers,
         listeners: Vec::new(),
+        joining: true,
     };
     let path = a.out.join("node.toml");
     std::fs::write(&path, toml::to_string(&cfg)?)?;
