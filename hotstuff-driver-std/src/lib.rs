@@ -78,8 +78,8 @@
 //! They run on the consensus thread, so they must be **fast and deterministic**. An empty
 //! proposal waits `idle_block_delay` (default 100 ms) unless an uncommitted ancestor or the
 //! latest committed block carries updates, doubled per further committed empty block up to
-//! `max_idle_block_delay` (default half the base timeout), so an idle chain commits about two
-//! empty blocks a second instead of spinning, and transactions commit without that delay. An
+//! `max_idle_block_delay` (default a third of the base timeout), so an idle chain commits about
+//! three empty blocks a second instead of spinning, and transactions commit without that delay. An
 //! app that gets work while its node waits ends the wait with a [`Waker`] ([`Node::waker`]);
 //! [`BlockContext::leader`] forecasts the next leaders, and [`BlockContext::waits_if_empty`]
 //! says whether this node is about to wait (the kv app forwards its clients' transactions to

@@ -6,6 +6,7 @@ mod common;
 
 use common::Cluster;
 use hotstuff_driver_std::kv::{state_key, tx_count, Tx, TX_COUNT_KEY};
+use hotstuff_driver_std::Event;
 use std::time::{Duration, Instant};
 
 /// CPU time (user + system) of this process so far.
@@ -57,13 +58,32 @@ fn cluster_commits_agrees_recovers_and_stops_quickly() {
     phase!("txs committed");
     // Idle: the chain makes empty blocks at the idle delay; the whole cluster's CPU stays low.
     std::thread::sleep(Duration::from_millis(500));
-    let (cpu0, t0, h0) = (cpu_time(), Instant::now(), c.min_height());
+    let timeouts = |c: &Cluster| -> usize {
+        c.events
+            .iter()
+            .map(|e| {
+                e.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| matches!(e, Event::Core(hotstuff_core::Event::ViewTimedOut { .. })))
+                    .count()
+            })
+            .sum()
+    };
+    let (cpu0, t0, h0, timeouts0) = (cpu_time(), Instant::now(), c.min_height(), timeouts(&c));
     std::thread::sleep(Duration::from_secs(3));
     let cpu = cpu_time() - cpu0;
     let share = cpu.as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
-    println!("idle 4-validator cluster: {share:.1}% of one core, {} blocks in 3 s", c.min_height() - h0);
+    let idle_timeouts = timeouts(&c) - timeouts0;
+    println!(
+        "idle 4-validator cluster: {share:.1}% of one core, {} blocks and {idle_timeouts} view timeouts in 3 s",
+        c.min_height() - h0
+    );
     assert!(share < 5.0, "idle CPU {share:.1}%");
     assert!(c.min_height() > h0, "the idle chain keeps committing");
+    // The idle back-off's waits fit in a view: with a ceiling of half the base timeout, each
+    // leader timed out its own view (its wait plus the next leader's) once per rotation.
+    assert!(idle_timeouts <= 1, "{idle_timeouts} view timeouts on an idle, healthy cluster");
 
     phase!("idle measured");
     // Stop one node, let the others go on, restart it from its store: it catches up.

@@ -253,7 +253,7 @@ impl<A: App> NodeBuilder<A> {
 
     /// How long a leader waits before proposing an empty block when the app has nothing to
     /// propose, no uncommitted ancestor carries updates and the latest committed block was
-    /// empty too (default 100 ms; must be below the base timeout). It bounds the block rate,
+    /// empty too (default 100 ms; must be below half the base timeout). It bounds the block rate,
     /// and so the CPU use, of an idle chain. While the chain stays idle the delay doubles per
     /// committed empty block up to [`NodeBuilder::max_idle_block_delay`]. A waiting leader
     /// proposes at once when its app gets something to propose and wakes it
@@ -264,11 +264,14 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
-    /// The ceiling of the idle back-off (default half the base timeout or of
-    /// [`NodeBuilder::sync_no_progress`], whichever is smaller: 500 ms by default, so an idle
-    /// chain commits about 2 empty blocks per second instead of 10). Must be below the base
-    /// timeout, or the other replicas time out the view the leader waits in; keep it well below
-    /// `sync_no_progress` too, or idle replicas start block sync between commits.
+    /// The ceiling of the idle back-off (default a third of the base timeout or of
+    /// [`NodeBuilder::sync_no_progress`], whichever is smaller: 333 ms by default, so an idle
+    /// chain commits about 3 empty blocks per second instead of 10). Must be below half the
+    /// base timeout: the leader of a view stays in it for its own wait and then the next
+    /// leader's (it enters the view when it forms the QC, the others when its proposal
+    /// arrives), so two waits and a round trip must fit in one view timeout, or every leader
+    /// times out its own view once per rotation. Keep it well below `sync_no_progress` too, or
+    /// idle replicas start block sync between commits.
     #[must_use]
     pub fn max_idle_block_delay(mut self, delay: Duration) -> Self {
         self.max_idle_block_delay = Some(delay);
@@ -278,7 +281,7 @@ impl<A: App> NodeBuilder<A> {
     fn max_idle(&self) -> Duration {
         let bound =
             self.sync_no_progress.unwrap_or(self.pacemaker.base_timeout).min(self.pacemaker.base_timeout);
-        self.max_idle_block_delay.unwrap_or(bound / 2).max(self.idle_block_delay)
+        self.max_idle_block_delay.unwrap_or(bound / 3).max(self.idle_block_delay)
     }
 
     /// Messages and network events queued for the consensus thread before readers wait
@@ -338,11 +341,19 @@ impl<A: App> NodeBuilder<A> {
         if p.max_timeout < p.base_timeout {
             return Err(setting("max_timeout", "must be at least base_timeout"));
         }
-        if self.idle_block_delay >= p.base_timeout {
-            return Err(setting("idle_block_delay", "must be below base_timeout, or views time out"));
+        // A leader's view lasts its own idle wait and the next leader's (see
+        // `max_idle_block_delay`).
+        if self.idle_block_delay.saturating_mul(2) >= p.base_timeout {
+            return Err(setting(
+                "idle_block_delay",
+                "must be below half of base_timeout, or every leader times out its own view",
+            ));
         }
-        if self.max_idle() >= p.base_timeout {
-            return Err(setting("max_idle_block_delay", "must be below base_timeout, or views time out"));
+        if self.max_idle().saturating_mul(2) >= p.base_timeout {
+            return Err(setting(
+                "max_idle_block_delay",
+                "must be below half of base_timeout, or every leader times out its own view",
+            ));
         }
         if self.sync_no_progress.is_some_and(|d| d.is_zero()) {
             return Err(setting("sync_no_progress", "must be above zero"));

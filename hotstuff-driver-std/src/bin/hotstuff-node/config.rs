@@ -469,8 +469,12 @@ impl FileConfig {
         if t.max_timeout_ms < t.base_timeout_ms {
             return Err(field("timing.max_timeout_ms".into(), "must be at least base_timeout_ms".into()));
         }
-        if t.idle_block_delay_ms >= t.base_timeout_ms {
-            return Err(field("timing.idle_block_delay_ms".into(), "must be below base_timeout_ms".into()));
+        if t.idle_block_delay_ms.saturating_mul(2) >= t.base_timeout_ms {
+            return Err(field(
+                "timing.idle_block_delay_ms".into(),
+                "must be below half of base_timeout_ms (a leader's view lasts its own wait and the next leader's)"
+                    .into(),
+            ));
         }
         self.intake.check().map_err(|(name, reason)| field(name.into(), reason))?;
         let retain_blocks =
