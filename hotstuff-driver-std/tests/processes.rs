@@ -136,8 +136,13 @@ impl Net {
 
     /// Runs `hotstuff-node client` against node `i`: (success, stdout, stderr).
     fn cli(&self, i: usize, args: &[&str]) -> (bool, String, String) {
-        let out =
-            Command::new(BIN).args(["client", "--addr", &self.client_addr(i)]).args(args).output().unwrap();
+        // In the test's directory: the client writes its key file (`client.key`) there.
+        let out = Command::new(BIN)
+            .current_dir(self.dir.path())
+            .args(["client", "--addr", &self.client_addr(i)])
+            .args(args)
+            .output()
+            .unwrap();
         let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     }
@@ -477,6 +482,11 @@ fn metrics_endpoint_shows_the_cluster_progressing() {
     for t in 0..10 {
         net.put(t % N, &format!("m{t}"), "v");
     }
+    // The last put committed at node 1; node 0 (scraped) may be a block behind.
+    let (me, writes) = (net.client_key.public(), net.seq);
+    net.wait("node 0 has every write", Duration::from_secs(20), |n| {
+        n.client(0).and_then(|mut c| c.seq(&me)).is_ok_and(|(_, next)| next >= writes)
+    });
     let second = scrape(&net, 0);
     println!("{second}");
     let (h1, h2) =
