@@ -134,6 +134,18 @@ fn in_memory_store_behaves_like_the_file_store() {
     let tip = store.scan_app_state(&mut |_, _| keys += 1).unwrap();
     assert_eq!(tip.height.0, h);
     assert_eq!(keys as u64, h + 1, "one key per block plus the genesis key");
+
+    // The in-memory store keeps its safety state outside redb and commits most writes
+    // non-durably: a replica restarted on it resumes from that state, past the store's
+    // periodic durable commit (every 64th write).
+    let before = store.load().unwrap().unwrap();
+    assert!(before.safety.is_some(), "the safety state is loaded back");
+    assert!(before.blocks.iter().all(|b| b.block.height.0 > h), "committed blocks pruned");
+    let h2 = run_replica(&store, &key, &g, 80);
+    assert!(h2 >= h + 40, "the restarted replica commits on: {h} -> {h2}");
+    let after = store.load().unwrap().unwrap();
+    assert_ne!(after.safety, before.safety, "the newer safety state replaced the older");
+    assert_eq!(store.tip().unwrap().unwrap().0.height.0, h2);
 }
 
 /// Overwrites one value in the database file behind the store's back.
