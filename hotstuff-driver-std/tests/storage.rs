@@ -307,3 +307,66 @@ fn retention_settings_parse_and_check() {
     assert_eq!(RetainBlocks::Archive.keep_from(Height(1000)), None);
     assert_eq!(RetainBlocks::Last(300).to_string().parse::<RetainBlocks>(), Ok(RetainBlocks::Last(300)));
 }
+
+/// redb's in-memory backend, counting fsyncs.
+#[derive(Debug, Default)]
+struct CountingDisk {
+    inner: redb::backends::InMemoryBackend,
+    syncs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl redb::StorageBackend for CountingDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.inner.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[test]
+fn sync_fsyncs_only_while_a_deferred_write_is_not_yet_durable() {
+    let key = Keypair::from_secret(&[6; 32]);
+    let g = genesis(&key);
+    let disk = CountingDisk::default();
+    let syncs = disk.syncs.clone();
+    let count = || syncs.load(std::sync::atomic::Ordering::SeqCst);
+    let store = RedbStore::with_backend(disk).unwrap();
+    store.initialise(&g).unwrap();
+    let safety = |view: u64| WriteBatch {
+        safety: Some(hotstuff_core::SafetyState {
+            view: hotstuff_core::View(view),
+            ..hotstuff_core::SafetyState::genesis(hotstuff_core::genesis_hash(g.chain, &g.validators))
+        }),
+        ..WriteBatch::default()
+    };
+
+    let before = count();
+    store.sync().unwrap();
+    assert_eq!(count(), before, "nothing written since the last durable commit: no fsync");
+
+    store.write_deferred(&safety(1)).unwrap();
+    store.sync().unwrap();
+    assert!(count() > before, "a deferred write is made durable by sync");
+    let after = count();
+    store.sync().unwrap();
+    assert_eq!(count(), after, "a second sync has nothing to do");
+
+    // A durable write makes the deferred writes before it durable: no sync needed after it.
+    store.write_deferred(&safety(2)).unwrap();
+    store.write(&safety(3)).unwrap();
+    let after = count();
+    store.sync().unwrap();
+    assert_eq!(count(), after, "the durable write covered the deferred one");
+    assert_eq!(store.load().unwrap().unwrap().safety.unwrap().view.0, 3);
+}

@@ -8,7 +8,7 @@ use hotstuff_core::{
 };
 use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableError};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// Settings and tip: `chain`, `initial_validators`, `epoch` (once the set changed), `tip`,
@@ -57,6 +57,41 @@ struct Engine {
     /// writes of the consensus loop (one per vote) carry nothing else, and then cost no
     /// transaction at all.
     safety: Mutex<Option<SafetyState>>,
+    /// Write transactions in the order redb ran them (it runs one at a time), to know when a
+    /// sync has nothing to do: `sync` is a no-op while no non-durable commit is numbered above
+    /// the last durable one (a durable commit makes every earlier commit durable too).
+    txns: TxnOrder,
+}
+
+/// See [`Engine::txns`].
+#[derive(Default)]
+struct TxnOrder {
+    /// The number of the last write transaction begun.
+    begun: AtomicU64,
+    /// The highest number of a committed durable transaction.
+    durable: AtomicU64,
+    /// The highest number of a committed non-durable transaction.
+    undurable: AtomicU64,
+}
+
+impl TxnOrder {
+    /// Numbers a transaction; call it while holding redb's write transaction.
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Records transaction `n`, committed with `durability`.
+    fn committed(&self, n: u64, durability: Durability) {
+        match durability {
+            Durability::None => self.undurable.fetch_max(n, Ordering::AcqRel),
+            _ => self.durable.fetch_max(n, Ordering::AcqRel),
+        };
+    }
+
+    /// True if every committed transaction is durable.
+    fn all_durable(&self) -> bool {
+        self.undurable.load(Ordering::Acquire) <= self.durable.load(Ordering::Acquire)
+    }
 }
 
 /// A volatile store makes every this many writes durable (to free pages).
@@ -130,6 +165,7 @@ impl RedbStore {
                 volatile: false,
                 undurable: AtomicU32::new(0),
                 safety: Mutex::new(None),
+                txns: TxnOrder::default(),
             },
         };
         let db = store
@@ -360,9 +396,14 @@ impl Storage for Engine {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
+        if self.txns.all_durable() {
+            return Ok(());
+        }
         let mut txn = self.db()?.begin_write()?;
+        let n = self.txns.begin();
         txn.set_durability(Durability::Immediate);
         txn.commit()?;
+        self.txns.committed(n, Durability::Immediate);
         Ok(())
     }
 
@@ -381,6 +422,7 @@ impl Storage for Engine {
 
     fn prune(&self, below: Height, max_blocks: usize) -> Result<Height, StoreError> {
         let mut txn = self.db()?.begin_write()?;
+        let n = self.txns.begin();
         txn.set_durability(Durability::None);
         let now = {
             let mut meta = txn.open_table(META)?;
@@ -408,6 +450,7 @@ impl Storage for Engine {
             end
         };
         txn.commit()?;
+        self.txns.committed(n, Durability::None);
         Ok(Height(now))
     }
 
@@ -459,6 +502,7 @@ impl Engine {
             }
         }
         let mut txn = self.db()?.begin_write()?;
+        let n = self.txns.begin();
         txn.set_durability(durability);
         {
             let mut pending = txn.open_table(PENDING)?;
@@ -494,6 +538,7 @@ impl Engine {
             }
         }
         txn.commit()?;
+        self.txns.committed(n, durability);
         Ok(())
     }
 }
