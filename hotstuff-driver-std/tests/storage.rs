@@ -134,6 +134,18 @@ fn in_memory_store_behaves_like_the_file_store() {
     let tip = store.scan_app_state(&mut |_, _| keys += 1).unwrap();
     assert_eq!(tip.height.0, h);
     assert_eq!(keys as u64, h + 1, "one key per block plus the genesis key");
+
+    // The in-memory store keeps its safety state outside redb and commits most writes
+    // non-durably: a replica restarted on it resumes from that state, past the store's
+    // periodic durable commit (every 64th write).
+    let before = store.load().unwrap().unwrap();
+    assert!(before.safety.is_some(), "the safety state is loaded back");
+    assert!(before.blocks.iter().all(|b| b.block.height.0 > h), "committed blocks pruned");
+    let h2 = run_replica(&store, &key, &g, 80);
+    assert!(h2 >= h + 40, "the restarted replica commits on: {h} -> {h2}");
+    let after = store.load().unwrap().unwrap();
+    assert_ne!(after.safety, before.safety, "the newer safety state replaced the older");
+    assert_eq!(store.tip().unwrap().unwrap().0.height.0, h2);
 }
 
 /// Overwrites one value in the database file behind the store's back.
@@ -294,4 +306,67 @@ fn retention_settings_parse_and_check() {
     assert_eq!(RetainBlocks::Last(100).keep_from(Height(1000)), Some(Height(901)));
     assert_eq!(RetainBlocks::Archive.keep_from(Height(1000)), None);
     assert_eq!(RetainBlocks::Last(300).to_string().parse::<RetainBlocks>(), Ok(RetainBlocks::Last(300)));
+}
+
+/// redb's in-memory backend, counting fsyncs.
+#[derive(Debug, Default)]
+struct CountingDisk {
+    inner: redb::backends::InMemoryBackend,
+    syncs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl redb::StorageBackend for CountingDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.inner.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[test]
+fn sync_fsyncs_only_while_a_deferred_write_is_not_yet_durable() {
+    let key = Keypair::from_secret(&[6; 32]);
+    let g = genesis(&key);
+    let disk = CountingDisk::default();
+    let syncs = disk.syncs.clone();
+    let count = || syncs.load(std::sync::atomic::Ordering::SeqCst);
+    let store = RedbStore::with_backend(disk).unwrap();
+    store.initialise(&g).unwrap();
+    let safety = |view: u64| WriteBatch {
+        safety: Some(hotstuff_core::SafetyState {
+            view: hotstuff_core::View(view),
+            ..hotstuff_core::SafetyState::genesis(hotstuff_core::genesis_hash(g.chain, &g.validators))
+        }),
+        ..WriteBatch::default()
+    };
+
+    let before = count();
+    store.sync().unwrap();
+    assert_eq!(count(), before, "nothing written since the last durable commit: no fsync");
+
+    store.write_deferred(&safety(1)).unwrap();
+    store.sync().unwrap();
+    assert!(count() > before, "a deferred write is made durable by sync");
+    let after = count();
+    store.sync().unwrap();
+    assert_eq!(count(), after, "a second sync has nothing to do");
+
+    // A durable write makes the deferred writes before it durable: no sync needed after it.
+    store.write_deferred(&safety(2)).unwrap();
+    store.write(&safety(3)).unwrap();
+    let after = count();
+    store.sync().unwrap();
+    assert_eq!(count(), after, "the durable write covered the deferred one");
+    assert_eq!(store.load().unwrap().unwrap().safety.unwrap().view.0, 3);
 }

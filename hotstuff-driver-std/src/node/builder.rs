@@ -10,7 +10,8 @@ use crate::metrics::Metrics;
 use crate::net::{Inbox, NetContext, Network, TcpNetwork, TcpSettings};
 use crate::storage::{Genesis, Pruner, RetainBlocks, Storage, StoreWriter};
 use hotstuff_core::{
-    ChainId, Config, ConfigError, DefaultPacemaker, Keypair, Limits, PublicKey, Replica, ValidatorSet,
+    ChainId, Config, ConfigError, DefaultPacemaker, Keypair, LeaderPolicy, Limits, PublicKey, Replica,
+    ValidatorSet,
 };
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc::sync_channel;
@@ -235,6 +236,14 @@ impl<A: App> NodeBuilder<A> {
     #[must_use]
     pub fn max_timeout(mut self, timeout: Duration) -> Self {
         self.pacemaker.max_timeout = timeout;
+        self
+    }
+
+    /// How leaders are picked (default [`LeaderPolicy::REPUTATION`]). Every validator of a
+    /// chain must use the same policy, or they disagree about leaders and views time out.
+    #[must_use]
+    pub fn leader_policy(mut self, policy: LeaderPolicy) -> Self {
+        self.pacemaker.leaders = policy;
         self
     }
 

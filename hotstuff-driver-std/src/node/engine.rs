@@ -94,6 +94,8 @@ pub struct Engine<A: App, N: Outbound> {
     /// Stopped (dropped) when the engine closes.
     pruner: Option<Pruner>,
     metrics: Option<Metrics>,
+    /// The view, committed height and high QC view last published to `status`.
+    published: Option<(View, Height, View)>,
 }
 
 /// What [`Engine::ready`] found to do before the network.
@@ -159,6 +161,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             inflight: VecDeque::new(),
             pruner,
             metrics,
+            published: None,
         };
         engine.refresh_peers();
         engine
@@ -317,17 +320,20 @@ impl<A: App, N: Outbound> Engine<A, N> {
         }
     }
 
-    /// Publishes the replica's progress to the node's [`Status`].
-    pub fn publish_status(&self) {
+    /// Publishes the replica's progress to the node's [`Status`]. Runs every turn, so it works
+    /// (computes the leader, takes the lock) only when the view, the committed height or the
+    /// high QC moved (the leader of a view depends only on the view and the committed history).
+    pub fn publish_status(&mut self) {
         let r = &self.replica;
         let view = r.view();
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Status {
-            view,
-            leader: r.leader(view),
-            committed: r.committed_height(),
-            high_qc: r.high_qc().view,
-            running: true,
-        };
+        let progress = (view, r.committed_height(), r.high_qc().view);
+        if self.published == Some(progress) {
+            return;
+        }
+        self.published = Some(progress);
+        let (view, committed, high_qc) = progress;
+        let status = Status { view, leader: r.leader(view), committed, high_qc, running: true };
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = status;
     }
 
     /// The loop ended (with `error` if the store failed): reports it and marks the status as

@@ -4,10 +4,12 @@ use super::{CommittedEntry, Genesis, Storage, Stored, WriteBatch};
 use crate::error::StoreError;
 use borsh::{BorshDeserialize, BorshSerialize};
 use hotstuff_core::{
-    genesis_hash, BlockRecord, ChainId, CommittedTip, EpochState, Height, ValidatorSet, View,
+    genesis_hash, BlockRecord, ChainId, CommittedTip, EpochState, Height, SafetyState, ValidatorSet, View,
 };
 use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableError};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Settings and tip: `chain`, `initial_validators`, `epoch` (once the set changed), `tip`,
 /// `safety`, `format`, `retained_from` (once pruned: the lowest height below which only
@@ -44,7 +46,56 @@ pub struct RedbStore {
 /// store is dropped.
 struct Engine {
     db: Option<Database>,
+    /// In memory only ([`RedbStore::in_memory`]): nothing survives the process, so a durable
+    /// commit buys nothing but the pages it frees (redb frees pages only in durable commits).
+    /// Such a store commits with `Durability::None` and makes every [`VOLATILE_SYNC_EVERY`]-th
+    /// write durable, which keeps its memory bounded.
+    volatile: bool,
+    /// Writes since the last durable one (a volatile store only).
+    undurable: AtomicU32,
+    /// A volatile store's safety state, kept here rather than in the `meta` table: most
+    /// writes of the consensus loop (one per vote) carry nothing else, and then cost no
+    /// transaction at all.
+    safety: Mutex<Option<SafetyState>>,
+    /// Write transactions in the order redb ran them (it runs one at a time), to know when a
+    /// sync has nothing to do: `sync` is a no-op while no non-durable commit is numbered above
+    /// the last durable one (a durable commit makes every earlier commit durable too).
+    txns: TxnOrder,
 }
+
+/// See [`Engine::txns`].
+#[derive(Default)]
+struct TxnOrder {
+    /// The number of the last write transaction begun.
+    begun: AtomicU64,
+    /// The highest number of a committed durable transaction.
+    durable: AtomicU64,
+    /// The highest number of a committed non-durable transaction.
+    undurable: AtomicU64,
+}
+
+impl TxnOrder {
+    /// Numbers a transaction; call it while holding redb's write transaction.
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Records transaction `n`, committed with `durability`.
+    fn committed(&self, n: u64, durability: Durability) {
+        match durability {
+            Durability::None => self.undurable.fetch_max(n, Ordering::AcqRel),
+            _ => self.durable.fetch_max(n, Ordering::AcqRel),
+        };
+    }
+
+    /// True if every committed transaction is durable.
+    fn all_durable(&self) -> bool {
+        self.undurable.load(Ordering::Acquire) <= self.durable.load(Ordering::Acquire)
+    }
+}
+
+/// A volatile store makes every this many writes durable (to free pages).
+const VOLATILE_SYNC_EVERY: u32 = 64;
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
@@ -85,8 +136,12 @@ impl RedbStore {
 
     /// A store that lives in memory only (for tests and throw-away nodes): the same code as the
     /// file store, on redb's in-memory backend.
+    /// Its writes skip redb's durable commit most of the time (there is no disk to make them
+    /// durable on), so it costs less per write than a file store.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::with_backend(redb::backends::InMemoryBackend::new())
+        let mut store = Self::with_backend(redb::backends::InMemoryBackend::new())?;
+        store.engine.volatile = true;
+        Ok(store)
     }
 
     /// A store on any redb storage backend (its bytes checked as by [`RedbStore::open`]).
@@ -104,7 +159,15 @@ impl RedbStore {
         // Owned by the store at once, so that closing it on an error below goes through the
         // store's guarded `Drop`: a panic while closing a damaged file is caught there, not
         // unwound past the error being returned (which would leak it).
-        let mut store = RedbStore { engine: Engine { db: Some(db) } };
+        let mut store = RedbStore {
+            engine: Engine {
+                db: Some(db),
+                volatile: false,
+                undurable: AtomicU32::new(0),
+                safety: Mutex::new(None),
+                txns: TxnOrder::default(),
+            },
+        };
         let db = store
             .engine
             .db
@@ -152,7 +215,7 @@ impl Storage for RedbStore {
         guarded("load", || self.engine.load())
     }
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        guarded("write", || self.engine.write_with(batch, Durability::Immediate))
+        guarded("write", || self.engine.write_with(batch, self.engine.durable()))
     }
     /// A transaction with `Durability::None`: redb keeps it out of the file's commit slots
     /// until the next durable commit, which makes it durable together with everything before
@@ -186,6 +249,16 @@ impl Storage for RedbStore {
 }
 
 impl Engine {
+    /// The durability of a write the caller needs durable: `Immediate`, except in a volatile
+    /// store (see [`Engine::volatile`]).
+    fn durable(&self) -> Durability {
+        if self.volatile && self.undurable.fetch_add(1, Ordering::Relaxed) + 1 < VOLATILE_SYNC_EVERY {
+            return Durability::None;
+        }
+        self.undurable.store(0, Ordering::Relaxed);
+        Durability::Immediate
+    }
+
     fn db(&self) -> Result<&Database, StoreError> {
         self.db
             .as_ref()
@@ -308,7 +381,10 @@ impl Storage for Engine {
         Ok(Some(Stored {
             chain: ChainId(chain),
             initial_validators: meta_require(&meta, "initial_validators")?,
-            safety: meta_get(&meta, "safety")?,
+            safety: match self.volatile {
+                true => self.safety.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+                false => meta_get(&meta, "safety")?,
+            },
             tip,
             epoch: meta_get(&meta, "epoch")?,
             blocks,
@@ -316,13 +392,18 @@ impl Storage for Engine {
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        self.write_with(batch, Durability::Immediate)
+        self.write_with(batch, self.durable())
     }
 
     fn sync(&self) -> Result<(), StoreError> {
+        if self.txns.all_durable() {
+            return Ok(());
+        }
         let mut txn = self.db()?.begin_write()?;
+        let n = self.txns.begin();
         txn.set_durability(Durability::Immediate);
         txn.commit()?;
+        self.txns.committed(n, Durability::Immediate);
         Ok(())
     }
 
@@ -341,6 +422,7 @@ impl Storage for Engine {
 
     fn prune(&self, below: Height, max_blocks: usize) -> Result<Height, StoreError> {
         let mut txn = self.db()?.begin_write()?;
+        let n = self.txns.begin();
         txn.set_durability(Durability::None);
         let now = {
             let mut meta = txn.open_table(META)?;
@@ -368,6 +450,7 @@ impl Storage for Engine {
             end
         };
         txn.commit()?;
+        self.txns.committed(n, Durability::None);
         Ok(Height(now))
     }
 
@@ -410,7 +493,16 @@ impl Engine {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.volatile {
+            if let Some(s) = &batch.safety {
+                *self.safety.lock().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+            }
+            if batch.blocks.is_empty() && batch.commits.is_empty() {
+                return Ok(());
+            }
+        }
         let mut txn = self.db()?.begin_write()?;
+        let n = self.txns.begin();
         txn.set_durability(durability);
         {
             let mut pending = txn.open_table(PENDING)?;
@@ -441,11 +533,12 @@ impl Engine {
                 pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
                 meta.insert("tip", &encode(&tip)[..])?;
             }
-            if let Some(s) = &batch.safety {
+            if let Some(s) = batch.safety.as_ref().filter(|_| !self.volatile) {
                 meta.insert("safety", &encode(s)[..])?;
             }
         }
         txn.commit()?;
+        self.txns.committed(n, durability);
         Ok(())
     }
 }
