@@ -279,9 +279,16 @@ impl Net {
     fn check_agree(&self, what: &str) {
         let nodes = self.running();
         let mut seen: std::collections::BTreeMap<u64, Vec<(usize, String)>> = Default::default();
-        self.wait(&format!("{what}: every node's digest at one height"), Duration::from_secs(40), |n| {
+        let mut last = vec![None; self.nodes.len()];
+        let deadline = Instant::now() + Duration::from_secs(40);
+        self.wait(&format!("{what}: every node's digest at one height"), Duration::from_secs(41), |n| {
+            if Instant::now() > deadline {
+                n.fail(&format!("{what}: no height with every node's digest; last answers {last:?}"));
+            }
             for i in &nodes {
-                if let Ok((height, digest)) = n.client(*i).and_then(|mut c| c.digest()) {
+                let answer = n.client(*i).and_then(|mut c| c.digest());
+                last[*i] = Some(format!("{answer:?}"));
+                if let Ok((height, digest)) = answer {
                     let at = seen.entry(height).or_default();
                     if let Some((j, other)) = at.iter().find(|(_, d)| *d != digest) {
                         n.fail(&format!(
