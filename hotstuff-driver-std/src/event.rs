@@ -17,6 +17,14 @@ pub enum Event {
         /// Why.
         error: InputError,
     },
+    /// Snapshot sync installed the committed state at `height` (fetched and verified from
+    /// peers): the replica restarted from it and block-syncs from there.
+    SnapshotInstalled {
+        /// The new committed height.
+        height: hotstuff_core::Height,
+        /// The state root it was verified against.
+        root: [u8; 32],
+    },
     /// The node stopped on a fatal error (the store failed); it no longer runs consensus.
     Fatal {
         /// What failed.

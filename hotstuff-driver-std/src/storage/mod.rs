@@ -15,7 +15,6 @@ pub mod writer;
 
 pub use prune::{Pruner, RetainBlocks};
 pub use redb_store::RedbStore;
-
 pub use writer::StoreWriter;
 
 use crate::error::StoreError;

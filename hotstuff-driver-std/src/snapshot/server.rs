@@ -1,0 +1,228 @@
+//! The serving side: snapshots taken at multiples of the interval, built on first demand,
+//! offered once certified, served chunk by chunk.
+
+use super::MAX_CHUNK_BYTES;
+use crate::error::StoreError;
+use crate::kv::commitment::{Hash, Sibling, StateTree};
+use crate::kv::snapshot::{chunk_of, MAX_CHUNK_DEPTH};
+use crate::storage::{AppStateView, Storage};
+use hotstuff_core::message::MAX_CHUNK_ENTRIES;
+use hotstuff_core::{
+    Block, ChunkSibling, CommittedTip, Height, Message, SnapshotChunk, SnapshotOffer, SnapshotCertificate,
+};
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+/// How many committed blocks above a snapshot are searched for the block certifying its root.
+const CERT_SEARCH: u64 = 256;
+
+/// A built snapshot.
+struct Checkpoint {
+    tip: CommittedTip,
+    /// `(blake3(key), key, value)`, sorted by key hash.
+    entries: Vec<(Hash, Vec<u8>, Vec<u8>)>,
+    tree: StateTree,
+    bytes: u64,
+    /// What certifies it, once found.
+    cert: Option<SnapshotCertificate>,
+}
+
+pub(crate) struct Server {
+    interval: u64,
+    /// `committed height / interval` when the last view was taken.
+    mark: u64,
+    /// The newest view, not built yet.
+    pending: Option<Box<dyn AppStateView>>,
+    building: Option<Receiver<Result<Checkpoint, StoreError>>>,
+    /// Built snapshots, oldest first (at most two).
+    ready: Vec<Checkpoint>,
+}
+
+impl Server {
+    pub(crate) fn new(interval: u64) -> Self {
+        Server { interval, mark: 0, pending: None, building: None, ready: Vec::new() }
+    }
+
+    /// Whether the committed height crossed a multiple of the interval since the last view.
+    pub(crate) fn due(&self, height: Height) -> bool {
+        self.interval > 0 && height.0 / self.interval > self.mark
+    }
+
+    /// After a turn whose commits are all in the store (`height` the committed height): takes
+    /// a view of the state if the height crossed a multiple of the interval.
+    pub(crate) fn after_commit(&mut self, store: &dyn Storage, height: Height) -> Result<(), StoreError> {
+        let mark = height.0 / self.interval.max(1);
+        if self.interval == 0 || mark <= self.mark {
+            return Ok(());
+        }
+        self.mark = mark;
+        self.pending = store.app_state_view()?;
+        Ok(())
+    }
+
+    /// A build finished? Starts the next one if a view waits.
+    fn poll_build(&mut self) {
+        if let Some(rx) = &self.building {
+            match rx.try_recv() {
+                Ok(Ok(c)) => {
+                    tracing::info!(height = %c.tip.height, entries = c.entries.len(), "snapshot built");
+                    self.ready.push(c);
+                    if self.ready.len() > 2 {
+                        self.ready.remove(0);
+                    }
+                    self.building = None;
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "building a snapshot failed");
+                    self.building = None;
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => self.building = None,
+            }
+        }
+        if let Some(view) = self.pending.take() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new().name("hotstuff-snapshot".into()).spawn(move || {
+                let _ = tx.send(build(view.as_ref()));
+            });
+            match spawned {
+                Ok(_) => self.building = Some(rx),
+                Err(error) => tracing::error!(%error, "cannot start a snapshot build"),
+            }
+        }
+    }
+
+    /// Answers an offer request: the newest built snapshot whose root a committed block
+    /// certifies (`app_root` reads a block's root).
+    pub(crate) fn offer(
+        &mut self,
+        id: u64,
+        store: &dyn Storage,
+        app_root: &dyn Fn(&Block) -> Option<Hash>,
+    ) -> Message {
+        self.poll_build();
+        let mut snapshot = None;
+        for c in self.ready.iter_mut().rev() {
+            if c.cert.is_none() {
+                match certify(c, store, app_root) {
+                    Ok(cert) => c.cert = cert,
+                    Err(error) => tracing::warn!(%error, "cannot read the blocks above a snapshot"),
+                }
+            }
+            if let Some(cert) = &c.cert {
+                snapshot = Some(cert.clone());
+                break;
+            }
+        }
+        Message::SnapshotOffer(SnapshotOffer { id, snapshot })
+    }
+
+    /// Answers a chunk request (`None`: a request for a chunk that cannot exist, dropped).
+    pub(crate) fn chunk(&mut self, id: u64, height: Height, depth: u8, index: u32) -> Option<Message> {
+        if depth > MAX_CHUNK_DEPTH || (depth < 32 && u64::from(index) >> depth != 0) {
+            return None;
+        }
+        let mut answer = SnapshotChunk {
+            id,
+            height,
+            depth,
+            index,
+            too_large: false,
+            available: false,
+            entries: Vec::new(),
+            proof: Vec::new(),
+        };
+        let Some(c) = self.ready.iter().find(|c| c.cert.as_ref().is_some_and(|s| s.tip.height == height))
+        else {
+            return Some(Message::SnapshotChunk(answer));
+        };
+        answer.available = true;
+        let idx = |h: &Hash| chunk_of_hash(h, depth);
+        let start = c.entries.partition_point(|(h, _, _)| idx(h) < index);
+        let end = c.entries.partition_point(|(h, _, _)| idx(h) <= index);
+        let slice = c.entries.get(start..end).unwrap_or(&[]);
+        let bytes: usize = slice.iter().map(|(_, k, v)| k.len() + v.len()).sum();
+        if (bytes > MAX_CHUNK_BYTES || slice.len() > MAX_CHUNK_ENTRIES) && depth < MAX_CHUNK_DEPTH {
+            answer.too_large = true;
+            return Some(Message::SnapshotChunk(answer));
+        }
+        answer.entries = slice.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect();
+        answer.proof = c.tree.prove_chunk(depth, index).into_iter().map(to_wire).collect();
+        Some(Message::SnapshotChunk(answer))
+    }
+}
+
+/// The chunk at `depth` of a key hash (as [`chunk_of`] of the key).
+fn chunk_of_hash(h: &Hash, depth: u8) -> u32 {
+    let top = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    match depth.min(MAX_CHUNK_DEPTH) {
+        0 => 0,
+        d => top >> (32 - u32::from(d)),
+    }
+}
+
+pub(crate) fn to_wire(s: Sibling) -> ChunkSibling {
+    match s {
+        Sibling::Empty => ChunkSibling::Empty,
+        Sibling::Leaf(k, v) => ChunkSibling::Leaf(k, v),
+        Sibling::Inner(h) => ChunkSibling::Inner(h),
+    }
+}
+
+pub(crate) fn from_wire(s: ChunkSibling) -> Sibling {
+    match s {
+        ChunkSibling::Empty => Sibling::Empty,
+        ChunkSibling::Leaf(k, v) => Sibling::Leaf(k, v),
+        ChunkSibling::Inner(h) => Sibling::Inner(h),
+    }
+}
+
+/// Reads a view whole: entries sorted by key hash, and their tree.
+fn build(view: &dyn AppStateView) -> Result<Checkpoint, StoreError> {
+    let mut entries = Vec::new();
+    let mut bytes = 0u64;
+    view.scan(&mut |k, v| {
+        bytes += (k.len() + v.len()) as u64;
+        entries.push((*blake3::hash(k).as_bytes(), k.to_vec(), v.to_vec()));
+    })?;
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    debug_assert!(entries.iter().all(|(h, k, _)| chunk_of(k, 8) == chunk_of_hash(h, 8)));
+    let tree = StateTree::from_entries(entries.iter().map(|(_, k, v)| (&k[..], &v[..])));
+    Ok(Checkpoint { tip: view.tip(), entries, tree, bytes, cert: None })
+}
+
+/// Finds the committed block that certifies `c`'s root: the first block with a payload above
+/// its height, the blocks between being empty (they change no state), in the view after its
+/// parent's (so that parent is committed by the two-chain rule) and carrying the snapshot's
+/// root. `None` if it is not committed yet or the snapshot cannot be certified.
+fn certify(
+    c: &Checkpoint,
+    store: &dyn Storage,
+    app_root: &dyn Fn(&Block) -> Option<Hash>,
+) -> Result<Option<SnapshotCertificate>, StoreError> {
+    let Some((mut parent, _, _)) = store.committed_block(c.tip.height)? else { return Ok(None) };
+    if parent.hash() != c.tip.hash {
+        return Ok(None);
+    }
+    let root = c.tree.root();
+    for h in c.tip.height.0 + 1..=c.tip.height.0 + CERT_SEARCH {
+        let Some((block, qc, _)) = store.committed_block(Height(h))? else { return Ok(None) };
+        if block.parent() != parent.hash() {
+            return Ok(None);
+        }
+        if block.payload.is_empty() {
+            parent = block;
+            continue;
+        }
+        if block.view != parent.view.next() || app_root(&block) != Some(root) || qc.block != block.hash() {
+            return Ok(None);
+        }
+        return Ok(Some(SnapshotCertificate {
+            tip: parent,
+            cert: block,
+            qc,
+            entries: c.entries.len() as u64,
+            bytes: c.bytes,
+        }));
+    }
+    Ok(None)
+}
