@@ -25,6 +25,14 @@ pub enum Event {
         /// The state root it was verified against.
         root: [u8; 32],
     },
+    /// Snapshot sync stopped asking `peer` for chunks for the rest of this fetch: its answer
+    /// was bad (`reason` says how) or it did not answer three times.
+    SnapshotPeerAvoided {
+        /// The snapshot server.
+        peer: PublicKey,
+        /// Why.
+        reason: &'static str,
+    },
     /// The node stopped on a fatal error (the store failed); it no longer runs consensus.
     Fatal {
         /// What failed.

@@ -267,6 +267,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
     /// A snapshot server whose committed height crossed a multiple of its interval takes a
     /// view of the committed state, once every commit is in the store.
     fn take_snapshot_view(&mut self) -> Result<(), StoreError> {
+        let app = &self.app;
+        if let Some(s) = self.snapshot_server.as_mut() {
+            s.poll(self.store.as_ref(), &|b| app.snapshot_root(b));
+        }
         let h = self.replica.committed_height();
         if !self.snapshot_server.as_ref().is_some_and(|s| s.due(h)) || !self.batch.commits.is_empty() {
             return Ok(());
@@ -284,10 +288,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
     /// Answers a peer's snapshot request (a node that serves none answers that it has none).
     fn serve_snapshot(&mut self, to: PublicKey, r: SnapshotRequest) {
         let answer = match (self.snapshot_server.as_mut(), r.ask) {
-            (Some(s), SnapshotAsk::Offer) => {
-                let app = &self.app;
-                Some(s.offer(r.id, self.store.as_ref(), &|b| app.snapshot_root(b)))
-            }
+            (Some(s), SnapshotAsk::Offer) => Some(s.offer(r.id)),
             (Some(s), SnapshotAsk::Chunk { height, depth, index }) => s.chunk(r.id, height, depth, index),
             (None, SnapshotAsk::Offer) => {
                 Some(Message::SnapshotOffer(hotstuff_core::SnapshotOffer { id: r.id, snapshot: None }))
@@ -310,6 +311,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
             snapshot::Ctx { store: self.store.as_ref(), replica: &self.replica, app_root: &app_root, now: Instant::now() };
         let mut out = snapshot::Out::default();
         step(client, &ctx, &mut out);
+        for e in &out.events {
+            self.emit(e);
+        }
         for (to, m) in out.send {
             let frame = self.frame(m);
             self.count_out(frame.len(), 1);

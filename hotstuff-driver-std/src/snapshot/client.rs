@@ -29,6 +29,8 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Out {
     /// Messages to send.
     pub send: Vec<(PublicKey, Message)>,
+    /// Events for the handlers.
+    pub events: Vec<crate::Event>,
     /// Every chunk is staged: install this (verified against this root).
     pub install: Option<([u8; 32], SnapshotInstall)>,
 }
@@ -315,6 +317,7 @@ impl Client {
             Err(reason) => {
                 tracing::warn!(peer = %from, depth = chunk.0, index = chunk.1, reason, "bad snapshot chunk; avoiding the server");
                 f.avoided.insert(from);
+                out.events.push(crate::Event::SnapshotPeerAvoided { peer: from, reason });
                 f.todo.push_front(chunk);
             }
         }
@@ -350,6 +353,10 @@ impl Client {
                         if *strikes >= 3 {
                             tracing::warn!(peer = %server, "snapshot server does not answer; avoiding it");
                             f.avoided.insert(server);
+                            out.events.push(crate::Event::SnapshotPeerAvoided {
+                                peer: server,
+                                reason: "does not answer",
+                            });
                         }
                     }
                 }
@@ -387,6 +394,9 @@ fn check_chunk(f: &Fetch, (depth, index): (u8, u32), c: &SnapshotChunk) -> Resul
     Ok(Verdict::Good)
 }
 
+/// The least depth: 16 chunks, so that even a small state is fetched from several peers.
+const MIN_DEPTH: u8 = 4;
+
 /// The depth giving about [`TARGET_CHUNK_BYTES`] per chunk for the offer's claimed size
 /// (a claim only: a wrong one costs requests, never correctness).
 fn initial_depth(s: &SnapshotCertificate) -> u8 {
@@ -394,7 +404,7 @@ fn initial_depth(s: &SnapshotCertificate) -> u8 {
     let by_entries = s.entries / (MAX_CHUNK_ENTRIES as u64 / 2);
     let chunks = by_bytes.max(by_entries).max(1);
     let depth = 64 - (chunks - 1).leading_zeros().min(64);
-    depth.min(16) as u8
+    depth.clamp(u32::from(MIN_DEPTH), 16) as u8
 }
 
 /// The chunks of the subtree `(depth, index)` not yet staged: the subtree itself if neither it

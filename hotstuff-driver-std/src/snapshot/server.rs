@@ -24,6 +24,17 @@ struct Checkpoint {
     bytes: u64,
     /// What certifies it, once found.
     cert: Option<SnapshotCertificate>,
+    /// No block can certify it (the first block with a payload above it is not in the next
+    /// view, or carries another root).
+    never: bool,
+}
+
+/// Whether a snapshot is certified.
+enum Certified {
+    Yes(SnapshotCertificate),
+    /// The blocks above it are not all committed (or written) yet.
+    NotYet,
+    Never,
 }
 
 pub(crate) struct Server {
@@ -66,7 +77,10 @@ impl Server {
                 Ok(Ok(c)) => {
                     tracing::info!(height = %c.tip.height, entries = c.entries.len(), "snapshot built");
                     self.ready.push(c);
-                    if self.ready.len() > 2 {
+                    // The two newest certified ones, and the newest if not yet certified.
+                    while self.ready.len() > 3
+                        || (self.ready.len() > 2 && self.ready.first().is_some_and(|c| c.cert.is_some()))
+                    {
                         self.ready.remove(0);
                     }
                     self.building = None;
@@ -91,28 +105,39 @@ impl Server {
         }
     }
 
-    /// Answers an offer request: the newest built snapshot whose root a committed block
-    /// certifies (`app_root` reads a block's root).
-    pub(crate) fn offer(
-        &mut self,
-        id: u64,
-        store: &dyn Storage,
-        app_root: &dyn Fn(&Block) -> Option<Hash>,
-    ) -> Message {
+    /// After every turn: starts building a view taken, takes in a finished build, and looks
+    /// for the block certifying a built snapshot (while the blocks above it are still stored:
+    /// `app_root` reads a block's root). Cheap when there is nothing to do.
+    pub(crate) fn poll(&mut self, store: &dyn Storage, app_root: &dyn Fn(&Block) -> Option<Hash>) {
         self.poll_build();
-        let mut snapshot = None;
-        for c in self.ready.iter_mut().rev() {
-            if c.cert.is_none() {
-                match certify(c, store, app_root) {
-                    Ok(cert) => c.cert = cert,
-                    Err(error) => tracing::warn!(%error, "cannot read the blocks above a snapshot"),
+        let Some(tip) = self.tip_hint(store) else { return };
+        for c in self.ready.iter_mut().filter(|c| c.cert.is_none() && !c.never && tip > c.tip.height) {
+            match certify(c, store, app_root) {
+                Ok(Certified::Yes(cert)) => {
+                    tracing::info!(height = %cert.tip.height, "snapshot certified; serving it");
+                    c.cert = Some(cert);
                 }
-            }
-            if let Some(cert) = &c.cert {
-                snapshot = Some(cert.clone());
-                break;
+                Ok(Certified::NotYet) => {}
+                Ok(Certified::Never) => {
+                    tracing::info!(height = %c.tip.height, "no block certifies this snapshot; dropping it");
+                    c.never = true;
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the blocks above a snapshot"),
             }
         }
+        self.ready.retain(|c| !c.never);
+    }
+
+    fn tip_hint(&self, store: &dyn Storage) -> Option<Height> {
+        if self.ready.iter().all(|c| c.cert.is_some()) {
+            return None;
+        }
+        store.tip().ok().flatten().map(|(t, _)| t.height)
+    }
+
+    /// Answers an offer request: the newest certified snapshot.
+    pub(crate) fn offer(&mut self, id: u64) -> Message {
+        let snapshot = self.ready.iter().rev().find_map(|c| c.cert.clone());
         Message::SnapshotOffer(SnapshotOffer { id, snapshot })
     }
 
@@ -187,7 +212,7 @@ fn build(view: &dyn AppStateView) -> Result<Checkpoint, StoreError> {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     debug_assert!(entries.iter().all(|(h, k, _)| chunk_of(k, 8) == chunk_of_hash(h, 8)));
     let tree = StateTree::from_entries(entries.iter().map(|(_, k, v)| (&k[..], &v[..])));
-    Ok(Checkpoint { tip: view.tip(), entries, tree, bytes, cert: None })
+    Ok(Checkpoint { tip: view.tip(), entries, tree, bytes, cert: None, never: false })
 }
 
 /// Finds the committed block that certifies `c`'s root: the first block with a payload above
@@ -198,25 +223,25 @@ fn certify(
     c: &Checkpoint,
     store: &dyn Storage,
     app_root: &dyn Fn(&Block) -> Option<Hash>,
-) -> Result<Option<SnapshotCertificate>, StoreError> {
-    let Some((mut parent, _, _)) = store.committed_block(c.tip.height)? else { return Ok(None) };
+) -> Result<Certified, StoreError> {
+    let Some((mut parent, _, _)) = store.committed_block(c.tip.height)? else { return Ok(Certified::Never) };
     if parent.hash() != c.tip.hash {
-        return Ok(None);
+        return Ok(Certified::Never);
     }
     let root = c.tree.root();
     for h in c.tip.height.0 + 1..=c.tip.height.0 + CERT_SEARCH {
-        let Some((block, qc, _)) = store.committed_block(Height(h))? else { return Ok(None) };
+        let Some((block, qc, _)) = store.committed_block(Height(h))? else { return Ok(Certified::NotYet) };
         if block.parent() != parent.hash() {
-            return Ok(None);
+            return Ok(Certified::Never);
         }
         if block.payload.is_empty() {
             parent = block;
             continue;
         }
         if block.view != parent.view.next() || app_root(&block) != Some(root) || qc.block != block.hash() {
-            return Ok(None);
+            return Ok(Certified::Never);
         }
-        return Ok(Some(SnapshotCertificate {
+        return Ok(Certified::Yes(SnapshotCertificate {
             tip: parent,
             cert: block,
             qc,
@@ -224,5 +249,5 @@ fn certify(
             bytes: c.bytes,
         }));
     }
-    Ok(None)
+    Ok(Certified::Never)
 }
