@@ -316,8 +316,9 @@ impl Client {
             },
             Err(reason) => {
                 tracing::warn!(peer = %from, depth = chunk.0, index = chunk.1, reason, "bad snapshot chunk; avoiding the server");
-                f.avoided.insert(from);
-                out.events.push(crate::Event::SnapshotPeerAvoided { peer: from, reason });
+                if f.avoided.insert(from) {
+                    out.events.push(crate::Event::SnapshotPeerAvoided { peer: from, reason });
+                }
                 f.todo.push_front(chunk);
             }
         }
