@@ -118,6 +118,9 @@ pub enum Ready {
     /// A deferred empty proposal is due: call [`Engine::produce_due`] (it calls the app and
     /// reads the store), then drain.
     ProduceDue,
+    /// A snapshot-sync timer is due: call [`Engine::snapshot_tick`] (it may write the store),
+    /// then drain.
+    SnapshotDue,
     /// Nothing local: wait for the network until this instant (`None`: no deadline).
     Wait(Option<Instant>),
 }
@@ -367,6 +370,29 @@ impl<A: App, N: Outbound> Engine<A, N> {
         !self.batch.is_empty()
     }
 
+    /// True if the next [`Engine::perform`] may touch the store even for actions that do not
+    /// ([`needs_blocking`]): writes are pending, or the snapshot server has work.
+    #[must_use]
+    pub fn wants_blocking(&self) -> bool {
+        self.has_unwritten()
+            || self.fatal.is_some()
+            || self.snapshot_server.as_ref().is_some_and(|s| s.has_work(self.replica.committed_height()))
+    }
+
+    /// True for a message whose handling may read or write the store (snapshot sync: a
+    /// runtime that must not block hands it to [`Engine::handle_message`] off its async
+    /// threads).
+    #[must_use]
+    pub fn message_blocks(message: &Message) -> bool {
+        matches!(message, Message::SnapshotRequest(_) | Message::SnapshotOffer(_) | Message::SnapshotChunk(_))
+    }
+
+    /// Runs the snapshot client's due timers (after [`Ready::SnapshotDue`]; it may write the
+    /// store).
+    pub fn snapshot_tick(&mut self) {
+        self.snapshot_step(|c, ctx, out| c.tick(ctx, out));
+    }
+
     /// Performs every action the replica has ([`Engine::poll_actions`] and [`Engine::perform`]).
     pub fn drain(&mut self) -> Result<(), StoreError> {
         let actions = self.poll_actions();
@@ -394,8 +420,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
         }
         let snapshot_due = self.snapshot_client.as_ref().and_then(snapshot::Client::deadline);
         if snapshot_due.is_some_and(|at| at <= now) {
-            self.snapshot_step(|c, ctx, out| c.tick(ctx, out));
-            return Ready::Handled;
+            return Ready::SnapshotDue;
         }
         self.woken = false;
         let deadline = [self.timer.map(|(_, at)| at), self.deferred.map(|d| d.at), snapshot_due]

@@ -58,6 +58,14 @@ impl Server {
         self.interval > 0 && height.0 / self.interval > self.mark
     }
 
+    /// Whether [`Server::poll`] or [`Server::after_commit`] has work (they read the store).
+    pub(crate) fn has_work(&self, height: Height) -> bool {
+        self.due(height)
+            || self.pending.is_some()
+            || self.building.is_some()
+            || self.ready.iter().any(|c| c.cert.is_none() && !c.never)
+    }
+
     /// After a turn whose commits are all in the store (`height` the committed height): takes
     /// a view of the state if the height crossed a multiple of the interval.
     pub(crate) fn after_commit(&mut self, store: &dyn Storage, height: Height) -> Result<(), StoreError> {
