@@ -304,6 +304,7 @@ impl Client {
             }
             Ok(Verdict::Good) => match ctx.store.stage_chunk(chunk.0, chunk.1, &c.entries) {
                 Ok(()) => {
+                    tracing::info!(depth = chunk.0, index = chunk.1, staged = f.stats.chunks + 1, "snapshot chunk staged");
                     f.stats.chunks += 1;
                     f.stats.entries += c.entries.len() as u64;
                     f.stats.bytes += c.entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
