@@ -62,8 +62,8 @@
 //! interval, so peers that serve take their snapshots at the same heights. The first offer
 //! request builds it (on a thread of its own: the entries sorted by key hash, and their
 //! commitment tree for the proofs), and offers it once a later committed block certifies its
-//! root. The two newest snapshots are kept in memory while served (about twice the state's
-//! size each); an idle chain (empty blocks carry no root) serves only a snapshot whose root a
+//! root. The newest snapshot, the newest certified one and any fetched from in the last minute
+//! are kept in memory (at most four, about twice the state's size each); an idle chain (empty blocks carry no root) serves only a snapshot whose root a
 //! later block certified.
 
 mod client;

@@ -11,6 +11,12 @@ use hotstuff_core::{
     Block, ChunkSibling, CommittedTip, Height, Message, SnapshotChunk, SnapshotOffer, SnapshotCertificate,
 };
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+/// A snapshot fetched from within this long is kept even when newer ones are built.
+const KEEP_WHILE_USED: Duration = Duration::from_secs(60);
+/// The most snapshots held in memory.
+const MAX_KEPT: usize = 4;
 
 /// How many committed blocks above a snapshot are searched for the block certifying its root.
 const CERT_SEARCH: u64 = 256;
@@ -24,6 +30,8 @@ struct Checkpoint {
     bytes: u64,
     /// What certifies it, once found.
     cert: Option<SnapshotCertificate>,
+    /// When a chunk of it was last asked for (a snapshot being fetched is kept).
+    last_used: Option<Instant>,
     /// No block can certify it (the first block with a payload above it is not in the next
     /// view, or carries another root).
     never: bool,
@@ -85,12 +93,7 @@ impl Server {
                 Ok(Ok(c)) => {
                     tracing::info!(height = %c.tip.height, entries = c.entries.len(), "snapshot built");
                     self.ready.push(c);
-                    // The two newest certified ones, and the newest if not yet certified.
-                    while self.ready.len() > 3
-                        || (self.ready.len() > 2 && self.ready.first().is_some_and(|c| c.cert.is_some()))
-                    {
-                        self.ready.remove(0);
-                    }
+                    self.trim();
                     self.building = None;
                 }
                 Ok(Err(error)) => {
@@ -134,6 +137,7 @@ impl Server {
             }
         }
         self.ready.retain(|c| !c.never);
+        self.trim();
     }
 
     fn tip_hint(&self, store: &dyn Storage) -> Option<Height> {
@@ -141,6 +145,25 @@ impl Server {
             return None;
         }
         store.tip().ok().flatten().map(|(t, _)| t.height)
+    }
+
+    /// Keeps the newest snapshot (certified or not), the newest certified one, and any
+    /// fetched from in the last [`KEEP_WHILE_USED`] (at most [`MAX_KEPT`] in all).
+    fn trim(&mut self) {
+        let now = Instant::now();
+        let newest_certified = self.ready.iter().rposition(|c| c.cert.is_some());
+        let last = self.ready.len().saturating_sub(1);
+        let mut i = 0;
+        self.ready.retain(|c| {
+            let keep = i == last
+                || Some(i) == newest_certified
+                || c.last_used.is_some_and(|t| now.saturating_duration_since(t) < KEEP_WHILE_USED);
+            i += 1;
+            keep
+        });
+        while self.ready.len() > MAX_KEPT {
+            self.ready.remove(0);
+        }
     }
 
     /// Answers an offer request: the newest certified snapshot.
@@ -164,10 +187,11 @@ impl Server {
             entries: Vec::new(),
             proof: Vec::new(),
         };
-        let Some(c) = self.ready.iter().find(|c| c.cert.as_ref().is_some_and(|s| s.tip.height == height))
+        let Some(c) = self.ready.iter_mut().find(|c| c.cert.as_ref().is_some_and(|s| s.tip.height == height))
         else {
             return Some(Message::SnapshotChunk(answer));
         };
+        c.last_used = Some(Instant::now());
         answer.available = true;
         let idx = |h: &Hash| chunk_of_hash(h, depth);
         let start = c.entries.partition_point(|(h, _, _)| idx(h) < index);
@@ -220,7 +244,7 @@ fn build(view: &dyn AppStateView) -> Result<Checkpoint, StoreError> {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     debug_assert!(entries.iter().all(|(h, k, _)| chunk_of(k, 8) == chunk_of_hash(h, 8)));
     let tree = StateTree::from_entries(entries.iter().map(|(_, k, v)| (&k[..], &v[..])));
-    Ok(Checkpoint { tip: view.tip(), entries, tree, bytes, cert: None, never: false })
+    Ok(Checkpoint { tip: view.tip(), entries, tree, bytes, cert: None, last_used: None, never: false })
 }
 
 /// Finds the committed block that certifies `c`'s root: the first block with a payload above
