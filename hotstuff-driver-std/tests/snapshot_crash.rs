@@ -130,14 +130,14 @@ impl Drop for Joiner {
 
 /// After a kill: the store holds the old state (genesis tip, genesis state) with a staging
 /// area, or the installed snapshot (no staging area). Returns the staged height, if any.
-fn check_clean(store: &Path) -> Option<Height> {
+fn check_clean(store: &Path) -> Option<(Height, usize)> {
     let s = RedbStore::open(store).unwrap();
     let (tip, _) = s.tip().unwrap().unwrap();
-    let staged = staged_height(&s).unwrap();
+    let staged = staged_height(&s).unwrap().map(|h| (h, s.staged().unwrap().map_or(0, |(_, c)| c.len())));
     let mut entries = 0usize;
     s.scan_app_state(&mut |_, _| entries += 1).unwrap();
     match staged {
-        Some(h) => {
+        Some((h, _)) => {
             assert_eq!(tip.height, Height(0), "a staged snapshot (at {h}) beside a moved tip");
             assert_eq!(entries, KEYS, "the old state was touched before the install");
         }
@@ -202,8 +202,9 @@ fn a_kill_during_snapshot_sync_leaves_a_clean_store_and_recovers() {
     let staged = check_clean(&store);
     // Run 2: resumes (or, if the first run got through, follows the chain); killed again.
     let mut j = Joiner::start(dir.path(), &addr_list, &store, 2);
-    if staged.is_some() {
-        j.wait_log("resuming", Duration::from_secs(10));
+    if let Some((height, chunks)) = staged {
+        assert!(chunks >= 3, "the chunks staged before the kill are kept: {chunks}");
+        j.wait_log(&format!("resuming height={height} chunks={chunks}"), Duration::from_secs(10));
         j.wait_log("fetching a snapshot", Duration::from_secs(20));
         println!("run 2: {}", j.tail());
     }
