@@ -618,7 +618,16 @@ impl Reader<'_> {
                         proof.push(s);
                     }
                 }
-                Message::SnapshotChunk(SnapshotChunk { id, height, depth, index, too_large, available, entries, proof })
+                Message::SnapshotChunk(SnapshotChunk {
+                    id,
+                    height,
+                    depth,
+                    index,
+                    too_large,
+                    available,
+                    entries,
+                    proof,
+                })
             }
             _ => return Err(DecodeError::Malformed("envelope")),
         })

@@ -78,16 +78,22 @@ fn main() {
     let keys: usize = std::env::args().nth(1).map_or(1_000_000, |a| a.parse().expect("KEYS"));
     let validator = Keypair::from_secret(&[1; 32]);
     let joiner_key = Keypair::from_secret(&[2; 32]);
-    let genesis = Genesis::new(ChainId(9), ValidatorSet::new([(validator.public(), 1)]).unwrap()).with_app_state(
-        (0..keys).map(|i| (format!("kv/key{i:08}").into_bytes(), format!("value {i} of the genesis").into_bytes())),
-    );
+    let genesis = Genesis::new(ChainId(9), ValidatorSet::new([(validator.public(), 1)]).unwrap())
+        .with_app_state((0..keys).map(|i| {
+            (format!("kv/key{i:08}").into_bytes(), format!("value {i} of the genesis").into_bytes())
+        }));
     let state_bytes: usize = genesis.app_state.iter().map(|(k, v)| k.len() + v.len()).sum();
     println!("state: {keys} keys, {state_bytes} bytes of keys and values");
     let dir = tempfile::tempdir().unwrap();
     let hub: Hub = Arc::default();
     let frames = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
-    let net = || ChannelNetwork { hub: hub.clone(), me: None, chunk_frames: frames.clone(), chunk_bytes: bytes.clone() };
+    let net = || ChannelNetwork {
+        hub: hub.clone(),
+        me: None,
+        chunk_frames: frames.clone(),
+        chunk_bytes: bytes.clone(),
+    };
     let pool = Mempool::new(100_000);
     let vstore: Arc<dyn Storage> = Arc::new(RedbStore::open(dir.path().join("validator.redb")).unwrap());
     let start = Instant::now();
@@ -116,7 +122,12 @@ fn main() {
     while vstore.retained_from().unwrap().0 < RETAIN / 2 {
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("validator at height {} (pruned below {}) after {:?}", v.status().committed, vstore.retained_from().unwrap(), start.elapsed());
+    println!(
+        "validator at height {} (pruned below {}) after {:?}",
+        v.status().committed,
+        vstore.retained_from().unwrap(),
+        start.elapsed()
+    );
 
     let installed = Arc::new(Mutex::new(None));
     let seen = installed.clone();
@@ -159,10 +170,20 @@ fn main() {
         let (vt, vd) = v.reader().app_state_digest().unwrap();
         let (jt, jd) = j.reader().app_state_digest().unwrap();
         if vd == jd {
-            println!("joiner at {} has the validator's state digest (validator at {}), {:?} after the install", jt.height, vt.height, at.elapsed());
+            println!(
+                "joiner at {} has the validator's state digest (validator at {}), {:?} after the install",
+                jt.height,
+                vt.height,
+                at.elapsed()
+            );
             break;
         }
-        assert!(t1.elapsed() < Duration::from_secs(120), "digests differ: joiner at {}, validator at {}", jt.height, vt.height);
+        assert!(
+            t1.elapsed() < Duration::from_secs(120),
+            "digests differ: joiner at {}, validator at {}",
+            jt.height,
+            vt.height
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let size = |p: &str| std::fs::metadata(dir.path().join(p)).map(|m| m.len()).unwrap_or(0);

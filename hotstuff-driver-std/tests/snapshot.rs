@@ -185,7 +185,10 @@ impl Chain {
                 break;
             }
             let hs: Vec<u64> = chain.validators.iter().map(|v| v.status().committed.0).collect();
-            assert!(start.elapsed() < Duration::from_secs(40), "validators did not prune in time: heights {hs:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "validators did not prune in time: heights {hs:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         println!(
@@ -202,17 +205,22 @@ impl Chain {
         let store: Arc<dyn Storage> = Arc::new(RedbStore::in_memory().unwrap());
         let events: Events = Arc::default();
         let seen = events.clone();
-        let node = NodeBuilder::with_shared_store(key(100), self.genesis.clone(), app(&Mempool::new(10)), store.clone())
-            .network(ChannelNetwork { hub: self.hub.clone(), me: None, tamper: None })
-            .base_timeout(Duration::from_millis(500))
-            .snapshots(SnapshotSettings { interval: 0, fetch: true })
-            .on_event(move |e| {
-                if matches!(e, Event::SnapshotInstalled { .. } | Event::SnapshotPeerAvoided { .. }) {
-                    seen.lock().unwrap().push(e.clone());
-                }
-            })
-            .start()
-            .unwrap();
+        let node = NodeBuilder::with_shared_store(
+            key(100),
+            self.genesis.clone(),
+            app(&Mempool::new(10)),
+            store.clone(),
+        )
+        .network(ChannelNetwork { hub: self.hub.clone(), me: None, tamper: None })
+        .base_timeout(Duration::from_millis(500))
+        .snapshots(SnapshotSettings { interval: 0, fetch: true })
+        .on_event(move |e| {
+            if matches!(e, Event::SnapshotInstalled { .. } | Event::SnapshotPeerAvoided { .. }) {
+                seen.lock().unwrap().push(e.clone());
+            }
+        })
+        .start()
+        .unwrap();
         (node, store, events)
     }
 
@@ -236,7 +244,10 @@ impl Chain {
             if counts.iter().all(|c| *c == total) {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(45), "committed transactions {counts:?} of {total}");
+            assert!(
+                start.elapsed() < Duration::from_secs(45),
+                "committed transactions {counts:?} of {total}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let (jtip, digest) = joiner.reader().app_state_digest().unwrap();
@@ -322,7 +333,8 @@ fn bad_snapshot_servers_are_detected_and_avoided() {
     println!("avoided: {avoided:?}");
     assert!(!avoided.contains_key(&key(0).public()), "the honest server was avoided: {avoided:?}");
     for (i, how) in tampers {
-        let reason = avoided.get(&key(i).public()).unwrap_or_else(|| panic!("{how:?} server {i} not avoided"));
+        let reason =
+            avoided.get(&key(i).public()).unwrap_or_else(|| panic!("{how:?} server {i} not avoided"));
         let expected = match how {
             Tamper::WrongChunk | Tamper::Stale => "answers another chunk or height",
             Tamper::WrongCommitment | Tamper::Truncated => "does not verify against the root",

@@ -45,12 +45,13 @@ fn child(addrs: &str, store: &Path) -> ! {
         .with_writer(std::io::stderr)
         .try_init();
     let addrs: Vec<SocketAddr> = addrs.split(',').map(|a| a.parse().unwrap()).collect();
-    let node = NodeBuilder::new(key(JOINER), genesis(), app(&Mempool::new(10)), RedbStore::open(store).unwrap())
-        .peers((0..N).map(|i| (key(i).public(), Some(addrs[i]))))
-        .base_timeout(Duration::from_millis(500))
-        .snapshots(SnapshotSettings { interval: 0, fetch: true })
-        .start()
-        .unwrap();
+    let node =
+        NodeBuilder::new(key(JOINER), genesis(), app(&Mempool::new(10)), RedbStore::open(store).unwrap())
+            .peers((0..N).map(|i| (key(i).public(), Some(addrs[i]))))
+            .base_timeout(Duration::from_millis(500))
+            .snapshots(SnapshotSettings { interval: 0, fetch: true })
+            .start()
+            .unwrap();
     loop {
         let (tip, digest) = node.reader().app_state_digest().unwrap();
         let mut out = std::io::stdout();
@@ -62,7 +63,9 @@ fn child(addrs: &str, store: &Path) -> ! {
 
 #[test]
 fn child_mode() {
-    if let (Ok(addrs), Ok(store)) = (std::env::var("SNAPSHOT_CHILD_ADDRS"), std::env::var("SNAPSHOT_CHILD_STORE")) {
+    if let (Ok(addrs), Ok(store)) =
+        (std::env::var("SNAPSHOT_CHILD_ADDRS"), std::env::var("SNAPSHOT_CHILD_STORE"))
+    {
         child(&addrs, Path::new(&store));
     }
 }
@@ -162,7 +165,8 @@ fn a_kill_during_snapshot_sync_leaves_a_clean_store_and_recovers() {
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
-            let store: Arc<dyn Storage> = Arc::new(RedbStore::open(dir.path().join(format!("v{i}.redb"))).unwrap());
+            let store: Arc<dyn Storage> =
+                Arc::new(RedbStore::open(dir.path().join(format!("v{i}.redb"))).unwrap());
             stores.push(store.clone());
             NodeBuilder::with_shared_store(key(i), g.clone(), app(&pools[i]), store)
                 .listener(l)
@@ -180,7 +184,8 @@ fn a_kill_during_snapshot_sync_leaves_a_clean_store_and_recovers() {
     let load = std::thread::spawn(move || {
         let mut t = 0u64;
         while !flag.load(Ordering::Relaxed) {
-            let tx = Tx::Put { key: format!("k{}", t % 500).into_bytes(), value: format!("v{t}").into_bytes() };
+            let tx =
+                Tx::Put { key: format!("k{}", t % 500).into_bytes(), value: format!("v{t}").into_bytes() };
             let _ = pools[(t % N as u64) as usize].submit(tx);
             t += 1;
             std::thread::sleep(Duration::from_millis(20));
@@ -219,7 +224,12 @@ fn a_kill_during_snapshot_sync_leaves_a_clean_store_and_recovers() {
         if j.status().is_some_and(|(jh, _)| jh + 5 >= h) {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "joiner at {:?}, validators at {h}: {}", j.status(), j.tail());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "joiner at {:?}, validators at {h}: {}",
+            j.status(),
+            j.tail()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
@@ -234,7 +244,10 @@ fn a_kill_during_snapshot_sync_leaves_a_clean_store_and_recovers() {
         assert!(t.elapsed() < Duration::from_secs(20), "digests differ: joiner {:?}", j.status());
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("the restarted joiner ends with the validators' app-state digest at {:?}", j.status().map(|s| s.0));
+    println!(
+        "the restarted joiner ends with the validators' app-state digest at {:?}",
+        j.status().map(|s| s.0)
+    );
     drop(j);
     for v in validators {
         v.shutdown().unwrap();

@@ -306,12 +306,19 @@ impl<A: App, N: Outbound> Engine<A, N> {
     }
 
     /// Runs one step of the snapshot client, sends what it asks, installs what it finished.
-    fn snapshot_step(&mut self, step: impl FnOnce(&mut snapshot::Client, &snapshot::Ctx<'_>, &mut snapshot::Out)) {
+    fn snapshot_step(
+        &mut self,
+        step: impl FnOnce(&mut snapshot::Client, &snapshot::Ctx<'_>, &mut snapshot::Out),
+    ) {
         let Some(client) = self.snapshot_client.as_mut() else { return };
         let app = &self.app;
         let app_root = |b: &hotstuff_core::Block| app.snapshot_root(b);
-        let ctx =
-            snapshot::Ctx { store: self.store.as_ref(), replica: &self.replica, app_root: &app_root, now: Instant::now() };
+        let ctx = snapshot::Ctx {
+            store: self.store.as_ref(),
+            replica: &self.replica,
+            app_root: &app_root,
+            now: Instant::now(),
+        };
         let mut out = snapshot::Out::default();
         step(client, &ctx, &mut out);
         for e in &out.events {

@@ -304,7 +304,12 @@ impl Client {
             }
             Ok(Verdict::Good) => match ctx.store.stage_chunk(chunk.0, chunk.1, &c.entries) {
                 Ok(()) => {
-                    tracing::info!(depth = chunk.0, index = chunk.1, staged = f.stats.chunks + 1, "snapshot chunk staged");
+                    tracing::info!(
+                        depth = chunk.0,
+                        index = chunk.1,
+                        staged = f.stats.chunks + 1,
+                        "snapshot chunk staged"
+                    );
                     f.stats.chunks += 1;
                     f.stats.entries += c.entries.len() as u64;
                     f.stats.bytes += c.entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
@@ -345,8 +350,12 @@ impl Client {
                 }
             }
             Phase::Fetch(f) => {
-                let late: Vec<u64> =
-                    f.out.iter().filter(|(_, (_, _, at))| *at + CHUNK_TIMEOUT <= ctx.now).map(|(id, _)| *id).collect();
+                let late: Vec<u64> = f
+                    .out
+                    .iter()
+                    .filter(|(_, (_, _, at))| *at + CHUNK_TIMEOUT <= ctx.now)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in late {
                     if let Some((server, chunk, _)) = f.out.remove(&id) {
                         f.todo.push_back(chunk);
@@ -392,7 +401,8 @@ fn check_chunk(f: &Fetch, (depth, index): (u8, u32), c: &SnapshotChunk) -> Resul
         return Err("chunk over the size limit");
     }
     let proof: Vec<_> = c.proof.iter().copied().map(from_wire).collect();
-    verify_chunk(&f.root, depth, index, &c.entries, &proof).map_err(|_| "does not verify against the root")?;
+    verify_chunk(&f.root, depth, index, &c.entries, &proof)
+        .map_err(|_| "does not verify against the root")?;
     Ok(Verdict::Good)
 }
 
@@ -415,8 +425,9 @@ fn cover(depth: u8, at: u8, index: u32, done: &BTreeSet<(u8, u32)>, todo: &mut V
     if done.contains(&(at, index)) {
         return;
     }
-    let below =
-        done.iter().any(|(d, i)| *d > at && *d <= MAX_CHUNK_DEPTH && u64::from(*i) >> (d - at) == u64::from(index));
+    let below = done
+        .iter()
+        .any(|(d, i)| *d > at && *d <= MAX_CHUNK_DEPTH && u64::from(*i) >> (d - at) == u64::from(index));
     if at >= depth && !below {
         todo.push_back((at, index));
         return;
@@ -445,9 +456,9 @@ fn install_of(replica: &Replica, target: &SnapshotCertificate) -> SnapshotInstal
 /// The staged target and chunks, if any.
 fn load_staged(store: &dyn Storage) -> Option<(SnapshotCertificate, BTreeSet<(u8, u32)>)> {
     match store.staged() {
-        Ok(Some((target, chunks))) => SnapshotCertificate::try_from_slice(&target)
-            .ok()
-            .map(|t| (t, chunks.into_iter().collect())),
+        Ok(Some((target, chunks))) => {
+            SnapshotCertificate::try_from_slice(&target).ok().map(|t| (t, chunks.into_iter().collect()))
+        }
         Ok(None) => None,
         Err(error) => {
             tracing::error!(%error, "cannot read the snapshot staging area");
@@ -458,8 +469,5 @@ fn load_staged(store: &dyn Storage) -> Option<(SnapshotCertificate, BTreeSet<(u8
 
 /// Reads the store's staged target, if any (for tests and tools).
 pub fn staged_height(store: &dyn Storage) -> Result<Option<Height>, StoreError> {
-    Ok(store
-        .staged()?
-        .and_then(|(t, _)| SnapshotCertificate::try_from_slice(&t).ok())
-        .map(|t| t.tip.height))
+    Ok(store.staged()?.and_then(|(t, _)| SnapshotCertificate::try_from_slice(&t).ok()).map(|t| t.tip.height))
 }

@@ -8,7 +8,7 @@ use crate::kv::snapshot::{chunk_of, MAX_CHUNK_DEPTH};
 use crate::storage::{AppStateView, Storage};
 use hotstuff_core::message::MAX_CHUNK_ENTRIES;
 use hotstuff_core::{
-    Block, ChunkSibling, CommittedTip, Height, Message, SnapshotChunk, SnapshotOffer, SnapshotCertificate,
+    Block, ChunkSibling, CommittedTip, Height, Message, SnapshotCertificate, SnapshotChunk, SnapshotOffer,
 };
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};

@@ -297,7 +297,10 @@ impl Engine {
             {
                 let chunks = txn.open_table(STAGE_CHUNKS)?;
                 if chunks.get(STAGE_TARGET)?.is_none() {
-                    return Err(StoreError::Corrupt { what: "stage".into(), reason: "nothing staged".into() });
+                    return Err(StoreError::Corrupt {
+                        what: "stage".into(),
+                        reason: "nothing staged".into(),
+                    });
                 }
             }
             txn.delete_table(APP)?;

@@ -8,10 +8,10 @@ mod ops;
 use clap::{Parser, Subcommand};
 use config::{FileConfig, Intake, ListenerEntry, Timing};
 use hotstuff_driver_std::kv::auth::Op;
+use hotstuff_driver_std::kv::certified::StateCommitted;
 use hotstuff_driver_std::kv::{
     hex, register_metrics, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT,
 };
-use hotstuff_driver_std::kv::certified::StateCommitted;
 use hotstuff_driver_std::{generate_key, Genesis, Metrics, MetricsServer, NodeBuilder, RedbStore};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::net::{SocketAddr, TcpListener};
