@@ -143,10 +143,10 @@ impl Chain {
         let pools: Vec<Mempool> = (0..n).map(|_| Mempool::new(100_000)).collect();
         let mut nodes = Vec::new();
         let mut stores = Vec::new();
-        for i in 0..n {
+        for (i, pool) in pools.iter().enumerate() {
             let store: Arc<dyn Storage> = Arc::new(RedbStore::in_memory().unwrap());
             let tamper = tampers.iter().find(|(j, _)| *j == i).map(|(_, t)| *t);
-            let node = NodeBuilder::with_shared_store(key(i), genesis.clone(), app(&pools[i]), store.clone())
+            let node = NodeBuilder::with_shared_store(key(i), genesis.clone(), app(pool), store.clone())
                 .network(ChannelNetwork { hub: hub.clone(), me: None, tamper })
                 .base_timeout(Duration::from_millis(500))
                 .idle_block_delay(Duration::from_millis(5))

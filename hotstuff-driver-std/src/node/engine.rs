@@ -349,7 +349,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
         let stored = self.store.load()?.ok_or(StoreError::NotInitialised)?;
         let (key, pacemaker) = &self.rebuild;
         let replica = Replica::new(
-            self.replica.config().clone(),
+            *self.replica.config(),
             Keypair::from_secret(&key.secret()),
             *pacemaker,
             stored.recovered(),

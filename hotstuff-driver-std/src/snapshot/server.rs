@@ -39,7 +39,7 @@ struct Checkpoint {
 
 /// Whether a snapshot is certified.
 enum Certified {
-    Yes(SnapshotCertificate),
+    Yes(Box<SnapshotCertificate>),
     /// The blocks above it are not all committed (or written) yet.
     NotYet,
     Never,
@@ -126,7 +126,7 @@ impl Server {
             match certify(c, store, app_root) {
                 Ok(Certified::Yes(cert)) => {
                     tracing::info!(height = %cert.tip.height, "snapshot certified; serving it");
-                    c.cert = Some(cert);
+                    c.cert = Some(*cert);
                 }
                 Ok(Certified::NotYet) => {}
                 Ok(Certified::Never) => {
@@ -241,7 +241,7 @@ fn build(view: &dyn AppStateView) -> Result<Checkpoint, StoreError> {
         bytes += (k.len() + v.len()) as u64;
         entries.push((*blake3::hash(k).as_bytes(), k.to_vec(), v.to_vec()));
     })?;
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_unstable_by_key(|e| e.0);
     debug_assert!(entries.iter().all(|(h, k, _)| chunk_of(k, 8) == chunk_of_hash(h, 8)));
     let tree = StateTree::from_entries(entries.iter().map(|(_, k, v)| (&k[..], &v[..])));
     Ok(Checkpoint { tip: view.tip(), entries, tree, bytes, cert: None, last_used: None, never: false })
@@ -273,13 +273,13 @@ fn certify(
         if block.view != parent.view.next() || app_root(&block) != Some(root) || qc.block != block.hash() {
             return Ok(Certified::Never);
         }
-        return Ok(Certified::Yes(SnapshotCertificate {
+        return Ok(Certified::Yes(Box::new(SnapshotCertificate {
             tip: parent,
             cert: block,
             qc,
             entries: c.entries.len() as u64,
             bytes: c.bytes,
-        }));
+        })));
     }
     Ok(Certified::Never)
 }

@@ -199,7 +199,7 @@ pub trait Storage: Send + Sync + 'static {
     /// The staging area of a snapshot being fetched (see [`crate::snapshot`]): the target it
     /// was started for (opaque bytes) and the chunks staged so far, or `None` if nothing is
     /// staged. The default (a store that cannot stage) never has one.
-    fn staged(&self) -> Result<Option<(Vec<u8>, Vec<(u8, u32)>)>, StoreError> {
+    fn staged(&self) -> Result<Option<Staged>, StoreError> {
         Ok(None)
     }
 
@@ -228,6 +228,10 @@ pub trait Storage: Send + Sync + 'static {
         Err(StoreError::Unsupported("snapshot install"))
     }
 }
+
+/// The staging area's content ([`Storage::staged`]): the target it is for (opaque bytes) and
+/// the `(depth, index)` of every chunk staged.
+pub type Staged = (Vec<u8>, Vec<(u8, u32)>);
 
 /// A consistent view of the committed app state ([`Storage::app_state_view`]).
 pub trait AppStateView: Send {

@@ -201,7 +201,7 @@ impl Storage for RedbStore {
             Ok(Some(Box::new(RedbView { txn, tip }) as Box<dyn super::AppStateView>))
         })
     }
-    fn staged(&self) -> Result<Option<(Vec<u8>, Vec<(u8, u32)>)>, StoreError> {
+    fn staged(&self) -> Result<Option<super::Staged>, StoreError> {
         guarded("staged", || self.engine.staged())
     }
     fn stage_reset(&self, target: Option<&[u8]>) -> Result<(), StoreError> {
@@ -243,7 +243,7 @@ fn chunk_key(depth: u8, index: u32) -> u64 {
 }
 
 impl Engine {
-    fn staged(&self) -> Result<Option<(Vec<u8>, Vec<(u8, u32)>)>, StoreError> {
+    fn staged(&self) -> Result<Option<super::Staged>, StoreError> {
         let txn = self.read()?;
         let Some(chunks) = open_read(&txn, STAGE_CHUNKS)? else { return Ok(None) };
         let Some(target) = chunks.get(STAGE_TARGET)?.map(|v| v.value().to_vec()) else { return Ok(None) };
