@@ -107,7 +107,10 @@ impl Server {
         if let Some(view) = self.pending.take() {
             let (tx, rx) = std::sync::mpsc::channel();
             let spawned = std::thread::Builder::new().name("hotstuff-snapshot".into()).spawn(move || {
-                let _ = tx.send(build(view.as_ref()));
+                let start = Instant::now();
+                let built = build(view.as_ref());
+                tracing::info!(height = %view.tip().height, took = ?start.elapsed(), "snapshot build ended");
+                let _ = tx.send(built);
             });
             match spawned {
                 Ok(_) => self.building = Some(rx),
