@@ -471,3 +471,58 @@ fn load_staged(store: &dyn Storage) -> Option<(SnapshotCertificate, BTreeSet<(u8
 pub fn staged_height(store: &dyn Storage) -> Result<Option<Height>, StoreError> {
     Ok(store.staged()?.and_then(|(t, _)| SnapshotCertificate::try_from_slice(&t).ok()).map(|t| t.tip.height))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunks left to fetch and the chunks staged tile the key space exactly: every key
+    /// hash prefix of 32 bits falls in exactly one of them.
+    #[test]
+    fn what_is_left_and_what_is_staged_tile_the_key_space() {
+        let staged_sets: [&[(u8, u32)]; 4] =
+            [&[], &[(4, 0), (4, 15)], &[(4, 3), (5, 8), (6, 36), (6, 37)], &[(6, 1), (7, 100), (4, 9)]];
+        for staged in staged_sets {
+            let done: BTreeSet<(u8, u32)> = staged.iter().copied().collect();
+            let mut todo = VecDeque::new();
+            cover(4, 0, 0, &done, &mut todo);
+            assert!(todo.iter().all(|c| !done.contains(c)));
+            let all: Vec<(u8, u32)> = todo.iter().copied().chain(done.iter().copied()).collect();
+            // Sample prefixes across the space (and the edges of every chunk).
+            let mut samples: Vec<u32> = (0..4096u32).map(|i| i << 20).collect();
+            for (d, i) in &all {
+                let lo = if *d == 0 { 0 } else { i << (32 - u32::from(*d)) };
+                samples.push(lo);
+                samples.push(lo.wrapping_sub(1));
+            }
+            for p in samples {
+                let holders =
+                    all.iter().filter(|(d, i)| *d == 0 || (p >> (32 - u32::from(*d))) == *i).count();
+                assert_eq!(holders, 1, "prefix {p:#010x} is in {holders} chunks; staged {staged:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_depth_follows_the_claimed_size_within_bounds() {
+        let qc = hotstuff_core::QuorumCertificate::genesis(hotstuff_core::BlockHash([0; 32]));
+        let block = Block {
+            epoch: hotstuff_core::Epoch(0),
+            view: hotstuff_core::View(1),
+            height: Height(1),
+            justify: qc.clone(),
+            proposer: hotstuff_core::PublicKey([0; 32]),
+            payload: Vec::new(),
+        };
+        let s = |entries: u64, bytes: u64| SnapshotCertificate {
+            tip: block.clone(),
+            cert: block.clone(),
+            qc: qc.clone(),
+            entries,
+            bytes,
+        };
+        assert_eq!(initial_depth(&s(10, 100)), MIN_DEPTH);
+        assert_eq!(initial_depth(&s(1_000_000, 41 << 20)), 6);
+        assert_eq!(initial_depth(&s(u64::MAX, u64::MAX)), 16);
+    }
+}
