@@ -59,10 +59,11 @@
 //! # Serving
 //! A node with [`SnapshotSettings::interval`] `> 0` takes a consistent view of its committed
 //! state (a redb read transaction) each time its committed height crosses a multiple of the
-//! interval, so peers that serve take their snapshots at the same heights. The first offer
-//! request builds it (on a thread of its own: the entries sorted by key hash, and their
-//! commitment tree for the proofs), and offers it once a later committed block certifies its
-//! root. The newest snapshot, the newest certified one and any fetched from in the last minute
+//! interval, so peers that serve take their snapshots at the same heights. It builds the view
+//! at once on a thread of its own (the entries sorted by key hash, and their commitment tree for
+//! the proofs; one build at a time, a view taken meanwhile replacing the one waiting), looks
+//! for the committed block certifying its root while the blocks above it are still stored, and
+//! offers it once found. The newest snapshot, the newest certified one and any fetched from in the last minute
 //! are kept in memory (at most four, about twice the state's size each); an idle chain (empty blocks carry no root) serves only a snapshot whose root a
 //! later block certified.
 

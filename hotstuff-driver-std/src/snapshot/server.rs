@@ -1,4 +1,4 @@
-//! The serving side: snapshots taken at multiples of the interval, built on first demand,
+//! The serving side: snapshots taken at multiples of the interval, built at once,
 //! offered once certified, served chunk by chunk.
 
 use super::MAX_CHUNK_BYTES;
