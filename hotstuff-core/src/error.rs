@@ -150,6 +150,10 @@ pub enum InputError {
     /// height or certificate): only a Byzantine quorum could have certified it.
     #[error("bad fetched block: {0}")]
     BadFetchedBlock(&'static str),
+    /// A snapshot-sync message handed to the replica: snapshot sync is the driver's (it reads
+    /// and installs app state), so the driver must serve or consume it itself.
+    #[error("snapshot-sync messages are for the driver, not the replica")]
+    NotForReplica,
     /// A `Persisted` acknowledgement for a sequence number never emitted.
     #[error("persisted seq {seq} was never emitted (last is {last})")]
     UnknownSeq {
@@ -194,7 +198,7 @@ impl InputError {
     /// [`UnexpectedReply`](Self::UnexpectedReply) and [`UnknownBlock`](Self::UnknownBlock)
     /// (overtaken by a view change or pruned by a commit).
     ///
-    /// Local: [`UnknownSeq`](Self::UnknownSeq), [`PayloadTooLarge`](Self::PayloadTooLarge),
+    /// Local: [`UnknownSeq`](Self::UnknownSeq), [`NotForReplica`](Self::NotForReplica), [`PayloadTooLarge`](Self::PayloadTooLarge),
     /// [`BadValidatorUpdates`](Self::BadValidatorUpdates).
     ///
     /// Every other variant is [`InputErrorKind::Invalid`].
@@ -214,6 +218,7 @@ impl InputError {
             | InputError::UnexpectedReply
             | InputError::UnknownBlock(_) => InputErrorKind::Stale,
             InputError::UnknownSeq { .. }
+            | InputError::NotForReplica
             | InputError::PayloadTooLarge { .. }
             | InputError::BadValidatorUpdates(_) => InputErrorKind::Local,
             InputError::Decode(_)

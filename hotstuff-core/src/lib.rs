@@ -200,7 +200,8 @@ pub use error::{ConfigError, InputError, InputErrorKind};
 pub use event::{Event, ViewChange};
 pub use input::Input;
 pub use message::{
-    DecodeError, Envelope, Limits, Message, Proposal, SyncRequest, SyncResponse, TimeoutVote, Vote,
+    ChunkSibling, DecodeError, Envelope, Limits, Message, Proposal, SnapshotAsk, SnapshotCertificate,
+    SnapshotChunk, SnapshotOffer, SnapshotRequest, SyncRequest, SyncResponse, TimeoutVote, Vote,
     PROTOCOL_VERSION,
 };
 pub use pacemaker::{DefaultPacemaker, HistoryEntry, LeaderHistory, LeaderPolicy, Pacemaker};

@@ -100,6 +100,102 @@ pub struct SyncPruned {
     pub retained_from: crate::types::Height,
 }
 
+/// The most entries in one [`SnapshotChunk`] (a server splits a chunk with more; see
+/// [`SnapshotChunk::too_large`]).
+pub const MAX_CHUNK_ENTRIES: usize = 1 << 16;
+/// The most siblings in a chunk proof: one per level of the chunk's depth (the std driver's
+/// chunks are at most 32 levels deep).
+pub const MAX_CHUNK_PROOF: usize = 32;
+/// The longest key in a snapshot chunk.
+pub const MAX_SNAPSHOT_KEY: usize = 4096;
+
+/// What a [`SnapshotRequest`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum SnapshotAsk {
+    /// The server's current snapshot: answered by a [`SnapshotOffer`].
+    Offer,
+    /// One chunk of the snapshot at `height`: the entries whose key hash starts with the
+    /// `depth` bits of `index`. Answered by a [`SnapshotChunk`].
+    Chunk {
+        /// The snapshot's committed height.
+        height: crate::types::Height,
+        /// How many leading key-hash bits select the chunk.
+        depth: u8,
+        /// The chunk's prefix (its low `depth` bits).
+        index: u32,
+    },
+}
+
+/// Snapshot sync (served and run by the driver, not the replica; see the std driver's
+/// `snapshot` module): a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SnapshotRequest {
+    /// Echoed in the answer.
+    pub id: u64,
+    /// What is asked for.
+    pub ask: SnapshotAsk,
+}
+
+/// What certifies a snapshot: the committed block `tip` the state is after, its child `cert`
+/// (in the next view, carrying the state root after `tip`), and a QC for `cert`. `cert.justify`
+/// certifies `tip` and `qc` certifies `cert` in the next view, so `tip` is committed (two-chain
+/// rule); the root in `cert` was checked by every honest voter against its own state.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SnapshotCertificate {
+    /// The block the state is after.
+    pub tip: Block,
+    /// Its child, which carries the state root.
+    pub cert: Block,
+    /// A QC for `cert`.
+    pub qc: QuorumCertificate,
+    /// The number of entries in the state (the server's claim, for planning only).
+    pub entries: u64,
+    /// The bytes of keys and values in the state (the server's claim, for planning only).
+    pub bytes: u64,
+}
+
+/// The answer to [`SnapshotAsk::Offer`].
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SnapshotOffer {
+    /// The request's id.
+    pub id: u64,
+    /// The snapshot the server serves (`None`: none yet).
+    pub snapshot: Option<SnapshotCertificate>,
+}
+
+/// A sibling subtree beside a chunk's path (see the std driver's `kv::commitment::Sibling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ChunkSibling {
+    /// No entry.
+    Empty,
+    /// Exactly one entry: its key hash and value hash.
+    Leaf([u8; 32], [u8; 32]),
+    /// Two entries or more: the subtree's hash.
+    Inner([u8; 32]),
+}
+
+/// The answer to [`SnapshotAsk::Chunk`].
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SnapshotChunk {
+    /// The request's id.
+    pub id: u64,
+    /// The snapshot's height (as asked).
+    pub height: crate::types::Height,
+    /// The chunk's depth (as asked).
+    pub depth: u8,
+    /// The chunk's index (as asked).
+    pub index: u32,
+    /// The server does not serve this chunk whole (over its size or entry limit): the client
+    /// asks for its two halves at `depth + 1`. `entries` and `proof` are then empty.
+    pub too_large: bool,
+    /// False if the server has no snapshot at `height` (any more).
+    pub available: bool,
+    /// The entries, key and value.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// One sibling per level above the chunk, root first.
+    pub proof: Vec<ChunkSibling>,
+}
+
 /// Every consensus message.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Message {
@@ -129,6 +225,12 @@ pub enum Message {
     Block(Block),
     /// A block-sync answer: the requested heights are pruned on this server.
     SyncPruned(SyncPruned),
+    /// Snapshot sync: a request (for the driver; the replica refuses it).
+    SnapshotRequest(SnapshotRequest),
+    /// Snapshot sync: the server's snapshot (for the driver).
+    SnapshotOffer(SnapshotOffer),
+    /// Snapshot sync: one verifiable chunk of the state (for the driver).
+    SnapshotChunk(SnapshotChunk),
 }
 
 impl Message {
@@ -144,6 +246,9 @@ impl Message {
             Message::SyncRequest(_)
             | Message::SyncResponse(_)
             | Message::SyncPruned(_)
+            | Message::SnapshotRequest(_)
+            | Message::SnapshotOffer(_)
+            | Message::SnapshotChunk(_)
             | Message::BlockRequest(_) => View(0),
         }
     }
@@ -335,6 +440,14 @@ impl Reader<'_> {
         Ok((len, len.min(self.bytes.len() / min_size.max(1))))
     }
 
+    /// A borsh byte string of at most `max` bytes (over it: read, not kept).
+    fn bytes(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
+        let (len, _) = self.len(field, max, 1)?;
+        let (b, rest) = self.bytes.split_at_checked(len).ok_or(DecodeError::Malformed("envelope"))?;
+        self.bytes = rest;
+        Ok(if self.keep() { b.to_vec() } else { Vec::new() })
+    }
+
     fn keep(&self) -> bool {
         self.over.is_none()
     }
@@ -448,6 +561,74 @@ impl Reader<'_> {
                 id: self.u64()?,
                 retained_from: crate::types::Height(self.u64()?),
             }),
+            9 => {
+                let id = self.u64()?;
+                let ask = match self.u8()? {
+                    0 => SnapshotAsk::Offer,
+                    1 => SnapshotAsk::Chunk {
+                        height: crate::types::Height(self.u64()?),
+                        depth: self.u8()?,
+                        index: self.u32()?,
+                    },
+                    _ => return Err(DecodeError::Malformed("envelope")),
+                };
+                Message::SnapshotRequest(SnapshotRequest { id, ask })
+            }
+            10 => {
+                let id = self.u64()?;
+                let snapshot = if self.option()? {
+                    Some(SnapshotCertificate {
+                        tip: self.block(limits)?,
+                        cert: self.block(limits)?,
+                        qc: self.qc(limits)?,
+                        entries: self.u64()?,
+                        bytes: self.u64()?,
+                    })
+                } else {
+                    None
+                };
+                Message::SnapshotOffer(SnapshotOffer { id, snapshot })
+            }
+            11 => {
+                let id = self.u64()?;
+                let height = crate::types::Height(self.u64()?);
+                let depth = self.u8()?;
+                let index = self.u32()?;
+                let too_large = self.option()?;
+                let available = self.option()?;
+                let (len, reserve) = self.len("chunk.entries", MAX_CHUNK_ENTRIES, 8)?;
+                let mut entries = Vec::with_capacity(reserve);
+                for _ in 0..len {
+                    let key = self.bytes("chunk.key", MAX_SNAPSHOT_KEY)?;
+                    let value = self.bytes("chunk.value", limits.max_payload)?;
+                    if self.keep() {
+                        entries.push((key, value));
+                    }
+                }
+                let (len, reserve) = self.len("chunk.proof", MAX_CHUNK_PROOF, 1)?;
+                let mut proof = Vec::with_capacity(reserve);
+                for _ in 0..len {
+                    let s = match self.u8()? {
+                        0 => ChunkSibling::Empty,
+                        1 => ChunkSibling::Leaf(self.take()?, self.take()?),
+                        2 => ChunkSibling::Inner(self.take()?),
+                        _ => return Err(DecodeError::Malformed("envelope")),
+                    };
+                    if self.keep() {
+                        proof.push(s);
+                    }
+                }
+                Message::SnapshotChunk(SnapshotChunk {
+                    id,
+                    height,
+                    depth,
+                    index,
+                    too_large,
+                    available,
+                    entries,
+                    proof,
+                })
+            }
             _ => return Err(DecodeError::Malformed("envelope")),
         })
     }
@@ -510,7 +691,21 @@ impl Message {
                 t.high_qc.check(limits)?;
                 t.last_tc.as_ref().map_or(Ok(()), |tc| tc.check(limits))
             }
-            Message::SyncRequest(_) | Message::SyncPruned(_) => Ok(()),
+            Message::SyncRequest(_) | Message::SyncPruned(_) | Message::SnapshotRequest(_) => Ok(()),
+            Message::SnapshotOffer(o) => o.snapshot.as_ref().map_or(Ok(()), |s| {
+                s.tip.check(limits)?;
+                s.cert.check(limits)?;
+                s.qc.check(limits)
+            }),
+            Message::SnapshotChunk(c) => {
+                cap("chunk.entries", c.entries.len(), MAX_CHUNK_ENTRIES)?;
+                cap("chunk.proof", c.proof.len(), MAX_CHUNK_PROOF)?;
+                for (k, v) in &c.entries {
+                    cap("chunk.key", k.len(), MAX_SNAPSHOT_KEY)?;
+                    cap("chunk.value", v.len(), limits.max_payload)?;
+                }
+                Ok(())
+            }
             Message::SyncResponse(r) => {
                 cap("sync.blocks", r.blocks.len(), limits.max_sync_blocks)?;
                 for b in &r.blocks {

@@ -118,9 +118,13 @@ fn field_sizes(m: &Message) -> (usize, usize, usize) {
             p.block.payload.len(),
             0,
         ),
-        Message::Vote(_) | Message::SyncRequest(_) | Message::SyncPruned(_) | Message::BlockRequest(_) => {
-            (0, 0, 0)
-        }
+        Message::Vote(_)
+        | Message::SyncRequest(_)
+        | Message::SyncPruned(_)
+        | Message::BlockRequest(_)
+        | Message::SnapshotRequest(_)
+        | Message::SnapshotOffer(_)
+        | Message::SnapshotChunk(_) => (0, 0, 0),
         Message::Block(b) => (b.justify.signatures.len(), b.payload.len(), 0),
         Message::Certificate(qc) => (qc.signatures.len(), 0, 0),
         Message::Timeout(t) => {

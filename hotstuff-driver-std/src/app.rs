@@ -61,6 +61,20 @@ pub trait App: Send + 'static {
     fn peer_book(&self, _state: &StateReader<'_>, _validators: &ValidatorSet) -> Vec<(PublicKey, String)> {
         Vec::new()
     }
+
+    /// Snapshot sync: the [`commitment`](crate::kv::commitment) root of the committed app state
+    /// after `block`'s parent that `block` carries, if it carries one (validated by every
+    /// validator, so a QC on `block` certifies it). An app that returns `Some` must reject a
+    /// block whose root is wrong, and an empty block (empty payload) must change no state. The
+    /// default, `None`, means the app's blocks certify no state: its nodes can serve and fetch
+    /// no snapshots.
+    fn snapshot_root(&self, _block: &Block) -> Option<[u8; 32]> {
+        None
+    }
+
+    /// Snapshot sync replaced the committed state (and tip) under the app: drop whatever it
+    /// derived from the old committed state.
+    fn state_installed(&mut self) {}
 }
 
 /// Reads the committed app state by key.

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// once as that error) or its thread ended.
     #[error("the background store writer stopped")]
     WriterStopped,
+    /// The store does not implement an optional operation.
+    #[error("the store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 macro_rules! from_redb {

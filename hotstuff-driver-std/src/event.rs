@@ -17,6 +17,22 @@ pub enum Event {
         /// Why.
         error: InputError,
     },
+    /// Snapshot sync installed the committed state at `height` (fetched and verified from
+    /// peers): the replica restarted from it and block-syncs from there.
+    SnapshotInstalled {
+        /// The new committed height.
+        height: hotstuff_core::Height,
+        /// The state root it was verified against.
+        root: [u8; 32],
+    },
+    /// Snapshot sync stopped asking `peer` for chunks for the rest of this fetch: its answer
+    /// was bad (`reason` says how) or it did not answer three times.
+    SnapshotPeerAvoided {
+        /// The snapshot server.
+        peer: PublicKey,
+        /// Why.
+        reason: &'static str,
+    },
     /// The node stopped on a fatal error (the store failed); it no longer runs consensus.
     Fatal {
         /// What failed.

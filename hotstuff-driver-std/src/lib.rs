@@ -147,6 +147,7 @@ pub mod kv;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod snapshot;
 pub mod storage;
 
 /// The kv load harness (it lives in [`kv::load`], beside the app it drives).
@@ -158,6 +159,7 @@ pub use event::Event;
 pub use metrics::{Metrics, MetricsServer};
 pub use net::{Inbox, NetEvent, Network, Outbound, TcpNetwork, TcpSettings};
 pub use node::{BuildError, Node, NodeBuilder, NodeError, NodeInfo, Prepared, Reader, Status, Waker};
+pub use snapshot::SnapshotSettings;
 pub use storage::{CommittedEntry, Genesis, RedbStore, RetainBlocks, Storage, Stored, WriteBatch};
 
 /// A new keypair from the operating system's randomness.

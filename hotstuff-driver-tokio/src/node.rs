@@ -133,7 +133,7 @@ async fn turns<A: App>(
         // state, this node's own proposal) before it queues `Persisted`; only then does the
         // core release the messages signed under that state. The bulk goes to the store's
         // background writer.
-        if actions.iter().any(needs_blocking) || engine.has_unwritten() {
+        if actions.iter().any(needs_blocking) || engine.wants_blocking() {
             blocking(slot, move |e| e.perform(actions)).await??;
         } else if !actions.is_empty() {
             engine.perform(actions)?;
@@ -149,6 +149,10 @@ async fn turns<A: App>(
                 blocking(slot, |e| e.produce_due()).await?;
                 continue;
             }
+            Ready::SnapshotDue => {
+                blocking(slot, |e| e.snapshot_tick()).await?;
+                continue;
+            }
             Ready::Wait(deadline) => deadline,
         };
         let timer = async {
@@ -157,15 +161,28 @@ async fn turns<A: App>(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let snapshot_msg = tokio::select! {
             biased;
             () = stop.cancelled() => return Ok(()),
             msg = rx.recv() => match msg {
-                Some(Inbound::Message { from, message }) => engine.handle_message(from, message),
-                Some(Inbound::Net(event)) => engine.on_net(event),
+                // Snapshot sync reads and writes the store: off the async threads.
+                Some(Inbound::Message { from, message }) if Engine::<A, Outgoing>::message_blocks(&message) => {
+                    Some((from, message))
+                }
+                Some(Inbound::Message { from, message }) => {
+                    engine.handle_message(from, message);
+                    None
+                }
+                Some(Inbound::Net(event)) => {
+                    engine.on_net(event);
+                    None
+                }
                 None => return Ok(()),
             },
-            () = timer => {}
+            () = timer => None,
+        };
+        if let Some((from, message)) = snapshot_msg {
+            blocking(slot, move |e| e.handle_message(from, message)).await?;
         }
     }
 }

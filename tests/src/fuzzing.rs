@@ -1120,6 +1120,9 @@ impl Harness {
             Message::Vote(_)
             | Message::SyncRequest(_)
             | Message::SyncPruned(_)
+            | Message::SnapshotRequest(_)
+            | Message::SnapshotOffer(_)
+            | Message::SnapshotChunk(_)
             | Message::BlockRequest(_) => {}
         }
         if m.view().0 < u64::MAX / 2 || matches!(m, Message::SyncRequest(_) | Message::SyncResponse(_)) {
@@ -1672,6 +1675,9 @@ impl Harness {
             }
             Message::SyncResponse(_)
             | Message::SyncPruned(_)
+            | Message::SnapshotRequest(_)
+            | Message::SnapshotOffer(_)
+            | Message::SnapshotChunk(_)
             | Message::Certificate(_)
             | Message::BlockRequest(_)
             | Message::Block(_) => {}

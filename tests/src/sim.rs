@@ -1525,6 +1525,9 @@ impl Sim {
             Message::SyncRequest(_)
             | Message::SyncResponse(_)
             | Message::SyncPruned(_)
+            | Message::SnapshotRequest(_)
+            | Message::SnapshotOffer(_)
+            | Message::SnapshotChunk(_)
             | Message::Certificate(_)
             | Message::BlockRequest(_)
             | Message::Block(_) => return,

@@ -152,6 +152,25 @@ impl<A: App> App for StateCommitted<A> {
             .collect();
         self.inner.committed(&inner);
     }
+
+    fn peer_book(
+        &self,
+        state: &crate::app::StateReader<'_>,
+        validators: &hotstuff_core::ValidatorSet,
+    ) -> Vec<(hotstuff_core::PublicKey, String)> {
+        self.inner.peer_book(state, validators)
+    }
+
+    fn snapshot_root(&self, block: &Block) -> Option<[u8; 32]> {
+        block.payload.get(..ROOT_LEN)?.try_into().ok()
+    }
+
+    fn state_installed(&mut self) {
+        self.committed = None;
+        self.committed_height = Height(0);
+        self.after.clear();
+        self.inner.state_installed();
+    }
 }
 
 /// The inner app's payload of a block payload (an empty payload stays empty).

@@ -8,6 +8,7 @@ use crate::error::{NetError, StoreError};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::net::{Inbox, NetContext, Network, TcpNetwork, TcpSettings};
+use crate::snapshot::SnapshotSettings;
 use crate::storage::{Genesis, Pruner, RetainBlocks, Storage, StoreWriter};
 use hotstuff_core::{
     ChainId, Config, ConfigError, DefaultPacemaker, Keypair, LeaderPolicy, Limits, PublicKey, Replica,
@@ -68,6 +69,7 @@ pub struct NodeBuilder<A: App> {
     handlers: Vec<Handler>,
     background_store_writes: bool,
     retain_blocks: RetainBlocks,
+    snapshots: SnapshotSettings,
     metrics: Option<Metrics>,
 }
 
@@ -104,6 +106,7 @@ impl<A: App> NodeBuilder<A> {
             handlers: Vec::new(),
             background_store_writes: true,
             retain_blocks: RetainBlocks::Archive,
+            snapshots: SnapshotSettings::default(),
             metrics: None,
         }
     }
@@ -315,6 +318,18 @@ impl<A: App> NodeBuilder<A> {
         self
     }
 
+    /// Snapshot sync ([`crate::snapshot`]; default off): serve snapshots every
+    /// `interval` committed heights, and/or catch up by snapshot when block-sync servers
+    /// answer that they pruned the heights asked for. Needs an app whose blocks certify the
+    /// state root ([`App::snapshot_root`](crate::App::snapshot_root), such as
+    /// [`StateCommitted`](crate::kv::certified::StateCommitted)); with a retention window the
+    /// interval must be below half of it.
+    #[must_use]
+    pub fn snapshots(mut self, settings: SnapshotSettings) -> Self {
+        self.snapshots = settings;
+        self
+    }
+
     /// How many committed blocks the store keeps for block sync (default
     /// [`RetainBlocks::Archive`]: all). With `Last(n)` (`n` at least
     /// [`crate::storage::prune::MIN_RETAIN_BLOCKS`]) a background thread deletes older
@@ -371,6 +386,18 @@ impl<A: App> NodeBuilder<A> {
             return Err(setting("inbox_capacity", "must be at least 1"));
         }
         self.retain_blocks.check().map_err(|reason| setting("retain_blocks", reason))?;
+        if let RetainBlocks::Last(n) = self.retain_blocks {
+            if self.snapshots.interval >= n / 2 {
+                return Err(setting(
+                    "snapshots.interval",
+                    format!(
+                        "{} must be below half the retention of {n} blocks (a node that installs a snapshot \
+                         block-syncs from its height)",
+                        self.snapshots.interval
+                    ),
+                ));
+            }
+        }
         if self.network.is_none() {
             let t = &self.tcp;
             if t.send_queue == 0 {
@@ -493,6 +520,7 @@ impl<A: App> NodeBuilder<A> {
                 safety.high_qc = cert;
             }
         }
+        let rebuild = (Keypair::from_secret(&self.key.secret()), self.pacemaker);
         let replica = Replica::new(config, self.key, self.pacemaker, recovered)?;
         tracing::info!(
             node = %id,
@@ -536,6 +564,8 @@ impl<A: App> NodeBuilder<A> {
                 writer,
                 pruner,
                 metrics: self.metrics.clone(),
+                snapshots: self.snapshots,
+                rebuild,
             },
             metrics: self.metrics,
         })

@@ -23,11 +23,12 @@ use crate::error::StoreError;
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::net::{Frame, NetEvent, Outbound};
-use crate::storage::{Pruner, Storage, StoreWriter, WriteBatch};
+use crate::snapshot::{self, SnapshotSettings};
+use crate::storage::{Pruner, SnapshotInstall, Storage, StoreWriter, WriteBatch};
 use hotstuff_core::action::SyncTimer;
 use hotstuff_core::{
-    Action, AppOutcome, AppStateUpdates, BlockHash, Envelope, Height, Input, InputError, InputErrorKind,
-    Message, PublicKey, Replica, View,
+    Action, AppOutcome, AppStateUpdates, BlockHash, DefaultPacemaker, Envelope, Height, Input, InputError,
+    InputErrorKind, Keypair, Message, PublicKey, Replica, SnapshotAsk, SnapshotRequest, View,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,6 +61,10 @@ pub struct EngineParts<A: App> {
     pub(super) pruner: Option<Pruner>,
     /// Where to record metrics, if anywhere.
     pub(super) metrics: Option<Metrics>,
+    /// Snapshot sync settings.
+    pub(super) snapshots: SnapshotSettings,
+    /// What a replica is re-created from after a snapshot install: the key and pacemaker.
+    pub(super) rebuild: (Keypair, DefaultPacemaker),
 }
 
 /// The replica with its app, store and outbound network, and what the loop keeps between
@@ -96,6 +101,14 @@ pub struct Engine<A: App, N: Outbound> {
     metrics: Option<Metrics>,
     /// The view, committed height and high QC view last published to `status`.
     published: Option<(View, Height, View)>,
+    /// Serves snapshots (`None`: serves none).
+    snapshot_server: Option<snapshot::Server>,
+    /// Fetches snapshots (`None`: never).
+    snapshot_client: Option<snapshot::Client>,
+    rebuild: (Keypair, DefaultPacemaker),
+    /// A store failure met where it could not be returned (a snapshot install while handling
+    /// a message): returned by the next [`Engine::perform`].
+    fatal: Option<StoreError>,
 }
 
 /// What [`Engine::ready`] found to do before the network.
@@ -107,6 +120,9 @@ pub enum Ready {
     /// A deferred empty proposal is due: call [`Engine::produce_due`] (it calls the app and
     /// reads the store), then drain.
     ProduceDue,
+    /// A snapshot-sync timer is due: call [`Engine::snapshot_tick`] (it may write the store),
+    /// then drain.
+    SnapshotDue,
     /// Nothing local: wait for the network until this instant (`None`: no deadline).
     Wait(Option<Instant>),
 }
@@ -139,7 +155,11 @@ impl<A: App, N: Outbound> Engine<A, N> {
             writer,
             pruner,
             metrics,
+            snapshots,
+            rebuild,
         } = parts;
+        let snapshot_server = (snapshots.interval > 0).then(|| snapshot::Server::new(snapshots.interval));
+        let snapshot_client = snapshots.fetch.then(|| snapshot::Client::new(store.as_ref(), Instant::now()));
         let mut engine = Engine {
             replica,
             app,
@@ -162,6 +182,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
             pruner,
             metrics,
             published: None,
+            snapshot_server,
+            snapshot_client,
+            rebuild,
+            fatal: None,
         };
         engine.refresh_peers();
         engine
@@ -194,6 +218,16 @@ impl<A: App, N: Outbound> Engine<A, N> {
     /// honest peer sends as a warning naming the peer) and reported as
     /// [`Event::MessageRefused`].
     pub fn handle_message(&mut self, from: PublicKey, message: Message) {
+        let message = match message {
+            Message::SnapshotRequest(r) => return self.serve_snapshot(from, r),
+            Message::SnapshotOffer(o) => {
+                return self.snapshot_step(|c, ctx, out| c.on_offer(ctx, from, o, out));
+            }
+            Message::SnapshotChunk(c) => {
+                return self.snapshot_step(|client, ctx, out| client.on_chunk(ctx, from, c, out));
+            }
+            other => other,
+        };
         if let Err(error) = self.replica.handle(Input::Message { from, message }) {
             match error.kind() {
                 InputErrorKind::Stale => tracing::debug!(peer = %from, %error, "stale message dropped"),
@@ -213,6 +247,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
     /// Performs `actions`, then writes what they asked to persist in one durable transaction
     /// and queues the `Persisted` acknowledgement.
     pub fn perform(&mut self, actions: Vec<Action>) -> Result<(), StoreError> {
+        if let Some(error) = self.fatal.take() {
+            return Err(error);
+        }
         // Commits first: the replica's block tree already reflects every commit of this drain
         // (committed blocks leave `pending_updates`), so the store must hold them before the
         // app reads state. The core lists app requests after every other action of an input;
@@ -229,6 +266,110 @@ impl<A: App, N: Outbound> Engine<A, N> {
         if self.writer.is_none() || self.local.is_empty() {
             self.flush()?;
         }
+        self.take_snapshot_view()?;
+        Ok(())
+    }
+
+    /// A snapshot server whose committed height crossed a multiple of its interval takes a
+    /// view of the committed state, once every commit is in the store.
+    fn take_snapshot_view(&mut self) -> Result<(), StoreError> {
+        let app = &self.app;
+        if let Some(s) = self.snapshot_server.as_mut() {
+            s.poll(self.store.as_ref(), &|b| app.snapshot_root(b));
+        }
+        let h = self.replica.committed_height();
+        if !self.snapshot_server.as_ref().is_some_and(|s| s.due(h)) || !self.batch.commits.is_empty() {
+            return Ok(());
+        }
+        if let Some(w) = &self.writer {
+            w.barrier()?;
+        }
+        self.prune_inflight();
+        match self.snapshot_server.as_mut() {
+            Some(s) => s.after_commit(self.store.as_ref(), h),
+            None => Ok(()),
+        }
+    }
+
+    /// Answers a peer's snapshot request (a node that serves none answers that it has none).
+    fn serve_snapshot(&mut self, to: PublicKey, r: SnapshotRequest) {
+        let answer = match (self.snapshot_server.as_mut(), r.ask) {
+            (Some(s), SnapshotAsk::Offer) => Some(s.offer(r.id)),
+            (Some(s), SnapshotAsk::Chunk { height, depth, index }) => s.chunk(r.id, height, depth, index),
+            (None, SnapshotAsk::Offer) => {
+                Some(Message::SnapshotOffer(hotstuff_core::SnapshotOffer { id: r.id, snapshot: None }))
+            }
+            (None, SnapshotAsk::Chunk { .. }) => None,
+        };
+        if let Some(m) = answer {
+            let frame = self.frame(m);
+            self.count_out(frame.len(), 1);
+            self.net.send(to, frame);
+        }
+    }
+
+    /// Runs one step of the snapshot client, sends what it asks, installs what it finished.
+    fn snapshot_step(
+        &mut self,
+        step: impl FnOnce(&mut snapshot::Client, &snapshot::Ctx<'_>, &mut snapshot::Out),
+    ) {
+        let Some(client) = self.snapshot_client.as_mut() else { return };
+        let app = &self.app;
+        let app_root = |b: &hotstuff_core::Block| app.snapshot_root(b);
+        let ctx = snapshot::Ctx {
+            store: self.store.as_ref(),
+            replica: &self.replica,
+            app_root: &app_root,
+            now: Instant::now(),
+        };
+        let mut out = snapshot::Out::default();
+        step(client, &ctx, &mut out);
+        for e in &out.events {
+            self.emit(e);
+        }
+        for (to, m) in out.send {
+            let frame = self.frame(m);
+            self.count_out(frame.len(), 1);
+            self.net.send(to, frame);
+        }
+        if let Some(install) = out.install {
+            if let Err(error) = self.install_snapshot(install.0, &install.1) {
+                self.fatal = Some(error);
+            }
+        }
+    }
+
+    /// Installs the staged snapshot (one store transaction) and re-creates the replica from the
+    /// store, as a restart would: everything pending is written first, and what the old
+    /// replica asked for (timers, app replies, acknowledgements) is dropped.
+    fn install_snapshot(&mut self, root: [u8; 32], install: &SnapshotInstall) -> Result<(), StoreError> {
+        self.flush()?;
+        if let Some(w) = &self.writer {
+            w.barrier()?;
+        }
+        self.inflight.clear();
+        self.store.install_staged(install)?;
+        let stored = self.store.load()?.ok_or(StoreError::NotInitialised)?;
+        let (key, pacemaker) = &self.rebuild;
+        let replica = Replica::new(
+            *self.replica.config(),
+            Keypair::from_secret(&key.secret()),
+            *pacemaker,
+            stored.recovered(),
+        )
+        .map_err(|e| StoreError::Corrupt { what: "installed snapshot".into(), reason: e.to_string() })?;
+        self.replica = replica;
+        self.timer = None;
+        self.sync_timers.clear();
+        self.deferred = None;
+        self.local.clear();
+        self.batch = WriteBatch::default();
+        self.batch_seq = None;
+        self.idle_streak = 0;
+        self.app.state_installed();
+        tracing::info!(height = %install.tip.height, "snapshot installed; the replica restarts from it");
+        self.emit(&Event::SnapshotInstalled { height: install.tip.height, root });
+        self.publish_status();
         Ok(())
     }
 
@@ -237,6 +378,29 @@ impl<A: App, N: Outbound> Engine<A, N> {
     #[must_use]
     pub fn has_unwritten(&self) -> bool {
         !self.batch.is_empty()
+    }
+
+    /// True if the next [`Engine::perform`] may touch the store even for actions that do not
+    /// ([`needs_blocking`]): writes are pending, or the snapshot server has work.
+    #[must_use]
+    pub fn wants_blocking(&self) -> bool {
+        self.has_unwritten()
+            || self.fatal.is_some()
+            || self.snapshot_server.as_ref().is_some_and(|s| s.has_work(self.replica.committed_height()))
+    }
+
+    /// True for a message whose handling may read or write the store (snapshot sync: a
+    /// runtime that must not block hands it to [`Engine::handle_message`] off its async
+    /// threads).
+    #[must_use]
+    pub fn message_blocks(message: &Message) -> bool {
+        matches!(message, Message::SnapshotRequest(_) | Message::SnapshotOffer(_) | Message::SnapshotChunk(_))
+    }
+
+    /// Runs the snapshot client's due timers (after [`Ready::SnapshotDue`]; it may write the
+    /// store).
+    pub fn snapshot_tick(&mut self) {
+        self.snapshot_step(|c, ctx, out| c.tick(ctx, out));
     }
 
     /// Performs every action the replica has ([`Engine::poll_actions`] and [`Engine::perform`]).
@@ -264,8 +428,12 @@ impl<A: App, N: Outbound> Engine<A, N> {
         if self.deferred.is_some_and(|d| d.at <= now || self.woken) {
             return Ready::ProduceDue;
         }
+        let snapshot_due = self.snapshot_client.as_ref().and_then(snapshot::Client::deadline);
+        if snapshot_due.is_some_and(|at| at <= now) {
+            return Ready::SnapshotDue;
+        }
         self.woken = false;
-        let deadline = [self.timer.map(|(_, at)| at), self.deferred.map(|d| d.at)]
+        let deadline = [self.timer.map(|(_, at)| at), self.deferred.map(|d| d.at), snapshot_due]
             .into_iter()
             .flatten()
             .chain(self.sync_timers.values().copied())
@@ -433,6 +601,9 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.net.send(to, frame);
             }
             Action::Event(event) => {
+                if let hotstuff_core::Event::SyncBelowRetained { retained_from, .. } = event {
+                    self.snapshot_step(|c, ctx, out| c.below_retained(ctx, retained_from, out));
+                }
                 log_core_event(&event);
                 self.emit(&Event::Core(event));
             }

@@ -40,6 +40,10 @@ impl<A: App> Loop<A> {
                     self.engine.produce_due();
                     None
                 }
+                Ready::SnapshotDue => {
+                    self.engine.snapshot_tick();
+                    None
+                }
                 Ready::Wait(deadline) => Some(deadline),
             };
             let Some(deadline) = deadline else {

@@ -188,4 +188,68 @@ pub trait Storage: Send + Sync + 'static {
     /// Visits the whole committed app state in key order, in one consistent snapshot, and
     /// returns the tip it belongs to.
     fn scan_app_state(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<CommittedTip, StoreError>;
+
+    /// A consistent view of the committed app state taken now, to be read later (on another
+    /// thread) whatever is written meanwhile: what a snapshot server builds its snapshot from.
+    /// `None` (the default) if the store cannot hold one; such a store serves no snapshots.
+    fn app_state_view(&self) -> Result<Option<Box<dyn AppStateView>>, StoreError> {
+        Ok(None)
+    }
+
+    /// The staging area of a snapshot being fetched (see [`crate::snapshot`]): the target it
+    /// was started for (opaque bytes) and the chunks staged so far, or `None` if nothing is
+    /// staged. The default (a store that cannot stage) never has one.
+    fn staged(&self) -> Result<Option<Staged>, StoreError> {
+        Ok(None)
+    }
+
+    /// Empties the staging area and records `target` as what it is for (`None`: just empties
+    /// it). Never touches the committed state.
+    fn stage_reset(&self, target: Option<&[u8]>) -> Result<(), StoreError> {
+        let _ = target;
+        Err(StoreError::Unsupported("snapshot staging"))
+    }
+
+    /// Adds one verified chunk `(depth, index)` with its entries to the staging area, in one
+    /// transaction (the chunk is staged whole or not at all). Never touches the committed state.
+    fn stage_chunk(&self, depth: u8, index: u32, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let _ = (depth, index, entries);
+        Err(StoreError::Unsupported("snapshot staging"))
+    }
+
+    /// Replaces the committed state by the staged one in one durable transaction: the app
+    /// state becomes the staged entries, the committed tip `install.tip` (stored with its
+    /// certificate, and retained from its height), uncommitted blocks are dropped, committed
+    /// blocks below the tip too (except epochs' last blocks with their proofs), the safety
+    /// state becomes `install.safety`, and the staging area is emptied. A crash leaves either
+    /// the old state with the staging area, or the new state.
+    fn install_staged(&self, install: &SnapshotInstall) -> Result<(), StoreError> {
+        let _ = install;
+        Err(StoreError::Unsupported("snapshot install"))
+    }
+}
+
+/// The staging area's content ([`Storage::staged`]): the target it is for (opaque bytes) and
+/// the `(depth, index)` of every chunk staged.
+pub type Staged = (Vec<u8>, Vec<(u8, u32)>);
+
+/// A consistent view of the committed app state ([`Storage::app_state_view`]).
+pub trait AppStateView: Send {
+    /// The committed tip the view belongs to.
+    fn tip(&self) -> CommittedTip;
+    /// Visits every entry of the view in key order.
+    fn scan(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
+}
+
+/// What [`Storage::install_staged`] switches to.
+#[derive(Clone, Debug)]
+pub struct SnapshotInstall {
+    /// The new committed tip.
+    pub tip: CommittedTip,
+    /// The tip's block and a QC for it.
+    pub block: Block,
+    /// A QC for `block`.
+    pub qc: QuorumCertificate,
+    /// The safety state to restart from.
+    pub safety: SafetyState,
 }

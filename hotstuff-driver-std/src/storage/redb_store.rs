@@ -22,6 +22,13 @@ const COMMITTED: TableDefinition<u64, &[u8]> = TableDefinition::new("committed")
 /// The committed app state.
 const APP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("app");
 
+/// The staging area of a snapshot being fetched: its entries (key -> value).
+const STAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("stage");
+/// The staging area's chunks: key `depth << 32 | index`; the target under `u64::MAX`.
+const STAGE_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("stage_chunks");
+/// The key of the staged target in [`STAGE_CHUNKS`].
+const STAGE_TARGET: u64 = u64::MAX;
+
 /// The layout version written by this code.
 const FORMAT: u32 = 1;
 
@@ -245,6 +252,146 @@ impl Storage for RedbStore {
     }
     fn scan_app_state(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<CommittedTip, StoreError> {
         guarded("scan_app_state", || self.engine.scan_app_state(visit))
+    }
+    /// A redb read transaction: a consistent snapshot (pages it reads are not reused while it
+    /// is open, so the file may grow by what is written meanwhile).
+    fn app_state_view(&self) -> Result<Option<Box<dyn super::AppStateView>>, StoreError> {
+        guarded("app_state_view", || {
+            let txn = self.engine.read()?;
+            let meta = open_read(&txn, META)?.ok_or(StoreError::NotInitialised)?;
+            let tip = meta_require(&meta, "tip")?;
+            drop(meta);
+            Ok(Some(Box::new(RedbView { txn, tip }) as Box<dyn super::AppStateView>))
+        })
+    }
+    fn staged(&self) -> Result<Option<super::Staged>, StoreError> {
+        guarded("staged", || self.engine.staged())
+    }
+    fn stage_reset(&self, target: Option<&[u8]>) -> Result<(), StoreError> {
+        guarded("stage_reset", || self.engine.stage_reset(target))
+    }
+    fn stage_chunk(&self, depth: u8, index: u32, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        guarded("stage_chunk", || self.engine.stage_chunk(depth, index, entries))
+    }
+    fn install_staged(&self, install: &super::SnapshotInstall) -> Result<(), StoreError> {
+        guarded("install_staged", || self.engine.install_staged(install))
+    }
+}
+
+/// A read transaction over the app state ([`Storage::app_state_view`]).
+struct RedbView {
+    txn: ReadTransaction,
+    tip: CommittedTip,
+}
+
+impl super::AppStateView for RedbView {
+    fn tip(&self) -> CommittedTip {
+        self.tip
+    }
+    fn scan(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        guarded("scan view", || {
+            if let Some(app) = open_read(&self.txn, APP)? {
+                for item in app.iter()? {
+                    let (k, v) = item?;
+                    visit(k.value(), v.value());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn chunk_key(depth: u8, index: u32) -> u64 {
+    (u64::from(depth) << 32) | u64::from(index)
+}
+
+impl Engine {
+    fn staged(&self) -> Result<Option<super::Staged>, StoreError> {
+        let txn = self.read()?;
+        let Some(chunks) = open_read(&txn, STAGE_CHUNKS)? else { return Ok(None) };
+        let Some(target) = chunks.get(STAGE_TARGET)?.map(|v| v.value().to_vec()) else { return Ok(None) };
+        let mut done = Vec::new();
+        for item in chunks.range(..STAGE_TARGET)? {
+            let (k, _) = item?;
+            let k = k.value();
+            done.push(((k >> 32) as u8, k as u32));
+        }
+        Ok(Some((target, done)))
+    }
+
+    fn stage_reset(&self, target: Option<&[u8]>) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        {
+            txn.delete_table(STAGE)?;
+            txn.delete_table(STAGE_CHUNKS)?;
+            let mut chunks = txn.open_table(STAGE_CHUNKS)?;
+            txn.open_table(STAGE)?;
+            if let Some(t) = target {
+                chunks.insert(STAGE_TARGET, t)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn stage_chunk(&self, depth: u8, index: u32, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        // Durable at once (one fsync per chunk of about a megabyte), so a restart resumes
+        // from every chunk staged; a crash never leaves half of one.
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut chunks = txn.open_table(STAGE_CHUNKS)?;
+            if chunks.get(STAGE_TARGET)?.is_none() {
+                return Err(StoreError::Corrupt { what: "stage".into(), reason: "no target staged".into() });
+            }
+            let mut stage = txn.open_table(STAGE)?;
+            for (k, v) in entries {
+                stage.insert(&k[..], &v[..])?;
+            }
+            chunks.insert(chunk_key(depth, index), &[][..])?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn install_staged(&self, install: &super::SnapshotInstall) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            {
+                let chunks = txn.open_table(STAGE_CHUNKS)?;
+                if chunks.get(STAGE_TARGET)?.is_none() {
+                    return Err(StoreError::Corrupt {
+                        what: "stage".into(),
+                        reason: "nothing staged".into(),
+                    });
+                }
+            }
+            txn.delete_table(APP)?;
+            let mut app = txn.open_table(APP)?;
+            {
+                let stage = txn.open_table(STAGE)?;
+                for item in stage.iter()? {
+                    let (k, v) = item?;
+                    app.insert(k.value(), v.value())?;
+                }
+            }
+            txn.delete_table(PENDING)?;
+            txn.open_table(PENDING)?;
+            let mut committed = txn.open_table(COMMITTED)?;
+            // Every block below the new tip goes, except epochs' last blocks (with proofs).
+            committed.retain(|_, v| {
+                borsh::from_slice::<CommittedEntry>(v).is_ok_and(|(_, _, proof)| proof.is_some())
+            })?;
+            let none: Option<&hotstuff_core::EpochProof> = None;
+            committed.insert(install.tip.height.0, &encode(&(&install.block, &install.qc, none))[..])?;
+            meta.insert("tip", &encode(&install.tip)[..])?;
+            meta.insert("retained_from", &encode(&install.tip.height.0)[..])?;
+            meta.insert("safety", &encode(&install.safety)[..])?;
+            txn.delete_table(STAGE)?;
+            txn.delete_table(STAGE_CHUNKS)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 }
 

@@ -248,6 +248,18 @@ pub struct StorageSection {
     /// all (the default). Older blocks are pruned in the background, except each epoch's last
     /// block with its proof.
     pub retain_blocks: Retain,
+    /// Every block with a payload carries the state root of its parent's state (the
+    /// `StateCommitted` kv app), checked by every validator, so a QC certifies it. Needed to
+    /// serve or fetch snapshots. A chain-wide setting: every node of a chain must agree (a
+    /// node that disagrees rejects every non-empty block). Costs one hash per tree level per
+    /// update, the tree in memory, and its build from the whole state at each start.
+    pub certified_state_root: bool,
+    /// Serve state snapshots taken every this many committed heights (0, the default: serve
+    /// none). Needs `certified_state_root`; with a retention window, below half of it.
+    pub snapshot_interval: u64,
+    /// Catch up by state snapshot when every block-sync server pruned the heights this node
+    /// needs (a new node joining an old chain). Needs `certified_state_root`.
+    pub snapshot_sync: bool,
 }
 
 /// `retain_blocks`: a number of blocks or a name (`"archive"`).
@@ -337,6 +349,8 @@ pub struct NodeConfig {
     pub timing: Timing,
     pub intake: Intake,
     pub retain_blocks: RetainBlocks,
+    pub certified_state_root: bool,
+    pub snapshots: hotstuff_driver_std::SnapshotSettings,
     pub validators: ValidatorSet,
     pub app_state: Vec<(Vec<u8>, Vec<u8>)>,
     pub peers: Vec<(PublicKey, Option<SocketAddr>)>,
@@ -479,6 +493,25 @@ impl FileConfig {
         self.intake.check().map_err(|(name, reason)| field(name.into(), reason))?;
         let retain_blocks =
             self.storage.retain_blocks.resolve().map_err(|r| field("storage.retain_blocks".into(), r))?;
+        let snapshots = hotstuff_driver_std::SnapshotSettings {
+            interval: self.storage.snapshot_interval,
+            fetch: self.storage.snapshot_sync,
+        };
+        if (snapshots.interval > 0 || snapshots.fetch) && !self.storage.certified_state_root {
+            return Err(field(
+                "storage.certified_state_root".into(),
+                "must be true to serve or fetch snapshots (a snapshot is verified against a certified root)"
+                    .into(),
+            ));
+        }
+        if let RetainBlocks::Last(n) = retain_blocks {
+            if snapshots.interval >= n / 2 {
+                return Err(field(
+                    "storage.snapshot_interval".into(),
+                    format!("{} must be below half of retain_blocks ({n})", snapshots.interval),
+                ));
+            }
+        }
         let key = read_key(&base.join(&self.key_file)).map_err(|e| match e {
             ConfigError::Io { source, .. } => field("key_file".into(), source.to_string()),
             other => other,
@@ -514,6 +547,8 @@ impl FileConfig {
             timing: self.timing,
             intake: self.intake,
             retain_blocks,
+            certified_state_root: self.storage.certified_state_root,
+            snapshots,
             validators,
             peers,
             key,

@@ -8,6 +8,7 @@ mod ops;
 use clap::{Parser, Subcommand};
 use config::{FileConfig, Intake, ListenerEntry, Timing};
 use hotstuff_driver_std::kv::auth::Op;
+use hotstuff_driver_std::kv::certified::StateCommitted;
 use hotstuff_driver_std::kv::{
     hex, register_metrics, Client, ClientServer, KvApp, Mempool, Receipt, Submitted, MAX_WAIT,
 };
@@ -272,23 +273,12 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     let intake = &cfg.intake;
     let mempool = Mempool::with_limits(intake.mempool());
     let metrics = Metrics::new();
-    let node = NodeBuilder::new(
-        cfg.key,
-        Genesis::new(cfg.chain, cfg.validators).with_app_state(cfg.app_state),
-        KvApp::new(mempool.clone(), intake.block_max_txs),
-        store,
-    )
-    .listener(consensus_listener)
-    .peers(cfg.peers)
-    .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
-    .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
-    .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
-    .retain_blocks(cfg.retain_blocks)
-    .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
-    .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
-    .metrics(metrics.clone())
-    .max_guests(intake.consensus_max_guests)
-    .start()?;
+    let app = KvApp::new(mempool.clone(), intake.block_max_txs);
+    let node = if cfg.certified_state_root {
+        start_node(&cfg, StateCommitted::new(app), store, consensus_listener, &metrics)?
+    } else {
+        start_node(&cfg, app, store, consensus_listener, &metrics)?
+    };
     register_metrics(&metrics, mempool.clone(), node.reader());
     let _metrics_server = metrics_listener.map(|l| MetricsServer::start(l, metrics)).transpose()?;
     let clients = ClientServer::start_with(
@@ -385,4 +375,33 @@ fn client(addr: &str, timeout: Duration, key: &std::path::Path, op: ClientOp) ->
             Ok(())
         }
     }
+}
+
+/// Starts the node with `app` (the kv app, with or without a certified state root).
+fn start_node<A: hotstuff_driver_std::App>(
+    cfg: &config::NodeConfig,
+    app: A,
+    store: RedbStore,
+    consensus_listener: std::net::TcpListener,
+    metrics: &Metrics,
+) -> Result<hotstuff_driver_std::Node> {
+    let intake = &cfg.intake;
+    Ok(NodeBuilder::new(
+        hotstuff_core::Keypair::from_secret(&cfg.key.secret()),
+        Genesis::new(cfg.chain, cfg.validators.clone()).with_app_state(cfg.app_state.clone()),
+        app,
+        store,
+    )
+    .listener(consensus_listener)
+    .peers(cfg.peers.clone())
+    .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
+    .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
+    .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
+    .retain_blocks(cfg.retain_blocks)
+    .snapshots(cfg.snapshots)
+    .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))
+    .max_handshakes(intake.consensus_max_handshakes, intake.consensus_max_handshakes_per_ip)
+    .metrics(metrics.clone())
+    .max_guests(intake.consensus_max_guests)
+    .start()?)
 }
