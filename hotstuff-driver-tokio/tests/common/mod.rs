@@ -190,11 +190,13 @@ impl Cluster {
         }
     }
 
-    /// Waits until every running node holds the same app state at the same committed tip;
-    /// returns that height. (With load stopped the chain still commits empty blocks, so the
-    /// snapshots are taken until they line up.)
+    /// Waits until every running node holds the same app state (load stopped, the state stands
+    /// still while empty blocks go on committing, so the nodes' tips may differ by a block or
+    /// two); no two nodes may ever hold different states at the same height. Returns the lowest
+    /// of their heights.
     pub fn wait_agreement(&self) -> u64 {
         let start = Instant::now();
+        let mut at_height: std::collections::BTreeMap<u64, [u8; 32]> = Default::default();
         loop {
             let snaps: Vec<(u64, [u8; 32])> = self
                 .running()
@@ -203,10 +205,12 @@ impl Cluster {
                     (tip.height.0, digest)
                 })
                 .collect();
-            let digests_agree = snaps.windows(2).all(|w| w[0].1 == w[1].1);
-            let heights_agree = snaps.windows(2).all(|w| w[0].0 == w[1].0);
-            if digests_agree && heights_agree {
-                return snaps.first().map_or(0, |s| s.0);
+            for (height, digest) in &snaps {
+                let first = at_height.entry(*height).or_insert(*digest);
+                assert_eq!(first, digest, "two replicas hold different states at height {height}");
+            }
+            if snaps.windows(2).all(|w| w[0].1 == w[1].1) {
+                return snaps.iter().map(|s| s.0).min().unwrap_or(0);
             }
             assert!(start.elapsed() < PATIENCE, "replicas disagree: {snaps:?}");
             std::thread::sleep(Duration::from_millis(5));
