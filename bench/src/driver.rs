@@ -1,7 +1,7 @@
 //! Setups (b) and (c): the std driver (`NodeBuilder`), proposing as fast as it can
 //! (`idle_block_delay(0)`).
-//! - (b) over an in-process channel network (a `Network` of its own: a send decodes the frame
-//!   into the receiver's inbox channel), `RedbStore::in_memory()`, an 8-byte payload as in (a);
+//! - (b) over the driver's in-process channel network (`net::channel`: a send decodes the
+//!   frame into the receiver's inbox channel, on the sender's thread), `RedbStore::in_memory()`, an 8-byte payload as in (a);
 //! - (c) over loopback TCP, a redb file store per node (fsync; the default background writer),
 //!   empty blocks.
 //!
@@ -12,12 +12,12 @@
 //! event for that view.
 
 use crate::stats::{stamp, CpuWindow, Recorder, Sample};
-use hotstuff_core::{AppOutcome, Block, ChainId, Keypair, LeaderPolicy, PublicKey, ValidatorSet};
-use hotstuff_driver_std::net::{Frame, Inbox, NetContext};
+use hotstuff_core::{AppOutcome, Block, ChainId, Keypair, LeaderPolicy, ValidatorSet};
+use hotstuff_driver_std::net::channel::ChannelHub;
 use hotstuff_driver_std::{
-    App, BlockContext, Event, Genesis, NetError, Network, NodeBuilder, Produced, RedbStore,
+    App, BlockContext, Event, Genesis, NodeBuilder, Produced, RedbStore,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -52,55 +52,6 @@ impl App for BenchApp {
     }
 }
 
-/// Every node's inbox, by key.
-type Hub = Arc<Mutex<BTreeMap<PublicKey, Inbox>>>;
-
-/// An in-process network: a send decodes the frame and pushes the message onto the
-/// receiver's inbox channel, on the sender's thread (one channel hop, as in (a)). A push
-/// waits only while that inbox is full (4,096 messages): in this lock-step run inboxes hold a
-/// handful, and if two nodes ever filled each other's the run would stall and show as a low
-/// rate, never as a wrong figure.
-struct ChannelNetwork {
-    hub: Hub,
-    me: Option<PublicKey>,
-}
-
-impl ChannelNetwork {
-    fn deliver(&self, to: &PublicKey, frame: &Frame) {
-        let inbox = self.hub.lock().expect("hub").get(to).cloned();
-        if let (Some(inbox), Some(me)) = (inbox, self.me) {
-            let _ = inbox.deliver_frame(me, frame);
-        }
-    }
-}
-
-impl Network for ChannelNetwork {
-    fn start(&mut self, ctx: NetContext) -> Result<(), NetError> {
-        let me = ctx.key.public();
-        self.me = Some(me);
-        self.hub.lock().expect("hub").insert(me, ctx.inbox);
-        Ok(())
-    }
-
-    fn send(&mut self, to: PublicKey, frame: Frame) {
-        self.deliver(&to, &frame);
-    }
-
-    fn broadcast(&mut self, frame: Frame) {
-        let peers: Vec<PublicKey> =
-            self.hub.lock().expect("hub").keys().copied().filter(|k| Some(*k) != self.me).collect();
-        for p in peers {
-            self.deliver(&p, &frame);
-        }
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(me) = self.me {
-            self.hub.lock().expect("hub").remove(&me);
-        }
-    }
-}
-
 pub fn run(n: usize, transport: Transport, warmup: Duration, measure: Duration) -> Sample {
     let keys: Vec<Keypair> = (0..n).map(|i| Keypair::from_secret(&[i as u8 + 1; 32])).collect();
     let validators = ValidatorSet::new(keys.iter().map(|k| (k.public(), 1))).expect("validators");
@@ -119,7 +70,7 @@ pub fn run(n: usize, transport: Transport, warmup: Duration, measure: Duration) 
     };
     let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("addr")).collect();
     let mut listeners = listeners.into_iter();
-    let hub: Hub = Arc::default();
+    let hub = ChannelHub::default();
     let base = Instant::now();
     let produced: Produces = Arc::default();
     let rec = Arc::new(Mutex::new(Recorder::default()));
@@ -130,7 +81,7 @@ pub fn run(n: usize, transport: Transport, warmup: Duration, measure: Duration) 
         let mut b = match transport {
             Transport::Memory => {
                 NodeBuilder::new(key, genesis.clone(), app, RedbStore::in_memory().expect("store"))
-                    .network(ChannelNetwork { hub: hub.clone(), me: None })
+                    .network(hub.network())
             }
             Transport::TcpDisk => {
                 let store = RedbStore::open(dir.join(format!("node{i}.redb"))).expect("store");

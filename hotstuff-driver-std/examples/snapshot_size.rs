@@ -10,14 +10,11 @@
 //!
 //! `cargo run --release -p hotstuff-driver-std --features cli --example snapshot_size [KEYS]`
 
-use hotstuff_core::{ChainId, Keypair, PublicKey, ValidatorSet};
+use hotstuff_core::{ChainId, Keypair, ValidatorSet};
 use hotstuff_driver_std::kv::certified::StateCommitted;
 use hotstuff_driver_std::kv::{KvApp, Mempool, Tx};
-use hotstuff_driver_std::net::{Frame, NetContext};
-use hotstuff_driver_std::{
-    Event, Genesis, Inbox, NetError, Network, NodeBuilder, RedbStore, RetainBlocks, SnapshotSettings, Storage,
-};
-use std::collections::BTreeMap;
+use hotstuff_driver_std::net::channel::ChannelHub;
+use hotstuff_driver_std::{Event, Genesis, NodeBuilder, RedbStore, RetainBlocks, SnapshotSettings, Storage};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,53 +23,8 @@ use std::time::{Duration, Instant};
 /// scan, a sort and a tree of the whole state: seconds at a million keys) ends.
 const RETAIN: u64 = 6_000;
 
-type Hub = Arc<Mutex<BTreeMap<PublicKey, Inbox>>>;
-
 /// The envelope's message tag of `SnapshotChunk` (after version u16 and chain u64).
 const CHUNK_TAG: u8 = 11;
-
-struct ChannelNetwork {
-    hub: Hub,
-    me: Option<PublicKey>,
-    chunk_frames: Arc<AtomicU64>,
-    chunk_bytes: Arc<AtomicU64>,
-}
-
-impl ChannelNetwork {
-    fn deliver(&self, to: &PublicKey, frame: &Frame) {
-        if frame.get(10) == Some(&CHUNK_TAG) {
-            self.chunk_frames.fetch_add(1, Ordering::Relaxed);
-            self.chunk_bytes.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
-        }
-        let inbox = self.hub.lock().unwrap().get(to).cloned();
-        if let (Some(inbox), Some(me)) = (inbox, self.me) {
-            let _ = inbox.deliver_frame(me, frame);
-        }
-    }
-}
-
-impl Network for ChannelNetwork {
-    fn start(&mut self, ctx: NetContext) -> Result<(), NetError> {
-        self.me = Some(ctx.key.public());
-        self.hub.lock().unwrap().insert(ctx.key.public(), ctx.inbox);
-        Ok(())
-    }
-    fn send(&mut self, to: PublicKey, frame: Frame) {
-        self.deliver(&to, &frame);
-    }
-    fn broadcast(&mut self, frame: Frame) {
-        let peers: Vec<PublicKey> =
-            self.hub.lock().unwrap().keys().copied().filter(|k| Some(*k) != self.me).collect();
-        for p in peers {
-            self.deliver(&p, &frame);
-        }
-    }
-    fn shutdown(&mut self) {
-        if let Some(me) = self.me {
-            self.hub.lock().unwrap().remove(&me);
-        }
-    }
-}
 
 fn main() {
     tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(std::io::stderr).init();
@@ -86,14 +38,19 @@ fn main() {
     let state_bytes: usize = genesis.app_state.iter().map(|(k, v)| k.len() + v.len()).sum();
     println!("state: {keys} keys, {state_bytes} bytes of keys and values");
     let dir = tempfile::tempdir().unwrap();
-    let hub: Hub = Arc::default();
+    let hub = ChannelHub::default();
     let frames = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
-    let net = || ChannelNetwork {
-        hub: hub.clone(),
-        me: None,
-        chunk_frames: frames.clone(),
-        chunk_bytes: bytes.clone(),
+    // Counts the chunk frames and their bytes on the wire (with TCP's 4-byte length prefix).
+    let net = || {
+        let (frames, bytes) = (frames.clone(), bytes.clone());
+        hub.network().with_hook(move |_to, frame| {
+            if frame.get(10) == Some(&CHUNK_TAG) {
+                frames.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+            }
+            Some(frame.clone())
+        })
     };
     let pool = Mempool::new(100_000);
     let vstore: Arc<dyn Storage> = Arc::new(RedbStore::open(dir.path().join("validator.redb")).unwrap());

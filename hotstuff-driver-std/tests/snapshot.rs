@@ -15,17 +15,15 @@ use common::{key, CHAIN};
 use hotstuff_core::{Envelope, Height, Limits, Message, PublicKey, ValidatorSet};
 use hotstuff_driver_std::kv::certified::StateCommitted;
 use hotstuff_driver_std::kv::{tx_count, KvApp, Mempool, Tx, TX_COUNT_KEY};
-use hotstuff_driver_std::net::{Frame, NetContext};
+use hotstuff_driver_std::net::channel::{ChannelHub, ChannelNetwork};
+use hotstuff_driver_std::net::Frame;
 use hotstuff_driver_std::{
-    Event, Genesis, Inbox, NetError, Network, Node, NodeBuilder, RedbStore, RetainBlocks, SnapshotSettings,
-    Storage,
+    Event, Genesis, Node, NodeBuilder, RedbStore, RetainBlocks, SnapshotSettings, Storage,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-type Hub = Arc<Mutex<BTreeMap<PublicKey, Inbox>>>;
 
 /// How a Byzantine snapshot server corrupts its chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,13 +40,16 @@ enum Tamper {
     Oversized,
 }
 
-struct ChannelNetwork {
-    hub: Hub,
-    me: Option<PublicKey>,
-    tamper: Option<Tamper>,
-}
+/// The byte after an envelope's version (u16) and chain (u64): the message's tag.
+const TAG_AT: usize = 10;
+/// The tags of `SnapshotOffer` and `SnapshotChunk`.
+const OFFER_TAG: u8 = 10;
+const CHUNK_TAG: u8 = 11;
 
 fn tamper(frame: &Frame, how: Tamper) -> Frame {
+    if frame.get(TAG_AT) != Some(&CHUNK_TAG) {
+        return frame.clone();
+    }
     let limits = Limits::default();
     let Ok(mut env) = Envelope::decode(frame, &limits) else { return frame.clone() };
     let Message::SnapshotChunk(c) = &mut env.message else { return frame.clone() };
@@ -77,49 +78,36 @@ fn tamper(frame: &Frame, how: Tamper) -> Frame {
     Arc::new(env.encode())
 }
 
-impl ChannelNetwork {
-    fn deliver(&self, to: &PublicKey, frame: &Frame) {
-        let inbox = self.hub.lock().unwrap().get(to).cloned();
-        if let (Some(inbox), Some(me)) = (inbox, self.me) {
-            let frame = match self.tamper {
-                Some(how) => tamper(frame, how),
-                None => frame.clone(),
-            };
-            let _ = inbox.deliver_frame(me, &frame);
-        }
-    }
-}
-
-impl Network for ChannelNetwork {
-    fn start(&mut self, ctx: NetContext) -> Result<(), NetError> {
-        self.me = Some(ctx.key.public());
-        self.hub.lock().unwrap().insert(ctx.key.public(), ctx.inbox);
-        Ok(())
-    }
-    fn send(&mut self, to: PublicKey, frame: Frame) {
-        self.deliver(&to, &frame);
-    }
-    fn broadcast(&mut self, frame: Frame) {
-        let peers: Vec<PublicKey> =
-            self.hub.lock().unwrap().keys().copied().filter(|k| Some(*k) != self.me).collect();
-        for p in peers {
-            self.deliver(&p, &frame);
-        }
-    }
-    fn shutdown(&mut self) {
-        if let Some(me) = self.me {
-            self.hub.lock().unwrap().remove(&me);
-        }
-    }
-}
-
 type Events = Arc<Mutex<Vec<Event>>>;
 
+/// Every snapshot offer a validator sent: (validator, to, tip height offered).
+type Offers = Arc<Mutex<Vec<(usize, PublicKey, Option<Height>)>>>;
+
+/// Validator `i`'s network: records the offers it sends and, for a Byzantine server, tampers
+/// with its chunks.
+fn network(hub: &ChannelHub, i: usize, how: Option<Tamper>, offers: Offers) -> ChannelNetwork {
+    hub.network().with_hook(move |to, frame| {
+        if frame.get(TAG_AT) == Some(&OFFER_TAG) {
+            if let Ok(Envelope { message: Message::SnapshotOffer(o), .. }) =
+                Envelope::decode(frame, &Limits::default())
+            {
+                offers.lock().unwrap().push((i, *to, o.snapshot.map(|s| s.tip.height)));
+            }
+        }
+        Some(match how {
+            Some(how) => tamper(frame, how),
+            None => frame.clone(),
+        })
+    })
+}
+
 struct Chain {
-    hub: Hub,
+    hub: ChannelHub,
     genesis: Genesis,
     validators: Vec<Node>,
     stores: Vec<Arc<dyn Storage>>,
+    offers: Offers,
+    pause_load: Arc<AtomicBool>,
     stop_load: Arc<AtomicBool>,
     submitted: Arc<AtomicU64>,
     load: Option<std::thread::JoinHandle<()>>,
@@ -139,7 +127,8 @@ impl Chain {
     fn start(n: usize, tampers: &[(usize, Tamper)]) -> Chain {
         let validators = ValidatorSet::new((0..n).map(|i| (key(i).public(), 1))).unwrap();
         let genesis = Genesis::new(CHAIN, validators);
-        let hub: Hub = Arc::default();
+        let hub = ChannelHub::default();
+        let offers = Offers::default();
         let pools: Vec<Mempool> = (0..n).map(|_| Mempool::new(100_000)).collect();
         let mut nodes = Vec::new();
         let mut stores = Vec::new();
@@ -147,7 +136,7 @@ impl Chain {
             let store: Arc<dyn Storage> = Arc::new(RedbStore::in_memory().unwrap());
             let tamper = tampers.iter().find(|(j, _)| *j == i).map(|(_, t)| *t);
             let node = NodeBuilder::with_shared_store(key(i), genesis.clone(), app(pool), store.clone())
-                .network(ChannelNetwork { hub: hub.clone(), me: None, tamper })
+                .network(network(&hub, i, tamper, offers.clone()))
                 .base_timeout(Duration::from_millis(500))
                 .idle_block_delay(Duration::from_millis(5))
                 .retain_blocks(RetainBlocks::Last(RETAIN))
@@ -159,11 +148,16 @@ impl Chain {
         }
         // Load: puts to 3,000 keys, round robin over the validators' mempools, paced.
         let stop_load = Arc::new(AtomicBool::new(false));
+        let pause_load = Arc::new(AtomicBool::new(false));
         let submitted = Arc::new(AtomicU64::new(0));
-        let (stop, count) = (stop_load.clone(), submitted.clone());
+        let (stop, pause, count) = (stop_load.clone(), pause_load.clone(), submitted.clone());
         let load = std::thread::spawn(move || {
             let mut t = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                if pause.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
                 for _ in 0..20 {
                     let tx = Tx::Put {
                         key: format!("key{}", t % 3000).into_bytes(),
@@ -177,7 +171,17 @@ impl Chain {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        let chain = Chain { hub, genesis, validators: nodes, stores, stop_load, submitted, load: Some(load) };
+        let chain = Chain {
+            hub,
+            genesis,
+            validators: nodes,
+            stores,
+            offers,
+            pause_load,
+            stop_load,
+            submitted,
+            load: Some(load),
+        };
         let start = Instant::now();
         loop {
             let pruned = chain.stores.iter().all(|s| s.retained_from().unwrap().0 > RETAIN / 2);
@@ -211,7 +215,7 @@ impl Chain {
             app(&Mempool::new(10)),
             store.clone(),
         )
-        .network(ChannelNetwork { hub: self.hub.clone(), me: None, tamper: None })
+        .network(self.hub.network())
         .base_timeout(Duration::from_millis(500))
         .snapshots(SnapshotSettings { interval: 0, fetch: true })
         .on_event(move |e| {
@@ -318,8 +322,38 @@ fn bad_snapshot_servers_are_detected_and_avoided() {
     ];
     logs();
     let chain = Chain::start(6, &tampers);
+    // Every server must be asked for chunks, so every one must offer the same snapshot: under
+    // load each builds the next one on its own clock and an offer round could split between
+    // two heights (the joiner fetches from the larger group only). With the load paused no
+    // block carries a new root, so once each server has built and certified the last one,
+    // every server offers it.
+    chain.pause_load.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
     let (joiner, _store, events) = chain.join();
+    let start = Instant::now();
+    let offered = loop {
+        let offered: BTreeMap<usize, Option<Height>> = chain
+            .offers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, to, _)| *to == key(100).public())
+            .map(|(i, _, h)| (*i, *h))
+            .collect();
+        if offered.len() == chain.validators.len() {
+            break offered;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "offers to the joiner: {offered:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let first = offered.values().next().copied().flatten();
+    assert!(
+        first.is_some() && offered.values().all(|h| *h == first),
+        "the servers do not all offer one snapshot 2 s after the load paused: {offered:?}"
+    );
+    chain.pause_load.store(false, Ordering::Relaxed);
     let height = wait_installed(&events, Duration::from_secs(40));
+    assert_eq!(Some(height), first, "installed another snapshot than the one offered");
     println!("snapshot installed at height {height}");
     let avoided: BTreeMap<PublicKey, &'static str> = events
         .lock()

@@ -1,8 +1,10 @@
 //! Networking: the [`Network`] trait the node sends through, the [`Inbox`] a network delivers
-//! into, and the default [`TcpNetwork`].
+//! into, the default [`TcpNetwork`], and an in-process [`channel::ChannelNetwork`] for tests and
+//! benchmarks.
 
 pub mod admission;
 pub mod book;
+pub mod channel;
 pub mod frame;
 pub mod handshake;
 pub mod health;

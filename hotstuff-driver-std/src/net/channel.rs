@@ -1,0 +1,116 @@
+//! An in-process [`Network`]: nodes of one process (tests, benchmarks, an embedder's own
+//! harness) reach each other through a shared [`ChannelHub`], with no sockets.
+//!
+//! A send decodes the frame into the receiver's [`Inbox`] on the sender's thread: one channel
+//! hop, no queue of its own. Delivery waits while the receiver's inbox is full, so a node that
+//! stops reading holds up its senders: right for a test or a benchmark in one process, not for
+//! a production transport, which queues per peer and drops ([`TcpNetwork`](super::TcpNetwork)).
+//!
+//! Each node's network can carry a [`FrameHook`] that sees every frame it sends and decides
+//! what arrives: the frame unchanged, another frame (a Byzantine sender's tampering), or
+//! nothing (a lost message). Counting frames or bytes by kind is a hook that passes them on.
+//!
+//! ```
+//! use hotstuff_driver_std::net::channel::ChannelHub;
+//! let hub = ChannelHub::default();
+//! // One network per node, e.g. `NodeBuilder::network(hub.network())`; a node whose frames
+//! // are dropped on the way:
+//! let _silent = hub.network().with_hook(|_to, _frame| None);
+//! ```
+
+use super::{Frame, NetContext, Network};
+use crate::error::NetError;
+use crate::net::Inbox;
+use hotstuff_core::PublicKey;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What arrives of a frame a node sends to `to`: `Some` frame (the same or another), or
+/// `None` to drop it. Runs on the sender's consensus thread: keep it quick.
+pub type FrameHook = Box<dyn FnMut(&PublicKey, &Frame) -> Option<Frame> + Send>;
+
+/// Every started node's inbox, by key (cheap to clone: clones share the hub).
+#[derive(Clone, Default)]
+pub struct ChannelHub {
+    inboxes: Arc<Mutex<BTreeMap<PublicKey, Inbox>>>,
+}
+
+impl ChannelHub {
+    /// A network for one more node of this hub.
+    #[must_use]
+    pub fn network(&self) -> ChannelNetwork {
+        ChannelNetwork { hub: self.clone(), me: None, hook: None }
+    }
+
+    /// The keys of the nodes started and not shut down.
+    #[must_use]
+    pub fn members(&self) -> Vec<PublicKey> {
+        self.lock().keys().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PublicKey, Inbox>> {
+        // An inbox map is valid whatever a panicking holder was doing.
+        self.inboxes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One node's end of a [`ChannelHub`] (see the [module docs](self)).
+pub struct ChannelNetwork {
+    hub: ChannelHub,
+    me: Option<PublicKey>,
+    hook: Option<FrameHook>,
+}
+
+impl ChannelNetwork {
+    /// Passes every frame this node sends through `hook` (see [`FrameHook`]).
+    #[must_use]
+    pub fn with_hook(
+        mut self,
+        hook: impl FnMut(&PublicKey, &Frame) -> Option<Frame> + Send + 'static,
+    ) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    fn deliver(&mut self, to: &PublicKey, frame: Frame) {
+        let Some(me) = self.me else { return };
+        let frame = match &mut self.hook {
+            Some(hook) => match hook(to, &frame) {
+                Some(f) => f,
+                None => return,
+            },
+            None => frame,
+        };
+        let inbox = self.hub.lock().get(to).cloned();
+        if let Some(inbox) = inbox {
+            // A receiver that stopped or refuses the frame: like a lost message.
+            let _ = inbox.deliver_frame(me, &frame);
+        }
+    }
+}
+
+impl Network for ChannelNetwork {
+    fn start(&mut self, ctx: NetContext) -> Result<(), NetError> {
+        let me = ctx.key.public();
+        self.me = Some(me);
+        self.hub.lock().insert(me, ctx.inbox);
+        Ok(())
+    }
+
+    fn send(&mut self, to: PublicKey, frame: Frame) {
+        self.deliver(&to, frame);
+    }
+
+    fn broadcast(&mut self, frame: Frame) {
+        let peers: Vec<PublicKey> = self.hub.lock().keys().copied().filter(|k| Some(*k) != self.me).collect();
+        for p in peers {
+            self.deliver(&p, frame.clone());
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(me) = self.me.take() {
+            self.hub.lock().remove(&me);
+        }
+    }
+}
