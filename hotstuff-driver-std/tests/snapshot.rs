@@ -83,10 +83,25 @@ type Events = Arc<Mutex<Vec<Event>>>;
 /// Every snapshot offer a validator sent: (validator, to, tip height offered).
 type Offers = Arc<Mutex<Vec<(usize, PublicKey, Option<Height>)>>>;
 
-/// Validator `i`'s network: records the offers it sends and, for a Byzantine server, tampers
-/// with its chunks.
-fn network(hub: &ChannelHub, i: usize, how: Option<Tamper>, offers: Offers) -> ChannelNetwork {
+/// The chunk frames and bytes each validator sent each peer: (validator, to) -> (frames, bytes).
+type ChunksSent = Arc<Mutex<BTreeMap<(usize, PublicKey), (u64, u64)>>>;
+
+/// Validator `i`'s network: records the offers and chunks it sends and, for a Byzantine
+/// server, tampers with its chunks.
+fn network(
+    hub: &ChannelHub,
+    i: usize,
+    how: Option<Tamper>,
+    offers: Offers,
+    chunks: ChunksSent,
+) -> ChannelNetwork {
     hub.network().with_hook(move |to, frame| {
+        if frame.get(TAG_AT) == Some(&CHUNK_TAG) {
+            let mut sent = chunks.lock().unwrap();
+            let e = sent.entry((i, *to)).or_default();
+            e.0 += 1;
+            e.1 += frame.len() as u64;
+        }
         if frame.get(TAG_AT) == Some(&OFFER_TAG) {
             if let Ok(Envelope { message: Message::SnapshotOffer(o), .. }) =
                 Envelope::decode(frame, &Limits::default())
@@ -107,6 +122,7 @@ struct Chain {
     validators: Vec<Node>,
     stores: Vec<Arc<dyn Storage>>,
     offers: Offers,
+    chunks: ChunksSent,
     pause_load: Arc<AtomicBool>,
     stop_load: Arc<AtomicBool>,
     submitted: Arc<AtomicU64>,
@@ -129,6 +145,7 @@ impl Chain {
         let genesis = Genesis::new(CHAIN, validators);
         let hub = ChannelHub::default();
         let offers = Offers::default();
+        let chunks = ChunksSent::default();
         let pools: Vec<Mempool> = (0..n).map(|_| Mempool::new(100_000)).collect();
         let mut nodes = Vec::new();
         let mut stores = Vec::new();
@@ -136,7 +153,7 @@ impl Chain {
             let store: Arc<dyn Storage> = Arc::new(RedbStore::in_memory().unwrap());
             let tamper = tampers.iter().find(|(j, _)| *j == i).map(|(_, t)| *t);
             let node = NodeBuilder::with_shared_store(key(i), genesis.clone(), app(pool), store.clone())
-                .network(network(&hub, i, tamper, offers.clone()))
+                .network(network(&hub, i, tamper, offers.clone(), chunks.clone()))
                 .base_timeout(Duration::from_millis(500))
                 .idle_block_delay(Duration::from_millis(5))
                 .retain_blocks(RetainBlocks::Last(RETAIN))
@@ -177,6 +194,7 @@ impl Chain {
             validators: nodes,
             stores,
             offers,
+            chunks,
             pause_load,
             stop_load,
             submitted,
@@ -376,6 +394,75 @@ fn bad_snapshot_servers_are_detected_and_avoided() {
         };
         assert_eq!(*reason, expected, "{how:?}");
     }
+    chain.check_same_state(&joiner);
+    joiner.shutdown().unwrap();
+}
+
+/// A peer asking a validator for chunk after chunk (thousands a second, far more than an
+/// honest client's four outstanding) is paced: what it gets is bounded by the serving budget,
+/// and a new node fetching meanwhile still gets its snapshot from every server, none of them
+/// too slow to be avoided.
+#[test]
+fn a_peer_flooding_chunk_requests_is_paced() {
+    use hotstuff_core::{SnapshotAsk, SnapshotRequest};
+    use hotstuff_driver_std::snapshot::pacing::{BURST_KIB, KIB_PER_SECOND};
+    logs();
+    let chain = Chain::start(4, &[]);
+    // With the load paused the served snapshot stays the same (under load a newer one replaces
+    // it every second or so, and requests for the old one are answered "not available").
+    chain.pause_load.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let flooder = key(101).public();
+    let target = key(0).public();
+    let ask = |id, ask| Envelope::new(CHAIN, Message::SnapshotRequest(SnapshotRequest { id, ask })).encode();
+    // The snapshot validator 0 offers.
+    let start = Instant::now();
+    let height = loop {
+        assert!(chain.hub.inject(flooder, &target, &ask(0, SnapshotAsk::Offer)));
+        std::thread::sleep(Duration::from_millis(100));
+        let offered = chain
+            .offers
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(i, to, h)| (*i == 0 && *to == flooder).then_some(*h));
+        if let Some(Some(h)) = offered {
+            break h;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "validator 0 offers no snapshot");
+    };
+    // Flood: 5 requests for the whole state (depth 0) per millisecond, for 3 s, while a new
+    // node joins by snapshot.
+    let (joiner, _store, events) = chain.join();
+    let flood_start = Instant::now();
+    let mut id = 1u64;
+    while flood_start.elapsed() < Duration::from_secs(3) {
+        for _ in 0..5 {
+            chain.hub.inject(flooder, &target, &ask(id, SnapshotAsk::Chunk { height, depth: 0, index: 0 }));
+            id += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let flood_time = flood_start.elapsed();
+    chain.pause_load.store(false, Ordering::Relaxed);
+    // Answers still queued when the flood stops go out within about one queue's worth of budget.
+    std::thread::sleep(Duration::from_secs(1));
+    let (frames, bytes) = chain.chunks.lock().unwrap().get(&(0, flooder)).copied().unwrap_or_default();
+    let budget = (KIB_PER_SECOND as f64 * (flood_time.as_secs_f64() + 1.0) + f64::from(BURST_KIB)) * 1024.0;
+    println!(
+        "flooder: {} requests in {flood_time:?}, answered {frames} ({bytes} bytes; budget {budget:.0} bytes)",
+        id - 1
+    );
+    assert!(frames > 0, "the flooder got nothing: it is paced, not shut out");
+    assert!((bytes as f64) <= budget, "{bytes} bytes answered, over the budget of {budget:.0}");
+    assert!(frames < id - 1, "every one of {} requests answered: no pacing", id - 1);
+    let installed = wait_installed(&events, Duration::from_secs(40));
+    println!("the joiner installed the snapshot at height {installed}");
+    assert!(
+        events.lock().unwrap().iter().all(|e| !matches!(e, Event::SnapshotPeerAvoided { .. })),
+        "an honest server was avoided: {:?}",
+        events.lock().unwrap()
+    );
     chain.check_same_state(&joiner);
     joiner.shutdown().unwrap();
 }

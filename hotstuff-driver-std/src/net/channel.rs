@@ -42,6 +42,13 @@ impl ChannelHub {
         ChannelNetwork { hub: self.clone(), me: None, hook: None }
     }
 
+    /// Delivers `frame` to `to` as if `from` had sent it: a peer that is not a node (a test's
+    /// flooding or Byzantine peer). `false` if `to` is not started or refused the frame.
+    pub fn inject(&self, from: PublicKey, to: &PublicKey, frame: &[u8]) -> bool {
+        let inbox = self.lock().get(to).cloned();
+        inbox.is_some_and(|i| i.deliver_frame(from, frame).is_ok())
+    }
+
     /// The keys of the nodes started and not shut down.
     #[must_use]
     pub fn members(&self) -> Vec<PublicKey> {

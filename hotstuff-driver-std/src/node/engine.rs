@@ -120,7 +120,7 @@ pub enum Ready {
     /// A deferred empty proposal is due: call [`Engine::produce_due`] (it calls the app and
     /// reads the store), then drain.
     ProduceDue,
-    /// A snapshot-sync timer is due: call [`Engine::snapshot_tick`] (it may write the store),
+    /// A snapshot-sync timer is due, or paced snapshot answers can go: call [`Engine::snapshot_tick`] (it may write the store),
     /// then drain.
     SnapshotDue,
     /// Nothing local: wait for the network until this instant (`None`: no deadline).
@@ -291,21 +291,39 @@ impl<A: App, N: Outbound> Engine<A, N> {
         }
     }
 
-    /// Answers a peer's snapshot request (a node that serves none answers that it has none).
+    /// Queues a peer's snapshot request and answers what the serving budget covers (a node
+    /// that serves none answers an offer request at once: it has none).
     fn serve_snapshot(&mut self, to: PublicKey, r: SnapshotRequest) {
-        let answer = match (self.snapshot_server.as_mut(), r.ask) {
-            (Some(s), SnapshotAsk::Offer) => Some(s.offer(r.id)),
-            (Some(s), SnapshotAsk::Chunk { height, depth, index }) => s.chunk(r.id, height, depth, index),
-            (None, SnapshotAsk::Offer) => {
-                Some(Message::SnapshotOffer(hotstuff_core::SnapshotOffer { id: r.id, snapshot: None }))
+        match (self.snapshot_server.as_mut(), r.ask) {
+            (Some(s), _) => {
+                if !s.request(to, r) {
+                    tracing::debug!(peer = %to, dropped = s.dropped(), "snapshot request dropped: too many queued");
+                }
+                self.serve_snapshots();
             }
-            (None, SnapshotAsk::Chunk { .. }) => None,
-        };
-        if let Some(m) = answer {
-            let frame = self.frame(m);
-            self.count_out(frame.len(), 1);
-            self.net.send(to, frame);
+            (None, SnapshotAsk::Offer) => {
+                let m = Message::SnapshotOffer(hotstuff_core::SnapshotOffer { id: r.id, snapshot: None });
+                self.send_answer(to, m);
+            }
+            (None, SnapshotAsk::Chunk { .. }) => {}
         }
+    }
+
+    /// Sends the snapshot answers the serving budget covers now.
+    fn serve_snapshots(&mut self) {
+        let answers = match self.snapshot_server.as_mut() {
+            Some(s) => s.serve(Instant::now()),
+            None => return,
+        };
+        for (to, m) in answers {
+            self.send_answer(to, m);
+        }
+    }
+
+    fn send_answer(&mut self, to: PublicKey, m: Message) {
+        let frame = self.frame(m);
+        self.count_out(frame.len(), 1);
+        self.net.send(to, frame);
     }
 
     /// Runs one step of the snapshot client, sends what it asks, installs what it finished.
@@ -397,9 +415,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
         matches!(message, Message::SnapshotRequest(_) | Message::SnapshotOffer(_) | Message::SnapshotChunk(_))
     }
 
-    /// Runs the snapshot client's due timers (after [`Ready::SnapshotDue`]; it may write the
+    /// Sends the paced snapshot answers now due and runs the snapshot client's due timers (after [`Ready::SnapshotDue`]; it may write the
     /// store).
     pub fn snapshot_tick(&mut self) {
+        self.serve_snapshots();
         self.snapshot_step(|c, ctx, out| c.tick(ctx, out));
     }
 
@@ -428,7 +447,13 @@ impl<A: App, N: Outbound> Engine<A, N> {
         if self.deferred.is_some_and(|d| d.at <= now || self.woken) {
             return Ready::ProduceDue;
         }
-        let snapshot_due = self.snapshot_client.as_ref().and_then(snapshot::Client::deadline);
+        let snapshot_due = [
+            self.snapshot_client.as_ref().and_then(snapshot::Client::deadline),
+            self.snapshot_server.as_ref().and_then(snapshot::Server::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if snapshot_due.is_some_and(|at| at <= now) {
             return Ready::SnapshotDue;
         }

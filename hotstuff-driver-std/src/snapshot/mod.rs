@@ -66,8 +66,15 @@
 //! offers it once found. The newest snapshot, the newest certified one and any fetched from in the last minute
 //! are kept in memory (at most four, about twice the state's size each); an idle chain (empty blocks carry no root) serves only a snapshot whose root a
 //! later block certified.
+//!
+//! Requests (offers and chunks) are answered on the consensus thread, so they are paced
+//! ([`pacing`]): queued per peer (at most [`pacing::QUEUE_PER_PEER`]), served in turn between
+//! peers, each answer charged its size against one budget of [`pacing::KIB_PER_SECOND`]. A
+//! peer asking for chunk after chunk gets its turn and no more, and the thread's time spent
+//! copying chunks is bounded whoever asks.
 
 mod client;
+pub mod pacing;
 mod server;
 
 pub use client::staged_height;

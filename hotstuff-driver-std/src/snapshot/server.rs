@@ -1,6 +1,7 @@
 //! The serving side: snapshots taken at multiples of the interval, built at once,
-//! offered once certified, served chunk by chunk.
+//! offered once certified, served chunk by chunk at a bounded rate ([`super::pacing`]).
 
+use super::pacing::{Pacer, BURST_KIB, KIB_PER_SECOND};
 use super::MAX_CHUNK_BYTES;
 use crate::error::StoreError;
 use crate::kv::commitment::{Hash, Sibling, StateTree};
@@ -8,7 +9,8 @@ use crate::kv::snapshot::{chunk_of, MAX_CHUNK_DEPTH};
 use crate::storage::{AppStateView, Storage};
 use hotstuff_core::message::MAX_CHUNK_ENTRIES;
 use hotstuff_core::{
-    Block, ChunkSibling, CommittedTip, Height, Message, SnapshotCertificate, SnapshotChunk, SnapshotOffer,
+    Block, ChunkSibling, CommittedTip, Height, Message, PublicKey, SnapshotAsk, SnapshotCertificate,
+    SnapshotChunk, SnapshotOffer, SnapshotRequest,
 };
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
@@ -54,11 +56,20 @@ pub(crate) struct Server {
     building: Option<Receiver<Result<Checkpoint, StoreError>>>,
     /// Built snapshots, oldest first (at most two).
     ready: Vec<Checkpoint>,
+    /// Requests waiting to be answered.
+    pacer: Pacer,
 }
 
 impl Server {
     pub(crate) fn new(interval: u64) -> Self {
-        Server { interval, mark: 0, pending: None, building: None, ready: Vec::new() }
+        Server {
+            interval,
+            mark: 0,
+            pending: None,
+            building: None,
+            ready: Vec::new(),
+            pacer: Pacer::new(KIB_PER_SECOND, BURST_KIB),
+        }
     }
 
     /// Whether the committed height crossed a multiple of the interval since the last view.
@@ -169,19 +180,64 @@ impl Server {
         }
     }
 
-    /// Answers an offer request: the newest certified snapshot.
-    pub(crate) fn offer(&mut self, id: u64) -> Message {
-        let snapshot = self.ready.iter().rev().find_map(|c| c.cert.clone());
-        Message::SnapshotOffer(SnapshotOffer { id, snapshot })
+    /// Queues a peer's request (see [`super::pacing`]); `false` if its queue was full.
+    pub(crate) fn request(&mut self, from: PublicKey, r: SnapshotRequest) -> bool {
+        self.pacer.push(from, r)
     }
 
-    /// Answers a chunk request (`None`: a request for a chunk that cannot exist, dropped).
-    pub(crate) fn chunk(&mut self, id: u64, height: Height, depth: u8, index: u32) -> Option<Message> {
-        if depth > MAX_CHUNK_DEPTH || (depth < 32 && u64::from(index) >> depth != 0) {
-            return None;
+    /// Answers the queued requests the budget covers now, in turn between peers.
+    pub(crate) fn serve(&mut self, now: Instant) -> Vec<(PublicKey, Message)> {
+        let mut answers = Vec::new();
+        while let Some((peer, r)) = self.pacer.peek() {
+            let answer = match r.ask {
+                SnapshotAsk::Offer => Answer::Offer,
+                SnapshotAsk::Chunk { height, depth, index } => self.locate(height, depth, index),
+            };
+            if !self.pacer.charge(now, peer, answer.kib(&self.ready)) {
+                break;
+            }
+            if let Some(m) = self.answer(r, answer) {
+                answers.push((peer, m));
+            }
         }
-        let mut answer = SnapshotChunk {
-            id,
+        answers
+    }
+
+    /// When queued requests can next be served ([`Server::serve`]).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.pacer.deadline()
+    }
+
+    /// Requests dropped so far because their peer had too many queued.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.pacer.dropped
+    }
+
+    /// What the answer to a chunk request is, without building it.
+    fn locate(&self, height: Height, depth: u8, index: u32) -> Answer {
+        if depth > MAX_CHUNK_DEPTH || (depth < 32 && u64::from(index) >> depth != 0) {
+            return Answer::Invalid;
+        }
+        let Some(at) =
+            self.ready.iter().position(|c| c.cert.as_ref().is_some_and(|s| s.tip.height == height))
+        else {
+            return Answer::Unavailable { height, depth, index };
+        };
+        let Some(c) = self.ready.get(at) else { return Answer::Unavailable { height, depth, index } };
+        let idx = |h: &Hash| chunk_of_hash(h, depth);
+        let start = c.entries.partition_point(|(h, _, _)| idx(h) < index);
+        let end = c.entries.partition_point(|(h, _, _)| idx(h) <= index);
+        let slice = c.entries.get(start..end).unwrap_or(&[]);
+        let bytes: usize = slice.iter().map(|(_, k, v)| k.len() + v.len()).sum();
+        let too_large =
+            (bytes > MAX_CHUNK_BYTES || slice.len() > MAX_CHUNK_ENTRIES) && depth < MAX_CHUNK_DEPTH;
+        Answer::Chunk { at, height, depth, index, start, end, bytes, too_large }
+    }
+
+    /// Builds the answer to `r` (`None`: a request for a chunk that cannot exist, dropped).
+    fn answer(&mut self, r: SnapshotRequest, answer: Answer) -> Option<Message> {
+        let empty = |height, depth, index| SnapshotChunk {
+            id: r.id,
             height,
             depth,
             index,
@@ -190,24 +246,67 @@ impl Server {
             entries: Vec::new(),
             proof: Vec::new(),
         };
-        let Some(c) = self.ready.iter_mut().find(|c| c.cert.as_ref().is_some_and(|s| s.tip.height == height))
-        else {
-            return Some(Message::SnapshotChunk(answer));
-        };
-        c.last_used = Some(Instant::now());
-        answer.available = true;
-        let idx = |h: &Hash| chunk_of_hash(h, depth);
-        let start = c.entries.partition_point(|(h, _, _)| idx(h) < index);
-        let end = c.entries.partition_point(|(h, _, _)| idx(h) <= index);
-        let slice = c.entries.get(start..end).unwrap_or(&[]);
-        let bytes: usize = slice.iter().map(|(_, k, v)| k.len() + v.len()).sum();
-        if (bytes > MAX_CHUNK_BYTES || slice.len() > MAX_CHUNK_ENTRIES) && depth < MAX_CHUNK_DEPTH {
-            answer.too_large = true;
-            return Some(Message::SnapshotChunk(answer));
+        match answer {
+            Answer::Offer => {
+                let snapshot = self.ready.iter().rev().find_map(|c| c.cert.clone());
+                Some(Message::SnapshotOffer(SnapshotOffer { id: r.id, snapshot }))
+            }
+            Answer::Invalid => None,
+            Answer::Unavailable { height, depth, index } => {
+                Some(Message::SnapshotChunk(empty(height, depth, index)))
+            }
+            Answer::Chunk { at, height, depth, index, start, end, too_large, .. } => {
+                let c = self.ready.get_mut(at)?;
+                c.last_used = Some(Instant::now());
+                let mut chunk = empty(height, depth, index);
+                chunk.available = true;
+                if too_large {
+                    chunk.too_large = true;
+                    return Some(Message::SnapshotChunk(chunk));
+                }
+                let slice = c.entries.get(start..end).unwrap_or(&[]);
+                chunk.entries = slice.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect();
+                chunk.proof = c.tree.prove_chunk(depth, index).into_iter().map(to_wire).collect();
+                Some(Message::SnapshotChunk(chunk))
+            }
         }
-        answer.entries = slice.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect();
-        answer.proof = c.tree.prove_chunk(depth, index).into_iter().map(to_wire).collect();
-        Some(Message::SnapshotChunk(answer))
+    }
+}
+
+/// The answer to a queued request, located but not built (its size is what it is charged).
+enum Answer {
+    Offer,
+    Invalid,
+    Unavailable {
+        height: Height,
+        depth: u8,
+        index: u32,
+    },
+    Chunk {
+        at: usize,
+        height: Height,
+        depth: u8,
+        index: u32,
+        start: usize,
+        end: usize,
+        bytes: usize,
+        too_large: bool,
+    },
+}
+
+impl Answer {
+    /// The answer's size in KiB (at least 1): an offer carries two blocks.
+    fn kib(&self, ready: &[Checkpoint]) -> u32 {
+        let bytes = match self {
+            Answer::Offer => ready
+                .iter()
+                .rev()
+                .find_map(|c| c.cert.as_ref())
+                .map_or(0, |s| s.tip.payload.len() + s.cert.payload.len()),
+            Answer::Chunk { bytes, too_large: false, .. } => *bytes,
+            _ => 0,
+        };
+        u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1)
     }
 }
 
