@@ -39,6 +39,14 @@ fn signed_put(c: &mut Client, key: &Keypair, k: &str, v: &str) -> std::io::Resul
     c.submit(&SignedTx::sign(chain, key, next, op))
 }
 
+/// Node `i`'s config file: validators first, then listeners (as `testnet` numbers them).
+fn config_name(validators: usize, i: usize) -> String {
+    match i.checked_sub(validators) {
+        Some(l) => format!("listener{l}.toml"),
+        None => format!("node{i}.toml"),
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for c in self.children.iter_mut().flatten() {
@@ -51,11 +59,19 @@ impl Drop for Net {
 impl Net {
     /// `n` validators, started.
     fn new(n: usize) -> Net {
+        Net::with(n, 0, |c| c)
+    }
+
+    /// `n` validators, started, and the configs of `listeners` listeners (nodes `n..`, not
+    /// started), every config file passed through `edit`.
+    fn with(n: usize, listeners: usize, edit: impl Fn(String) -> String) -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let base_port = ports::free_base_port(n);
+        let base_port = ports::free_base_port(n + listeners);
         let out = Command::new(BIN)
             .args(["testnet", "--base-timeout-ms", "300", "--validators"])
             .arg(n.to_string())
+            .arg("--listeners")
+            .arg(listeners.to_string())
             .arg("--base-port")
             .arg(base_port.to_string())
             .arg("--out")
@@ -63,6 +79,10 @@ impl Net {
             .output()
             .unwrap();
         assert!(out.status.success(), "testnet failed: {}", String::from_utf8_lossy(&out.stderr));
+        for i in 0..n + listeners {
+            let path = dir.path().join(config_name(n, i));
+            std::fs::write(&path, edit(std::fs::read_to_string(&path).unwrap())).unwrap();
+        }
         let publics = (0..n)
             .map(|i| {
                 let text = std::fs::read_to_string(dir.path().join(format!("node{i}.key"))).unwrap();
@@ -77,7 +97,7 @@ impl Net {
             n,
             dir,
             base_port,
-            children: (0..n).map(|_| None).collect(),
+            children: (0..n + listeners).map(|_| None).collect(),
             publics,
             committed: Vec::new(),
             client_key: Keypair::from_secret(&[42; 32]),
@@ -98,7 +118,7 @@ impl Net {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
         let child = Command::new(BIN)
             .args(["run", "--log-level", "info", "--config"])
-            .arg(self.dir.path().join(format!("node{i}.toml")))
+            .arg(self.dir.path().join(config_name(self.n, i)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -167,7 +187,7 @@ impl Net {
     fn fail(&self, what: &str) -> ! {
         let keep = std::env::temp_dir().join(format!("hotstuff-processes-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&keep);
-        for i in 0..self.n {
+        for i in 0..self.children.len() {
             let log = std::fs::read_to_string(self.log(i)).unwrap_or_default();
             let _ = std::fs::write(keep.join(format!("node{i}.log")), &log);
             let tail: Vec<&str> = log.lines().rev().take(8).collect();
@@ -502,4 +522,85 @@ fn metrics_endpoint_shows_the_cluster_progressing() {
     assert!(sample(&second, "hotstuff_net_bytes_total{direction=\"out\"}") > 0.0);
     assert!(sample(&second, "hotstuff_kv_transactions_committed_total") >= 10.0);
     assert!(sample(&second, "hotstuff_kv_mempool_transactions") >= 0.0);
+}
+
+/// `hotstuff-node` with bounded storage and snapshots, as an operator configures it: four
+/// validators keep 300 blocks, certify the state root and serve snapshots every 50 heights; a
+/// listener started once they have pruned far past genesis cannot block-sync from height 1,
+/// catches up by snapshot, and then serves a key written before everything it could have
+/// block-synced, and every later one.
+#[test]
+fn a_listener_started_after_pruning_catches_up_by_snapshot() {
+    let storage = "[storage]\nretain_blocks = 300\ncertified_state_root = true\nsnapshot_interval = 50\nsnapshot_sync = true\n";
+    let mut net = Net::with(N, 1, |c| {
+        let at = c.find("[storage]").expect("a [storage] section");
+        let end = c[at..].find("\n\n").map_or(c.len(), |e| at + e + 1);
+        format!("{}{storage}{}", &c[..at], &c[end..])
+    });
+    net.wait("all nodes commit", Duration::from_secs(30), |n| n.heights().iter().all(|h| *h >= 3));
+    net.put(0, "early", "before the pruning");
+    // Load from several clients (each waits for its write's commit), so that most blocks carry
+    // a payload, hence a state root certifying the snapshot below them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..6u8)
+        .map(|t| {
+            let (stop, addr) = (stop.clone(), net.client_addr(t as usize % N));
+            std::thread::spawn(move || {
+                let key = Keypair::from_secret(&[100 + t; 32]);
+                let mut written = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut c) = Client::connect(addr.as_str(), Duration::from_secs(2)) else { continue };
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok(tx) = signed_put(&mut c, &key, &format!("load{t}"), &written.to_string())
+                        else {
+                            break;
+                        };
+                        if !matches!(c.wait(&tx, Duration::from_secs(10)), Ok(Receipt::Committed(_))) {
+                            break;
+                        }
+                        written += 1;
+                    }
+                }
+                written
+            })
+        })
+        .collect();
+    let took = net.wait("validators past 3 windows", Duration::from_secs(120), |n| {
+        n.heights().iter().all(|h| *h >= 900)
+    });
+    println!("validators at {:?} after {took:?}", net.heights());
+    let listener = N;
+    net.start(listener);
+    let took = net.wait("the listener catches up", Duration::from_secs(60), |n| {
+        let top = n.heights().into_iter().min().unwrap_or(0);
+        n.status(listener).is_some_and(|s| s.height + 20 >= top)
+    });
+    let log = std::fs::read_to_string(net.log(listener)).unwrap();
+    let installed = log.lines().find(|l| l.contains("snapshot installed")).map(str::to_string);
+    println!("listener caught up in {took:?}: {installed:?}");
+    if installed.is_none() {
+        net.fail("the listener caught up without a snapshot");
+    }
+    for bad in [
+        "snapshot offer refused",
+        "bad snapshot chunk",
+        "snapshot server does not answer",
+        "no snapshot server left",
+    ] {
+        assert!(!log.contains(bad), "the listener logged {bad:?}:\n{log}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written: Vec<u64> = loaders.into_iter().map(|l| l.join().unwrap()).collect();
+    println!("load: {written:?} writes per client");
+    net.put(1, "late", "after the snapshot");
+    let mut c = net.client(listener).unwrap();
+    net.wait("the listener has the last write", Duration::from_secs(20), |_| {
+        c.get("late").is_ok_and(|v| v.as_deref() == Some("after the snapshot"))
+    });
+    net.check_all_committed(listener);
+    for (t, w) in written.iter().enumerate() {
+        let v = c.get(&format!("load{t}")).unwrap();
+        let expect = w.checked_sub(1).map(|w| w.to_string());
+        assert_eq!(v, expect, "client {t}'s last committed write on the listener");
+    }
 }

@@ -77,7 +77,8 @@ pub use forward::{Forwarded, Forwarder, LocalForwarder};
 pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
 pub use metrics::register_metrics;
 pub use payload::{
-    decode_payload, hex, state_key, tx_count, tx_id, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE, TX_COUNT_KEY,
+    decode_payload, hex, state_key, stored_block_txs, tx_count, tx_id, Tx, MAX_BLOCK_TXS, MAX_KEY, MAX_VALUE,
+    TX_COUNT_KEY,
 };
 pub use protocol::{check_key, check_value, parse_id, MAX_LINE, MAX_WAIT};
 pub use receipt::Receipt;

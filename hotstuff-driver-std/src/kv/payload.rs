@@ -61,6 +61,17 @@ pub fn decode_payload(payload: &[u8]) -> Option<Vec<Tx>> {
     (reader.is_empty() && !txs.is_empty() && txs.iter().all(Tx::valid)).then_some(txs)
 }
 
+/// The transactions of a committed kv block as stored, whether the chain runs the kv app as is
+/// or wrapped in [`StateCommitted`](super::certified::StateCommitted) (whose payloads are the
+/// parent state's root, 32 bytes, then the kv payload): what a reader of stored blocks (commit
+/// receipts) uses, as it does not know the app's wrapping. Either layout is tried; a payload
+/// that is exactly one is not also the other, save for a root whose bytes happen to be a
+/// canonical transaction list prefix of the rest (a blake3 output: not a practical concern).
+#[must_use]
+pub fn stored_block_txs(payload: &[u8]) -> Option<Vec<Tx>> {
+    decode_payload(payload).or_else(|| decode_payload(payload.get(super::certified::ROOT_LEN..)?))
+}
+
 impl Tx {
     /// Its size in a block payload (its borsh encoding).
     #[must_use]
@@ -108,4 +119,24 @@ pub fn tx_count(value: Option<&[u8]>) -> u64 {
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_blocks_give_their_transactions_with_or_without_the_certified_root() {
+        let txs =
+            vec![Tx::Put { key: b"k".to_vec(), value: b"v".to_vec() }, Tx::Delete { key: b"d".to_vec() }];
+        let plain = borsh::to_vec(&txs).unwrap();
+        let mut certified = vec![0xa7; super::super::certified::ROOT_LEN];
+        certified.extend_from_slice(&plain);
+        assert_eq!(stored_block_txs(&plain), Some(txs.clone()));
+        assert_eq!(stored_block_txs(&certified), Some(txs));
+        // The plain decoder alone misses the certified layout (what receipts used to do).
+        assert_eq!(decode_payload(&certified), None);
+        assert_eq!(stored_block_txs(&certified[..31]), None);
+        assert_eq!(stored_block_txs(&[]), None);
+    }
 }

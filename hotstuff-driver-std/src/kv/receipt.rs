@@ -3,7 +3,7 @@
 //! the client port's `WAIT` answers: a commit of this transaction, never an earlier one of the
 //! same content and never a value that happens to be equal.
 
-use super::payload::{decode_payload, tx_id};
+use super::payload::{stored_block_txs, tx_id};
 use crate::error::StoreError;
 use crate::node::Reader;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ pub fn wait_for_commit(
             if block.payload.is_empty() {
                 continue;
             }
-            if decode_payload(&block.payload).is_some_and(|txs| txs.iter().any(|tx| tx_id(tx) == *id)) {
+            if stored_block_txs(&block.payload).is_some_and(|txs| txs.iter().any(|tx| tx_id(tx) == *id)) {
                 return Ok(Receipt::Committed(scanned));
             }
         }
