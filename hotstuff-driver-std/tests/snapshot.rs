@@ -298,6 +298,14 @@ fn installed(events: &Events) -> Option<Height> {
     })
 }
 
+fn no_server_avoided(events: &Events) {
+    let events = events.lock().unwrap();
+    assert!(
+        events.iter().all(|e| !matches!(e, Event::SnapshotPeerAvoided { .. })),
+        "an honest server was avoided: {events:?}"
+    );
+}
+
 fn wait_installed(events: &Events, timeout: Duration) -> Height {
     let start = Instant::now();
     loop {
@@ -320,11 +328,7 @@ fn a_new_node_catches_up_by_snapshot_behind_the_retained_range() {
     // The joiner never held the early blocks: its store starts at the snapshot.
     assert!(store.retained_from().unwrap() >= height);
     assert!(store.committed_block(Height(1)).unwrap().is_none());
-    assert!(
-        events.lock().unwrap().iter().all(|e| !matches!(e, Event::SnapshotPeerAvoided { .. })),
-        "an honest server was avoided: {:?}",
-        events.lock().unwrap()
-    );
+    no_server_avoided(&events);
     chain.check_same_state(&joiner);
     joiner.shutdown().unwrap();
 }
@@ -458,11 +462,7 @@ fn a_peer_flooding_chunk_requests_is_paced() {
     assert!(frames < id - 1, "every one of {} requests answered: no pacing", id - 1);
     let installed = wait_installed(&events, Duration::from_secs(40));
     println!("the joiner installed the snapshot at height {installed}");
-    assert!(
-        events.lock().unwrap().iter().all(|e| !matches!(e, Event::SnapshotPeerAvoided { .. })),
-        "an honest server was avoided: {:?}",
-        events.lock().unwrap()
-    );
+    no_server_avoided(&events);
     chain.check_same_state(&joiner);
     joiner.shutdown().unwrap();
 }
