@@ -345,7 +345,8 @@ fn build(view: &dyn AppStateView) -> Result<Checkpoint, StoreError> {
     })?;
     entries.sort_unstable_by_key(|e| e.0);
     debug_assert!(entries.iter().all(|(h, k, _)| chunk_of(k, 8) == chunk_of_hash(h, 8)));
-    let tree = StateTree::from_entries(entries.iter().map(|(_, k, v)| (&k[..], &v[..])));
+    let tree =
+        StateTree::from_hashed(entries.iter().map(|(h, _, v)| (*h, *blake3::hash(v).as_bytes())).collect());
     Ok(Checkpoint { tip: view.tip(), entries, tree, bytes, cert: None, last_used: None, never: false })
 }
 
