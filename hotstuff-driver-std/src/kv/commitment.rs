@@ -198,7 +198,7 @@ impl StateTree {
     /// [`StateTree::from_entries`] of `(blake3(key), blake3(value))` pairs.
     pub fn from_hashed(mut hashed: Vec<(Hash, Hash)>) -> Self {
         // Stable: of equal keys, the last given ends last, and is the one kept.
-        hashed.sort_by(|a, b| a.0.cmp(&b.0));
+        hashed.sort_by_key(|e| e.0);
         let mut unique: Vec<(Hash, Hash)> = Vec::with_capacity(hashed.len());
         for e in hashed {
             match unique.last_mut() {
