@@ -231,6 +231,10 @@ pub enum Message {
     SnapshotOffer(SnapshotOffer),
     /// Snapshot sync: one verifiable chunk of the state (for the driver).
     SnapshotChunk(SnapshotChunk),
+    /// An application message between two nodes, opaque to the protocol (at most the block
+    /// payload limit): the driver hands it to its app, for example transactions forwarded to
+    /// an upcoming leader. The replica refuses it.
+    App(Vec<u8>),
 }
 
 impl Message {
@@ -249,6 +253,7 @@ impl Message {
             | Message::SnapshotRequest(_)
             | Message::SnapshotOffer(_)
             | Message::SnapshotChunk(_)
+            | Message::App(_)
             | Message::BlockRequest(_) => View(0),
         }
     }
@@ -629,6 +634,7 @@ impl Reader<'_> {
                     proof,
                 })
             }
+            12 => Message::App(self.bytes("app", limits.max_payload)?),
             _ => return Err(DecodeError::Malformed("envelope")),
         })
     }
@@ -714,6 +720,7 @@ impl Message {
                 r.certificate.as_ref().map_or(Ok(()), |qc| qc.check(limits))
             }
             Message::Certificate(qc) => qc.check(limits),
+            Message::App(bytes) => cap("app", bytes.len(), limits.max_payload),
             Message::BlockRequest(_) => Ok(()),
             Message::Block(b) => b.check(limits),
         }

@@ -124,7 +124,8 @@ fn field_sizes(m: &Message) -> (usize, usize, usize) {
         | Message::BlockRequest(_)
         | Message::SnapshotRequest(_)
         | Message::SnapshotOffer(_)
-        | Message::SnapshotChunk(_) => (0, 0, 0),
+        | Message::SnapshotChunk(_)
+        | Message::App(_) => (0, 0, 0),
         Message::Block(b) => (b.justify.signatures.len(), b.payload.len(), 0),
         Message::Certificate(qc) => (qc.signatures.len(), 0, 0),
         Message::Timeout(t) => {

@@ -75,6 +75,18 @@ pub trait App: Send + 'static {
     /// Snapshot sync replaced the committed state (and tip) under the app: drop whatever it
     /// derived from the old committed state.
     fn state_installed(&mut self) {}
+
+    /// Messages to other nodes ([`hotstuff_core::Message::App`], at most the block payload
+    /// limit each; larger ones are dropped): the node sends them over its authenticated
+    /// connections after every turn (best effort, like every message). The kv app forwards its
+    /// clients' transactions to the upcoming leader this way. Called often: cheap when empty.
+    fn outgoing(&mut self) -> Vec<(PublicKey, Vec<u8>)> {
+        Vec::new()
+    }
+
+    /// An application message from the authenticated peer `from` (a validator or a listener):
+    /// bytes from the network, to be decoded with bounds. By default ignored.
+    fn on_message(&mut self, _from: PublicKey, _bytes: Vec<u8>) {}
 }
 
 /// Reads the committed app state by key.

@@ -1123,6 +1123,7 @@ impl Harness {
             | Message::SnapshotRequest(_)
             | Message::SnapshotOffer(_)
             | Message::SnapshotChunk(_)
+            | Message::App(_)
             | Message::BlockRequest(_) => {}
         }
         if m.view().0 < u64::MAX / 2 || matches!(m, Message::SyncRequest(_) | Message::SyncResponse(_)) {
@@ -1678,6 +1679,7 @@ impl Harness {
             | Message::SnapshotRequest(_)
             | Message::SnapshotOffer(_)
             | Message::SnapshotChunk(_)
+            | Message::App(_)
             | Message::Certificate(_)
             | Message::BlockRequest(_)
             | Message::Block(_) => {}

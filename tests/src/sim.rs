@@ -1528,6 +1528,7 @@ impl Sim {
             | Message::SnapshotRequest(_)
             | Message::SnapshotOffer(_)
             | Message::SnapshotChunk(_)
+            | Message::App(_)
             | Message::Certificate(_)
             | Message::BlockRequest(_)
             | Message::Block(_) => return,

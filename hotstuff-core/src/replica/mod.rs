@@ -323,10 +323,12 @@ impl<P: Pacemaker> Replica<P> {
             Message::BlockRequest(hash) => self.handle_block_request(from, hash),
             Message::Block(block) => self.handle_fetched_block(block),
             // Snapshot sync runs in the driver (it reads and installs app state, which the core
-            // never touches); a driver that passes these on has a bug.
-            Message::SnapshotRequest(_) | Message::SnapshotOffer(_) | Message::SnapshotChunk(_) => {
-                Err(InputError::NotForReplica)
-            }
+            // never touches), and app messages are the app's; a driver that passes these on has
+            // a bug.
+            Message::SnapshotRequest(_)
+            | Message::SnapshotOffer(_)
+            | Message::SnapshotChunk(_)
+            | Message::App(_) => Err(InputError::NotForReplica),
         }
     }
 

@@ -15,6 +15,8 @@ pub struct KvApp {
     /// client's next one when proposed (an earlier one was still in an abandoned block): tried
     /// again first in the next blocks, at most [`DEFERRED_TRIES`] times.
     deferred: Vec<(Tx, u32)>,
+    /// Forwarding to other nodes over the network, if set ([`KvApp::forwarding`]).
+    forwarder: Option<super::forward::PeerForwarder>,
 }
 
 /// Most transactions held back for a later block.
@@ -30,7 +32,22 @@ impl KvApp {
     /// `BlockContext::max_payload`) and of the mempool (`MempoolLimits::max_block_bytes`).
     #[must_use]
     pub fn new(mempool: Mempool, max_block_txs: usize) -> Self {
-        KvApp { mempool, max_block_txs: max_block_txs.clamp(1, MAX_BLOCK_TXS), deferred: Vec::new() }
+        KvApp {
+            mempool,
+            max_block_txs: max_block_txs.clamp(1, MAX_BLOCK_TXS),
+            deferred: Vec::new(),
+            forwarder: None,
+        }
+    }
+
+    /// Forwards the mempool's transactions to the upcoming leaders over the node's own
+    /// connections ([`super::forward::PeerForwarder`], connected to the mempool with this
+    /// node's key `me`), and takes those other nodes forward to it. Returns the forwarder, to
+    /// hand it the node's waker once the node runs.
+    pub fn forward_to_peers(&mut self, me: PublicKey) -> super::forward::PeerForwarder {
+        let f = super::forward::PeerForwarder::connect(&self.mempool, me);
+        self.forwarder = Some(f.clone());
+        f
     }
 
     /// The mempool the app proposes from (where a node's client server submits).
@@ -160,5 +177,15 @@ impl App for KvApp {
 
     fn peer_book(&self, state: &StateReader<'_>, validators: &ValidatorSet) -> Vec<(PublicKey, String)> {
         super::governance::peer_book(state, validators)
+    }
+
+    fn outgoing(&mut self) -> Vec<(PublicKey, Vec<u8>)> {
+        self.forwarder.as_ref().map(super::forward::PeerForwarder::take).unwrap_or_default()
+    }
+
+    fn on_message(&mut self, from: PublicKey, bytes: Vec<u8>) {
+        if !super::forward::PeerForwarder::receive(&self.mempool, from, &bytes) {
+            tracing::debug!(peer = %from, len = bytes.len(), "app message that is not a forward dropped");
+        }
     }
 }

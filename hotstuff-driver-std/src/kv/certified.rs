@@ -170,6 +170,14 @@ impl<A: App> App for StateCommitted<A> {
         block.payload.get(..ROOT_LEN)?.try_into().ok()
     }
 
+    fn outgoing(&mut self) -> Vec<(hotstuff_core::PublicKey, Vec<u8>)> {
+        self.inner.outgoing()
+    }
+
+    fn on_message(&mut self, from: hotstuff_core::PublicKey, bytes: Vec<u8>) {
+        self.inner.on_message(from, bytes);
+    }
+
     fn state_installed(&mut self) {
         self.committed = None;
         self.committed_height = Height(0);

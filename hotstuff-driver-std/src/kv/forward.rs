@@ -88,6 +88,130 @@ impl Forwarder for LocalForwarder {
     }
 }
 
+/// The tag of a forward message ([`hotstuff_core::Message::App`] body): `[FORWARD_TAG, hops]`
+/// then the transactions as a block payload.
+pub const FORWARD_TAG: u8 = 1;
+/// The most payload bytes in one forward message (a message may go over by its last
+/// transaction, never over [`MAX_FORWARD_BYTES`] plus one transaction).
+pub const MAX_FORWARD_BYTES: usize = 64 << 10;
+/// The most transactions queued for sending; beyond it [`PeerForwarder`] takes no more (the
+/// submitting node keeps them and proposes them itself).
+pub const MAX_QUEUED: usize = 8 * super::MAX_BLOCK_TXS;
+
+/// A [`Forwarder`] between nodes over their consensus connections: forwarded transactions are
+/// queued here and leave as app messages ([`hotstuff_core::Message::App`]) when the node next
+/// asks its app for them ([`crate::App::outgoing`]: after every turn, and when woken); the
+/// receiving node's app hands them to its mempool ([`PeerForwarder::receive`]). What a
+/// deployment of the kv app across processes uses (`hotstuff-node`); [`LocalForwarder`] is the
+/// same within one process. A message lost on the way costs what a leader that refused would:
+/// the submitting node keeps its copy and proposes it itself after
+/// [`REFORWARD_AFTER_VIEWS`].
+#[derive(Clone, Default)]
+pub struct PeerForwarder {
+    queue: Arc<std::sync::Mutex<Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    by_peer: std::collections::BTreeMap<PublicKey, Vec<Forwarded>>,
+    txs: usize,
+    waker: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl PeerForwarder {
+    /// A forwarder for `pool`, this node's (key `me`) mempool: sets itself as its forwarder.
+    pub fn connect(pool: &Mempool, me: PublicKey) -> Self {
+        let f = PeerForwarder::default();
+        pool.set_forwarder(me, Arc::new(f.clone()));
+        f
+    }
+
+    /// Calls `waker` when transactions are queued for sending (pass the node's `Node::waker`,
+    /// so they leave at once rather than after the node's next turn).
+    pub fn set_waker(&self, waker: impl Fn() + Send + Sync + 'static) {
+        self.lock().waker = Some(Arc::new(waker));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The queued transactions as app messages, by peer.
+    #[must_use]
+    pub fn take(&self) -> Vec<(PublicKey, Vec<u8>)> {
+        let by_peer = {
+            let mut q = self.lock();
+            q.txs = 0;
+            std::mem::take(&mut q.by_peer)
+        };
+        let mut out = Vec::new();
+        for (to, txs) in by_peer {
+            for hops in [0u8, 1] {
+                let mut batch: Vec<Tx> = Vec::new();
+                let mut bytes = 0;
+                for f in txs.iter().filter(|f| f.hops.min(1) == hops) {
+                    bytes += f.tx.encoded_len();
+                    batch.push(f.tx.clone());
+                    if bytes >= MAX_FORWARD_BYTES || batch.len() >= super::MAX_BLOCK_TXS {
+                        out.push((to, encode(hops, &std::mem::take(&mut batch))));
+                        bytes = 0;
+                    }
+                }
+                if !batch.is_empty() {
+                    out.push((to, encode(hops, &batch)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Hands the transactions of a forward message from `from` to `pool`; a message that does
+    /// not decode (bounded: at most a block's worth of valid transactions) is dropped and
+    /// `false` returned.
+    pub fn receive(pool: &Mempool, from: PublicKey, bytes: &[u8]) -> bool {
+        let (Some(&FORWARD_TAG), Some(&hops), Some(body)) = (bytes.first(), bytes.get(1), bytes.get(2..))
+        else {
+            return false;
+        };
+        let Some(txs) = super::decode_payload(body).filter(|_| hops <= 1) else { return false };
+        let now = Instant::now();
+        let refused = pool.accept_forwarded(
+            from,
+            txs.into_iter().map(|tx| Forwarded { tx, submitted: now, hops }).collect(),
+        );
+        if !refused.is_empty() {
+            tracing::debug!(peer = %from, refused = refused.len(), "forwarded transactions refused");
+        }
+        true
+    }
+}
+
+fn encode(hops: u8, txs: &[Tx]) -> Vec<u8> {
+    let mut out = vec![FORWARD_TAG, hops];
+    // Encoding into a `Vec` cannot fail.
+    out.extend_from_slice(&borsh::to_vec(txs).unwrap_or_default());
+    out
+}
+
+impl Forwarder for PeerForwarder {
+    fn forward(&self, _from: PublicKey, to: PublicKey, txs: Vec<Forwarded>) -> Vec<Forwarded> {
+        let waker = {
+            let mut q = self.lock();
+            if q.txs + txs.len() > MAX_QUEUED {
+                return txs;
+            }
+            q.txs += txs.len();
+            let first = q.by_peer.is_empty();
+            q.by_peer.entry(to).or_default().extend(txs);
+            first.then(|| q.waker.clone()).flatten()
+        };
+        if let Some(w) = waker {
+            w();
+        }
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +266,42 @@ mod tests {
         let (sa, sb) = (pa.take_stats(), pb.take_stats());
         assert_eq!((sa.pending, sa.committed), (0, 0), "the sender drops its copies on commit");
         assert_eq!((sb.pending, sb.committed, sb.latencies.len()), (0, 2, 2), "counted at the proposer");
+    }
+
+    #[test]
+    fn over_the_network_forwards_leave_as_app_messages_and_reach_the_leaders_mempool() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let (pa, pb) = (Mempool::new(100), Mempool::new(100));
+        let fa = PeerForwarder::connect(&pa, a);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = woken.clone();
+        fa.set_waker(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        });
+        pa.observe(View(3), true, [a, a]);
+        pa.observe(View(4), true, [b, a]);
+        pa.submit(put("x")).unwrap();
+        pa.submit(put("y")).unwrap();
+        assert_eq!(woken.load(Ordering::Relaxed), 1, "the sending node is woken once, by the first");
+        assert!(pa.take(a, View(5), 10, usize::MAX).is_empty(), "the sender does not propose it too");
+        let out = fa.take();
+        assert_eq!(out.len(), 1, "one message to the leader");
+        assert!(fa.take().is_empty(), "taken once");
+        let (to, bytes) = &out[0];
+        assert_eq!(*to, b);
+        assert!(PeerForwarder::receive(&pb, a, bytes));
+        assert_eq!(pb.take(b, View(5), 10, usize::MAX), vec![put("x"), put("y")]);
+        // Bad input from a peer is dropped: another tag, a hop count above 1, a body that is
+        // not a block payload, trailing bytes.
+        let mut bad =
+            vec![vec![9, 0], vec![FORWARD_TAG, 2], vec![FORWARD_TAG, 0, 1, 2, 3], vec![FORWARD_TAG]];
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        bad.push(trailing);
+        for m in bad {
+            assert!(!PeerForwarder::receive(&pb, a, &m), "{m:?} accepted");
+        }
+        assert!(pb.take(b, View(6), 10, usize::MAX).is_empty());
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub mod snapshot;
 
 pub use app::KvApp;
 pub use client::{is_busy, Client, RemoteStatus, Submitted};
-pub use forward::{Forwarded, Forwarder, LocalForwarder};
+pub use forward::{Forwarded, Forwarder, LocalForwarder, PeerForwarder};
 pub use mempool::{Mempool, MempoolLimits, MempoolStats, Quota, SubmitError, ENTRY_OVERHEAD};
 pub use metrics::register_metrics;
 pub use payload::{

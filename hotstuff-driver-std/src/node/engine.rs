@@ -226,6 +226,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
             Message::SnapshotChunk(c) => {
                 return self.snapshot_step(|client, ctx, out| client.on_chunk(ctx, from, c, out));
             }
+            Message::App(bytes) => {
+                self.app.on_message(from, bytes);
+                return self.send_app_messages();
+            }
             other => other,
         };
         if let Err(error) = self.replica.handle(Input::Message { from, message }) {
@@ -267,6 +271,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             self.flush()?;
         }
         self.take_snapshot_view()?;
+        self.send_app_messages();
         Ok(())
     }
 
@@ -306,6 +311,17 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.send_answer(to, m);
             }
             (None, SnapshotAsk::Chunk { .. }) => {}
+        }
+    }
+
+    /// Sends what the app has for other nodes ([`App::outgoing`]).
+    fn send_app_messages(&mut self) {
+        for (to, bytes) in self.app.outgoing() {
+            if bytes.len() > self.replica.config().limits.max_payload {
+                tracing::warn!(peer = %to, len = bytes.len(), "app message over the payload limit dropped");
+                continue;
+            }
+            self.send_answer(to, Message::App(bytes));
         }
     }
 
@@ -481,6 +497,8 @@ impl<A: App, N: Outbound> Engine<A, N> {
     /// leader waiting out its idle delay asks it again at once. Cheap when nothing waits.
     pub fn wake(&mut self) {
         self.woken = self.deferred.is_some();
+        // The app may have messages for other nodes (transactions to forward).
+        self.send_app_messages();
     }
 
     /// The idle delay now: none while the latest committed block carried something (so the

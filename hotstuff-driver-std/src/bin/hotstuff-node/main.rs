@@ -273,12 +273,20 @@ fn run(path: &std::path::Path, level: tracing::Level) -> Result<()> {
     let intake = &cfg.intake;
     let mempool = Mempool::with_limits(intake.mempool());
     let metrics = Metrics::new();
-    let app = KvApp::new(mempool.clone(), intake.block_max_txs);
+    let mut app = KvApp::new(mempool.clone(), intake.block_max_txs);
+    // Clients' transactions go to the upcoming leader, whichever node they were sent to.
+    let forwarder = app.forward_to_peers(cfg.key.public());
     let node = if cfg.certified_state_root {
         start_node(&cfg, StateCommitted::new(app), store, consensus_listener, &metrics)?
     } else {
         start_node(&cfg, app, store, consensus_listener, &metrics)?
     };
+    // A transaction wakes the node: a leader waiting out its idle delay proposes it at once,
+    // and one to forward leaves at once.
+    let waker = node.waker();
+    mempool.set_waker(move || waker.wake());
+    let waker = node.waker();
+    forwarder.set_waker(move || waker.wake());
     register_metrics(&metrics, mempool.clone(), node.reader());
     let _metrics_server = metrics_listener.map(|l| MetricsServer::start(l, metrics)).transpose()?;
     let clients = ClientServer::start_with(
