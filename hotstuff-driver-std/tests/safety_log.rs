@@ -338,18 +338,28 @@ fn a_store_on_disk_keeps_its_log_beside_it() {
     let mut s = SafetyState::genesis(genesis_hash(g.chain, &g.validators));
     s.view = View(9);
     s.highest_voted_view = View(8);
+    let crashed = dir.path().join("crashed.redb");
     {
         let store = RedbStore::open(&path).unwrap();
         store.initialise(&g).unwrap();
         store.write(&WriteBatch { safety: Some(s.clone()), ..WriteBatch::default() }).unwrap();
         assert_eq!(store.safety_log_used(), Some(2 * PAGE), "the write went to the log");
+        // The files as a crash now would leave them: redb never got the write.
+        std::fs::copy(&path, &crashed).unwrap();
+        std::fs::copy(RedbStore::log_path(&path), RedbStore::log_path(&crashed)).unwrap();
     }
     let log = RedbStore::log_path(&path);
     assert_eq!(std::fs::metadata(&log).unwrap().len(), CAPACITY);
-    // Read back from the log (redb never got it: no transaction after the write).
-    let store = RedbStore::open(&path).unwrap();
-    assert_eq!(store.load().unwrap().unwrap().safety, Some(s));
+    // redb alone has the state before the write (opened without the log)...
+    let alone = dir.path().join("alone.redb");
+    std::fs::copy(&crashed, &alone).unwrap();
+    assert_eq!(RedbStore::open(&alone).unwrap().load().unwrap().unwrap().safety, None);
+    // ... and with the log the write is read back from it.
+    let store = RedbStore::open(&crashed).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().safety, Some(s.clone()));
     drop(store);
+    // A clean close left the write in redb.
+    assert_eq!(RedbStore::open(&path).unwrap().load().unwrap().unwrap().safety, Some(s));
     // A new database next to an old log starts a new log: nothing of the old one is replayed.
     std::fs::remove_file(&path).unwrap();
     let store = RedbStore::open(&path).unwrap();

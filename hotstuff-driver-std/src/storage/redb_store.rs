@@ -133,6 +133,13 @@ const VOLATILE_SYNC_EVERY: u32 = 64;
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
+        // A store closed cleanly leaves redb holding everything (the safety log is for
+        // crashes): tools that read the database file alone see the last writes.
+        if self.engine.has_unfolded() {
+            if let Err(error) = guarded("close", || self.engine.sync()) {
+                tracing::warn!(%error, "the safety log's last records stay in the log only");
+            }
+        }
         // Closing a damaged database can panic too.
         if let Some(db) = self.engine.db.take() {
             let _ = guarded("close", move || {
