@@ -169,7 +169,10 @@ impl Storage for Acking {
     fn sync(&self) -> Result<(), StoreError> {
         self.store.sync()
     }
-    fn committed_block(&self, height: Height) -> Result<Option<hotstuff_driver_std::CommittedEntry>, StoreError> {
+    fn committed_block(
+        &self,
+        height: Height,
+    ) -> Result<Option<hotstuff_driver_std::CommittedEntry>, StoreError> {
         self.store.committed_block(height)
     }
     fn retained_from(&self) -> Result<Height, StoreError> {
@@ -562,17 +565,12 @@ fn crashes_while_pruning(writer: bool) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let start_pruning = |disk: RecordedDisk| {
         let (key, genesis) = setup();
-        NodeBuilder::new(
-            key,
-            genesis,
-            KvApp::new(Mempool::new(10), 50),
-            logged_store(&disk),
-        )
-        .idle_block_delay(Duration::from_millis(1))
-        .max_idle_block_delay(Duration::from_millis(1))
-        .retain_blocks(RetainBlocks::Last(MIN_RETAIN_BLOCKS))
-        .start()
-        .unwrap()
+        NodeBuilder::new(key, genesis, KvApp::new(Mempool::new(10), 50), logged_store(&disk))
+            .idle_block_delay(Duration::from_millis(1))
+            .max_idle_block_delay(Duration::from_millis(1))
+            .retain_blocks(RetainBlocks::Last(MIN_RETAIN_BLOCKS))
+            .start()
+            .unwrap()
     };
     let check = |store: &RedbStore, what: &str| -> (u64, u64) {
         let tip = store.load().unwrap().unwrap_or_else(|| panic!("{what}: not initialised")).tip.height.0;

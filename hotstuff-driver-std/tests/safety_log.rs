@@ -4,8 +4,8 @@
 //! end the log, never a panic.
 
 use hotstuff_core::{
-    genesis_hash, Action, AppOutcome, BlockRecord, ChainId, Config, DefaultPacemaker, Input, Keypair, Replica,
-    SafetyState, ValidatorSet, View,
+    genesis_hash, Action, AppOutcome, BlockRecord, ChainId, Config, DefaultPacemaker, Input, Keypair,
+    Replica, SafetyState, ValidatorSet, View,
 };
 use hotstuff_driver_std::storage::safety_log::{CAPACITY, PAGE};
 use hotstuff_driver_std::{Genesis, RedbStore, Storage, StoreError, WriteBatch};
@@ -35,7 +35,9 @@ impl redb::StorageBackend for Rec {
     fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let d = self.0.lock().unwrap();
         let start = offset as usize;
-        d.0.get(start..start + len).map(<[u8]>::to_vec).ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+        d.0.get(start..start + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.lock().unwrap().0.resize(len as usize, 0);
@@ -165,7 +167,8 @@ fn every_crash_image_keeps_what_was_acknowledged_even_with_a_torn_last_record() 
         let mut after_persist = |_: &RedbStore, batch: &WriteBatch| {
             persists += 1;
             let prior = acked.clone();
-            let a = acked.get_or_insert_with(|| Acked { safety: batch.safety.clone().unwrap(), blocks: Vec::new() });
+            let a = acked
+                .get_or_insert_with(|| Acked { safety: batch.safety.clone().unwrap(), blocks: Vec::new() });
             if let Some(s) = &batch.safety {
                 a.safety = s.clone();
             }
@@ -192,7 +195,8 @@ fn every_crash_image_keeps_what_was_acknowledged_even_with_a_torn_last_record() 
             image[first..cut].copy_from_slice(&log_after[first..cut]);
             torn.push((db_before, image, prior.unwrap(), a.safety.clone()));
         };
-        let mut r = Run { sync_every: 5, before_persist: &mut before_persist, after_persist: &mut after_persist };
+        let mut r =
+            Run { sync_every: 5, before_persist: &mut before_persist, after_persist: &mut after_persist };
         assert!(run(&store, 300, &mut r) > 100);
     }
     assert!(images.len() > 100 && torn.len() > 50, "{} images, {} torn", images.len(), torn.len());

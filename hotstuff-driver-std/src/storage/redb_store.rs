@@ -230,7 +230,11 @@ impl RedbStore {
         let (file, records) = SafetyLog::open(device, floor)?;
         let mut unfolded = Unfolded::default();
         for (seq, entry) in records.into_iter().filter(|(seq, _)| *seq > floor) {
-            unfolded.batch.append(WriteBatch { safety: entry.safety, blocks: entry.blocks, commits: Vec::new() });
+            unfolded.batch.append(WriteBatch {
+                safety: entry.safety,
+                blocks: entry.blocks,
+                commits: Vec::new(),
+            });
             unfolded.seq = seq;
         }
         if unfolded.seq > 0 {
@@ -862,7 +866,11 @@ impl Engine {
         }
         let Some(seq) = file.append(&batch.safety, &batch.blocks)? else { return Ok(false) };
         let mut u = lock(&log.unfolded);
-        u.batch.append(WriteBatch { safety: batch.safety.clone(), blocks: batch.blocks.clone(), commits: Vec::new() });
+        u.batch.append(WriteBatch {
+            safety: batch.safety.clone(),
+            blocks: batch.blocks.clone(),
+            commits: Vec::new(),
+        });
         u.seq = seq;
         Ok(true)
     }
@@ -881,7 +889,9 @@ impl Engine {
         if let Some(logged) = &u.batch.safety {
             match &stored.safety {
                 Some(kept) if safety_log::older(logged, kept) => {
-                    tracing::warn!("the safety log holds an older safety state than the store: the store's is kept")
+                    tracing::warn!(
+                        "the safety log holds an older safety state than the store: the store's is kept"
+                    )
                 }
                 _ => stored.safety = Some(logged.clone()),
             }

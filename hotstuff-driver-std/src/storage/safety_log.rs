@@ -94,7 +94,6 @@ fn round_up(n: u64) -> u64 {
 }
 
 /// The bytes of a new log file: the header page and zeros up to `capacity`.
-#[must_use]
 pub fn new_file_bytes(capacity: u64) -> Result<Vec<u8>, StoreError> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| corrupt(format!("no entropy for the log key: {e}")))?;
@@ -140,9 +139,8 @@ impl SafetyLog {
         loop {
             match log.slot(at)? {
                 Slot::Valid(seq, payload, next) if last.is_none_or(|l| seq == l.saturating_add(1)) => {
-                    let entry = Entry::try_from_slice(&payload).map_err(|e| {
-                        corrupt(format!("record {seq} checks out but does not decode: {e}"))
-                    })?;
+                    let entry = Entry::try_from_slice(&payload)
+                        .map_err(|e| corrupt(format!("record {seq} checks out but does not decode: {e}")))?;
                     records.push((seq, entry));
                     last = Some(seq);
                     at = next;
