@@ -363,7 +363,23 @@ fn a_store_on_disk_keeps_its_log_beside_it() {
     assert_eq!(store.load().unwrap().unwrap().safety, Some(s.clone()));
     drop(store);
     // A clean close left the write in redb.
-    assert_eq!(RedbStore::open(&path).unwrap().load().unwrap().unwrap().safety, Some(s));
+    assert_eq!(RedbStore::open(&path).unwrap().load().unwrap().unwrap().safety, Some(s.clone()));
+    // A log left beside a database never initialised (a crash after the database was created
+    // in place of a deleted one, before the log was): its records are ignored, now and later.
+    {
+        let (db, log) = (Rec::default(), Rec::default());
+        let store = RedbStore::with_backend_and_log(db.clone(), log.clone()).unwrap();
+        store.initialise(&g).unwrap();
+        store.write(&WriteBatch { safety: Some(s.clone()), ..WriteBatch::default() }).unwrap();
+        let stale_log = log.synced();
+        drop(store);
+        let (fresh, stale) = (Rec::default(), Rec::image(stale_log));
+        let store = RedbStore::with_backend_and_log(fresh.clone(), stale.clone()).unwrap();
+        store.initialise(&g).unwrap();
+        assert_eq!(store.load().unwrap().unwrap().safety, None, "a stale log read over a new store");
+        let reopened = open(fresh.synced(), stale.synced()).unwrap();
+        assert_eq!(reopened.load().unwrap().unwrap().safety, None, "a stale log read after a reopen");
+    }
     // A new database next to an old log starts a new log: nothing of the old one is replayed.
     std::fs::remove_file(&path).unwrap();
     let store = RedbStore::open(&path).unwrap();

@@ -220,14 +220,26 @@ impl RedbStore {
     /// Reads the safety log on `device`; the records redb does not hold yet wait to be folded
     /// into its next transaction (and [`Storage::load`] reads them over redb's state).
     fn attach_log(&mut self, device: Box<dyn redb::StorageBackend>) -> Result<(), StoreError> {
-        let floor = {
+        let (floor, initialised) = {
             let txn = self.engine.read()?;
             match open_read(&txn, META)? {
-                Some(meta) => meta_get::<u64>(&meta, "log_seq")?.unwrap_or(0),
-                None => 0,
+                Some(meta) => (
+                    meta_get::<u64>(&meta, "log_seq")?.unwrap_or(0),
+                    meta_get::<u64>(&meta, "chain")?.is_some(),
+                ),
+                None => (0, false),
             }
         };
-        let (file, records) = SafetyLog::open(device, floor)?;
+        let (file, mut records) = SafetyLog::open(device, floor)?;
+        if !initialised && records.iter().any(|(seq, _)| *seq > floor) {
+            // A log left from another database (this one was never initialised): never read
+            // over it, now or after it is initialised.
+            tracing::warn!("the safety log holds records of another store: they are ignored");
+            let txn = self.engine.db()?.begin_write()?;
+            txn.open_table(META)?.insert("log_seq", &encode(&file.last_seq())[..])?;
+            txn.commit()?;
+            records.clear();
+        }
         let mut unfolded = Unfolded::default();
         for (seq, entry) in records.into_iter().filter(|(seq, _)| *seq > floor) {
             unfolded.batch.append(WriteBatch {
