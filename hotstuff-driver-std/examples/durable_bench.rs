@@ -1,10 +1,12 @@
 //! The store's durable path, old against new, in one run: four validators on the std driver
 //! over loopback TCP, each with a redb file store (fsync), proposing empty blocks as fast as
-//! they can. Each round runs the synchronous path (`background_store_writes(false)`: every
-//! drain one fsynced transaction on the consensus thread) and the background writer (only the
-//! safety state and a node's own proposals fsynced before `Persisted`), interleaved; it prints
-//! blocks/s and the p50 propose-to-commit latency (proposer's `Proposed` event to node 0's
-//! `Committed` event) of each run, then the medians and the ratios.
+//! they can. Each round runs, interleaved: the synchronous path (`background_store_writes(false)`:
+//! every drain one durable write on the consensus thread), the background writer on a redb file
+//! without a safety log (only the safety state and a node's own proposals written before
+//! `Persisted`, as one fsynced redb transaction: the path before the safety log), and the
+//! background writer with the safety log (`RedbStore::open`: those writes are one fdatasynced
+//! log record). It prints blocks/s and the p50 propose-to-commit latency (proposer's `Proposed`
+//! event to node 0's `Committed` event) of each run, then the medians and the ratios.
 //!
 //! `cargo run --release -p hotstuff-driver-std --example durable_bench -- [rounds] [seconds]`
 //! (defaults: 3 rounds of 5 s per setup, after 1 s of warm-up).
@@ -41,7 +43,11 @@ struct Figures {
     p50_ms: f64,
 }
 
-fn run(background: bool, warmup: Duration, secs: Duration) -> Figures {
+/// The setups compared: (name, background writer, safety log).
+const SETUPS: [(&str, bool, bool); 3] =
+    [("synchronous", false, true), ("writer, no log", true, false), ("writer + safety log", true, true)];
+
+fn run(background: bool, log: bool, warmup: Duration, secs: Duration) -> Figures {
     const N: usize = 4;
     let dir = tempfile::tempdir().expect("temp dir");
     let keys: Vec<Keypair> = (0..N).map(|i| Keypair::from_secret(&[i as u8 + 1; 32])).collect();
@@ -53,7 +59,19 @@ fn run(background: bool, warmup: Duration, secs: Duration) -> Figures {
     let probe = Arc::new(Mutex::new(Probe::default()));
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let store = RedbStore::open(dir.path().join(format!("node{i}.redb"))).expect("store");
+        let path = dir.path().join(format!("node{i}.redb"));
+        let store = if log {
+            RedbStore::open(&path).expect("store")
+        } else {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .expect("file");
+            RedbStore::with_backend(redb::backends::FileBackend::new(file).expect("backend")).expect("store")
+        };
         let probe = probe.clone();
         let mut b = NodeBuilder::new(Keypair::from_secret(&keys[i].secret()), genesis.clone(), Empty, store)
             .listener(listener)
@@ -110,12 +128,11 @@ fn main() {
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let secs = Duration::from_secs_f64(args.next().and_then(|a| a.parse().ok()).unwrap_or(5.0));
     let warmup = Duration::from_secs(1);
-    let mut results: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    let mut results: [Vec<Figures>; 3] = Default::default();
     for round in 0..rounds {
-        for (k, background) in [false, true].into_iter().enumerate() {
-            let f = run(background, warmup, secs);
-            let name = if background { "background writer" } else { "synchronous" };
-            println!("round {round} {name:>18}: {:7.0} blocks/s, p50 {:.2} ms", f.blocks_per_s, f.p50_ms);
+        for (k, (name, background, log)) in SETUPS.into_iter().enumerate() {
+            let f = run(background, log, warmup, secs);
+            println!("round {round} {name:>20}: {:7.0} blocks/s, p50 {:.2} ms", f.blocks_per_s, f.p50_ms);
             results[k].push(f);
         }
     }
@@ -125,14 +142,15 @@ fn main() {
             median(results[k].iter().map(|f| f.p50_ms).collect()),
         )
     };
-    let (sync_bps, sync_p50) = med(0);
-    let (bg_bps, bg_p50) = med(1);
     println!("medians of {rounds} interleaved rounds, n = 4, loopback TCP, redb file stores with fsync, empty blocks:");
-    println!("  synchronous:       {sync_bps:7.0} blocks/s, p50 {sync_p50:.2} ms");
-    println!("  background writer: {bg_bps:7.0} blocks/s, p50 {bg_p50:.2} ms");
+    for (k, (name, _, _)) in SETUPS.into_iter().enumerate() {
+        let (bps, p50) = med(k);
+        println!("  {name:>20}: {bps:7.0} blocks/s, p50 {p50:.2} ms");
+    }
+    let ((old_bps, old_p50), (new_bps, new_p50)) = (med(1), med(2));
     println!(
-        "  ratio (background / synchronous): blocks/s {:.2}x, p50 {:.2}x",
-        bg_bps / sync_bps,
-        bg_p50 / sync_p50
+        "  ratio (safety log / no log): blocks/s {:.2}x, p50 {:.2}x",
+        new_bps / old_bps,
+        new_p50 / old_p50
     );
 }

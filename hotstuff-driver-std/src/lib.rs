@@ -38,8 +38,14 @@
 //! commit's app-state updates, its block and certificate, the tip and a new epoch are written in
 //! one transaction. On start the node recovers with [`hotstuff_core::Recovered::resume`]. Data
 //! that does not decode, or contradicts its key, is [`StoreError::Corrupt`]: never a silent
-//! reset. [`RedbStore::in_memory`] is the in-memory store: the same code on redb's memory
-//! backend, so tests exercise exactly the production paths.
+//! reset. On disk ([`RedbStore::open`]), what a vote, timeout vote or proposal waits for (the
+//! safety state and this node's own proposal) is made durable in a small preallocated safety
+//! log beside the database ([`storage::safety_log`]: one record, one `fdatasync`) rather than
+//! by a durable redb commit; redb takes it with its next transaction, and opening replays what
+//! redb does not hold yet. [`RedbStore::in_memory`] is the in-memory store: the same code on
+//! redb's memory backend (without the log: nothing survives the process anyway), so tests
+//! exercise the production paths; [`RedbStore::with_backend_and_log`] puts the log on a
+//! backend of its own (crash tests record both).
 //!
 //! ## Network
 //! TCP with frames of a `u32` length prefix and a borsh [`hotstuff_core::Envelope`]; the prefix

@@ -4,8 +4,9 @@
 //! in a `select!`) and runs one turn:
 //!
 //! 1. [`Engine::poll_actions`], then [`Engine::perform`] them. What safety needs of a drain
-//!    (the safety state, and this node's own proposal) is written in one small store
-//!    transaction (fsync) before `Input::Persisted` is queued, so no vote, timeout vote or
+//!    (the safety state, and this node's own proposal) is written in one small durable store
+//!    write before `Input::Persisted` is queued (with [`crate::RedbStore`] on disk, one record
+//!    appended to its safety log and `fdatasync`ed, not a redb commit), so no vote, timeout vote or
 //!    proposal leaves before the state it was signed under is on disk (the core holds them
 //!    until then). The bulk (commits with their app-state updates, other proposers' blocks)
 //!    goes to the background [`StoreWriter`], which group-commits it off the loop; the app

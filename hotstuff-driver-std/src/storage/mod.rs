@@ -11,6 +11,7 @@
 
 pub mod prune;
 mod redb_store;
+pub mod safety_log;
 pub mod writer;
 
 pub use prune::{Pruner, RetainBlocks};
@@ -139,13 +140,17 @@ pub trait Storage: Send + Sync + 'static {
     fn load(&self) -> Result<Option<Stored>, StoreError>;
 
     /// Applies `batch` atomically and makes it durable (fsync) before returning. Every earlier
-    /// write, deferred ones included, is durable with it.
+    /// write, deferred ones included, is durable with it, except that a store may make a batch
+    /// with a safety state and no commits (the consensus loop's persist barrier) durable on
+    /// its own, in a log ([`RedbStore`] on disk does): earlier deferred writes then become
+    /// durable with the next [`Storage::sync`] or durable write with commits.
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError>;
 
     /// Applies `batch` atomically, visible to reads at once, but durable only with the next
     /// [`Storage::write`] or [`Storage::sync`] (by any thread). A crash may lose deferred
     /// writes, but only as a suffix: writes become durable in the order they were made, so what
-    /// a store reopens to is always the result of a prefix of its writes. The default makes
+    /// a store reopens to is always the result of a prefix of its writes (and of every write
+    /// made durable in a log, see [`Storage::write`]). The default makes
     /// every write durable at once (correct, only slower).
     fn write_deferred(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         self.write(batch)

@@ -1,5 +1,6 @@
 //! The default store: one redb database file.
 
+use super::safety_log::{self, LogFile, SafetyLog};
 use super::{CommittedEntry, Genesis, Storage, Stored, WriteBatch};
 use crate::error::StoreError;
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -7,13 +8,14 @@ use hotstuff_core::{
     genesis_hash, BlockRecord, ChainId, CommittedTip, EpochState, Height, SafetyState, ValidatorSet, View,
 };
 use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// Settings and tip: `chain`, `initial_validators`, `epoch` (once the set changed), `tip`,
 /// `safety`, `format`, `retained_from` (once pruned: the lowest height below which only
-/// epochs' last blocks are kept).
+/// epochs' last blocks are kept), `log_seq` (with a safety log: the highest log record whose
+/// writes this database holds).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Uncommitted blocks: key `height (u64 BE) || hash`, value a borsh `BlockRecord`.
 const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
@@ -68,6 +70,31 @@ struct Engine {
     /// sync has nothing to do: `sync` is a no-op while no non-durable commit is numbered above
     /// the last durable one (a durable commit makes every earlier commit durable too).
     txns: TxnOrder,
+    /// The safety log of a store on disk (`None`: in memory, or a custom backend without one).
+    log: Option<Log>,
+}
+
+/// A store's safety log ([`safety_log`]) and the logged writes redb does not hold yet.
+struct Log {
+    /// Written by the consensus thread only (its durable writes without commits).
+    file: Mutex<SafetyLog>,
+    unfolded: Mutex<Unfolded>,
+}
+
+/// Logged writes on their way into redb: the next write transaction (of either thread) takes
+/// them, before its own writes, and records `log_seq`. The log is rewound once no logged write
+/// waits here and the last transaction that took some is durable.
+#[derive(Default)]
+struct Unfolded {
+    /// Logged writes not yet in any redb transaction, merged in order.
+    batch: WriteBatch,
+    /// The highest sequence number among them.
+    seq: u64,
+    /// The highest redb transaction (see [`TxnOrder`]) that took logged writes.
+    covered_by: u64,
+    /// A transaction that took logged writes failed: the log is never rewound (a restart
+    /// replays it).
+    broken: bool,
 }
 
 /// See [`Engine::txns`].
@@ -106,6 +133,13 @@ const VOLATILE_SYNC_EVERY: u32 = 64;
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
+        // A store closed cleanly leaves redb holding everything (the safety log is for
+        // crashes): tools that read the database file alone see the last writes.
+        if self.engine.has_unfolded() {
+            if let Err(error) = guarded("close", || self.engine.sync()) {
+                tracing::warn!(%error, "the safety log's last records stay in the log only");
+            }
+        }
         // Closing a damaged database can panic too.
         if let Some(db) = self.engine.db.take() {
             let _ = guarded("close", move || {
@@ -125,20 +159,108 @@ impl std::fmt::Debug for RedbStore {
 impl RedbStore {
     /// Opens the database file at `path`, creating it (and fsyncing its directory) if it does
     /// not exist.
+    ///
+    /// Beside it lives the store's safety log, `<path>.safetylog` ([`RedbStore::log_path`],
+    /// created with it, 4 MiB): a durable [`Storage::write`] without commits (the consensus
+    /// loop's safety state and own proposal, which gate its votes and proposals) is one
+    /// record appended there and `fdatasync`ed, instead of a durable redb commit; redb takes the
+    /// record with its next transaction, and the log starts over once that is durable. Opening
+    /// replays the records redb does not hold yet; a torn last record (a crash while it was
+    /// written, never acknowledged) ends the log.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         guarded("open", || {
             let existed = path.exists();
             let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
-            let store = Self::checked(db, &path.display().to_string())?;
+            let mut store = Self::checked(db, &path.display().to_string())?;
             if !existed {
                 // Make the new file's directory entry durable too.
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::File::open(dir)?.sync_all()?;
                 }
             }
+            let log_path = Self::log_path(path);
+            if !existed || !log_path.exists() {
+                if existed {
+                    tracing::info!(log = %log_path.display(), "no safety log beside the store: a new one is created");
+                }
+                // A new database starts a new log (with a new key: nothing left from an
+                // earlier one can be read as its records).
+                safety_log::create_file(&log_path, safety_log::CAPACITY)?;
+            }
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&log_path)?;
+            store.attach_log(Box::new(LogFile(file)))?;
             Ok(store)
         })
+    }
+
+    /// The safety log of the store at `path`: `<path>.safetylog`.
+    #[must_use]
+    pub fn log_path(path: impl AsRef<Path>) -> PathBuf {
+        let mut name = path.as_ref().as_os_str().to_owned();
+        name.push(".safetylog");
+        PathBuf::from(name)
+    }
+
+    /// A store on a redb backend with a safety log on a second backend (as [`RedbStore::open`]
+    /// has on disk): for tests that take crash images of both, and custom backends. An empty
+    /// `log` is formatted as a new log.
+    pub fn with_backend_and_log(
+        backend: impl redb::StorageBackend,
+        log: impl redb::StorageBackend,
+    ) -> Result<Self, StoreError> {
+        let mut store = Self::with_backend(backend)?;
+        guarded("open log", || {
+            safety_log::format_device(&log, safety_log::CAPACITY)?;
+            store.attach_log(Box::new(log))
+        })?;
+        Ok(store)
+    }
+
+    /// Reads the safety log on `device`; the records redb does not hold yet wait to be folded
+    /// into its next transaction (and [`Storage::load`] reads them over redb's state).
+    fn attach_log(&mut self, device: Box<dyn redb::StorageBackend>) -> Result<(), StoreError> {
+        let (floor, initialised) = {
+            let txn = self.engine.read()?;
+            match open_read(&txn, META)? {
+                Some(meta) => (
+                    meta_get::<u64>(&meta, "log_seq")?.unwrap_or(0),
+                    meta_get::<u64>(&meta, "chain")?.is_some(),
+                ),
+                None => (0, false),
+            }
+        };
+        let (file, mut records) = SafetyLog::open(device, floor)?;
+        if !initialised && records.iter().any(|(seq, _)| *seq > floor) {
+            // A log left from another database (this one was never initialised): never read
+            // over it, now or after it is initialised.
+            tracing::warn!("the safety log holds records of another store: they are ignored");
+            let txn = self.engine.db()?.begin_write()?;
+            txn.open_table(META)?.insert("log_seq", &encode(&file.last_seq())[..])?;
+            txn.commit()?;
+            records.clear();
+        }
+        let mut unfolded = Unfolded::default();
+        for (seq, entry) in records.into_iter().filter(|(seq, _)| *seq > floor) {
+            unfolded.batch.append(WriteBatch {
+                safety: entry.safety,
+                blocks: entry.blocks,
+                commits: Vec::new(),
+            });
+            unfolded.seq = seq;
+        }
+        if unfolded.seq > 0 {
+            tracing::info!(records = unfolded.seq - floor, "safety log records replayed over the store");
+        }
+        self.engine.log = Some(Log { file: Mutex::new(file), unfolded: Mutex::new(unfolded) });
+        Ok(())
+    }
+
+    /// The bytes of the safety log in use (its header page included; `None` without a log):
+    /// how far it got since it last started over.
+    #[must_use]
+    pub fn safety_log_used(&self) -> Option<u64> {
+        self.engine.log.as_ref().map(|l| lock(&l.file).used())
     }
 
     /// A store that lives in memory only (for tests and throw-away nodes): the same code as the
@@ -173,6 +295,7 @@ impl RedbStore {
                 undurable: AtomicU32::new(0),
                 safety: Mutex::new(None),
                 txns: TxnOrder::default(),
+                log: None,
             },
         };
         let db = store
@@ -222,7 +345,7 @@ impl Storage for RedbStore {
         guarded("load", || self.engine.load())
     }
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        guarded("write", || self.engine.write_with(batch, self.engine.durable()))
+        guarded("write", || Storage::write(&self.engine, batch))
     }
     /// A transaction with `Durability::None`: redb keeps it out of the file's commit slots
     /// until the next durable commit, which makes it durable together with everything before
@@ -355,7 +478,17 @@ impl Engine {
 
     fn install_staged(&self, install: &super::SnapshotInstall) -> Result<(), StoreError> {
         let txn = self.db()?.begin_write()?;
+        let n = self.txns.begin();
+        // The logged writes are replaced too (the safety state by the installed one, the
+        // blocks dropped with the other uncommitted ones): redb is marked as holding every
+        // record, and the log starts over after this durable commit.
+        // Held until the commit: no other transaction can take them meanwhile (none can begin
+        // before this one ends anyway).
+        let mut logged = self.log.as_ref().map(|log| (lock(&log.file).last_seq(), lock(&log.unfolded)));
         {
+            if let Some((seq, _)) = &logged {
+                txn.open_table(META)?.insert("log_seq", &encode(seq)[..])?;
+            }
             let mut meta = txn.open_table(META)?;
             {
                 let chunks = txn.open_table(STAGE_CHUNKS)?;
@@ -391,6 +524,12 @@ impl Engine {
             txn.delete_table(STAGE_CHUNKS)?;
         }
         txn.commit()?;
+        self.txns.committed(n, Durability::Immediate);
+        if let Some((seq, u)) = logged.as_mut() {
+            u.batch = WriteBatch::default();
+            u.seq = *seq;
+            u.covered_by = u.covered_by.max(n);
+        }
         Ok(())
     }
 }
@@ -525,7 +664,7 @@ impl Storage for Engine {
                 blocks.push(record);
             }
         }
-        Ok(Some(Stored {
+        let mut stored = Stored {
             chain: ChainId(chain),
             initial_validators: meta_require(&meta, "initial_validators")?,
             safety: match self.volatile {
@@ -535,23 +674,23 @@ impl Storage for Engine {
             tip,
             epoch: meta_get(&meta, "epoch")?,
             blocks,
-        }))
+        };
+        self.merge_unfolded(&mut stored);
+        Ok(Some(stored))
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if self.log_write(batch)? {
+            return Ok(());
+        }
         self.write_with(batch, self.durable())
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        if self.txns.all_durable() {
+        if self.txns.all_durable() && !self.has_unfolded() {
             return Ok(());
         }
-        let mut txn = self.db()?.begin_write()?;
-        let n = self.txns.begin();
-        txn.set_durability(Durability::Immediate);
-        txn.commit()?;
-        self.txns.committed(n, Durability::Immediate);
-        Ok(())
+        self.transaction(Durability::Immediate, None)
     }
 
     fn committed_block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
@@ -634,8 +773,9 @@ impl Storage for Engine {
 }
 
 impl Engine {
-    /// Writes `batch` in one transaction; with `Durability::Immediate` (the default, stated)
-    /// `commit` returns only once the data is fsynced.
+    /// Writes `batch` in one transaction (after the logged writes redb does not hold yet);
+    /// with `Durability::Immediate` (the default, stated) `commit` returns only once the data
+    /// is fsynced.
     fn write_with(&self, batch: &WriteBatch, durability: Durability) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -648,44 +788,136 @@ impl Engine {
                 return Ok(());
             }
         }
+        self.transaction(durability, Some(batch))
+    }
+
+    /// One write transaction: the logged writes redb does not hold yet, then `batch`.
+    fn transaction(&self, durability: Durability, batch: Option<&WriteBatch>) -> Result<(), StoreError> {
         let mut txn = self.db()?.begin_write()?;
         let n = self.txns.begin();
         txn.set_durability(durability);
-        {
-            let mut pending = txn.open_table(PENDING)?;
-            let new_tip = batch.tip().map(|t| t.height);
-            // A block at or below the new tip would be dropped below: it is written once, as
-            // a committed block, or not at all (a branch the commits abandoned).
-            for r in batch.blocks.iter().filter(|r| new_tip.is_none_or(|t| r.block.height > t)) {
-                pending.insert(&pending_key(r.block.height, &r.block.hash().0)[..], &encode(r)[..])?;
+        let logged = self.log.as_ref().and_then(|log| {
+            let mut u = lock(&log.unfolded);
+            if u.batch.is_empty() {
+                return None;
             }
-            let mut meta = txn.open_table(META)?;
-            if let Some(tip) = batch.tip() {
-                let mut committed = txn.open_table(COMMITTED)?;
-                let mut app = txn.open_table(APP)?;
-                for c in &batch.commits {
-                    let proof = c.epoch_change.as_ref().map(|e| &e.proof);
-                    committed.insert(c.block.height.0, &encode(&(&c.block, &c.certificate, proof))[..])?;
-                    if let Some(change) = &c.epoch_change {
-                        meta.insert("epoch", &encode(&change.state)[..])?;
-                    }
-                    for (k, v) in &c.outcome.app_updates.0 {
-                        match v {
-                            Some(v) => app.insert(&k[..], &v[..])?,
-                            None => app.remove(&k[..])?,
-                        };
-                    }
-                }
-                let end = pending_key(Height(tip.height.0.saturating_add(1)), &[0; 32]);
-                pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
-                meta.insert("tip", &encode(&tip)[..])?;
+            u.covered_by = u.covered_by.max(n);
+            Some((std::mem::take(&mut u.batch), u.seq))
+        });
+        let result = (|| -> Result<(), StoreError> {
+            if let Some((logged, seq)) = &logged {
+                self.apply(&txn, logged)?;
+                txn.open_table(META)?.insert("log_seq", &encode(seq)[..])?;
             }
-            if let Some(s) = batch.safety.as_ref().filter(|_| !self.volatile) {
-                meta.insert("safety", &encode(s)[..])?;
+            if let Some(batch) = batch {
+                self.apply(&txn, batch)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if result.is_err() && logged.is_some() {
+            if let Some(log) = &self.log {
+                lock(&log.unfolded).broken = true;
             }
         }
-        txn.commit()?;
+        result?;
         self.txns.committed(n, durability);
         Ok(())
     }
+
+    /// Applies `batch` in `txn` (see [`WriteBatch`] for the order).
+    fn apply(&self, txn: &redb::WriteTransaction, batch: &WriteBatch) -> Result<(), StoreError> {
+        let mut pending = txn.open_table(PENDING)?;
+        let new_tip = batch.tip().map(|t| t.height);
+        // A block at or below the new tip would be dropped below: it is written once, as
+        // a committed block, or not at all (a branch the commits abandoned).
+        for r in batch.blocks.iter().filter(|r| new_tip.is_none_or(|t| r.block.height > t)) {
+            pending.insert(&pending_key(r.block.height, &r.block.hash().0)[..], &encode(r)[..])?;
+        }
+        let mut meta = txn.open_table(META)?;
+        if let Some(tip) = batch.tip() {
+            let mut committed = txn.open_table(COMMITTED)?;
+            let mut app = txn.open_table(APP)?;
+            for c in &batch.commits {
+                let proof = c.epoch_change.as_ref().map(|e| &e.proof);
+                committed.insert(c.block.height.0, &encode(&(&c.block, &c.certificate, proof))[..])?;
+                if let Some(change) = &c.epoch_change {
+                    meta.insert("epoch", &encode(&change.state)[..])?;
+                }
+                for (k, v) in &c.outcome.app_updates.0 {
+                    match v {
+                        Some(v) => app.insert(&k[..], &v[..])?,
+                        None => app.remove(&k[..])?,
+                    };
+                }
+            }
+            let end = pending_key(Height(tip.height.0.saturating_add(1)), &[0; 32]);
+            pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
+            meta.insert("tip", &encode(&tip)[..])?;
+        }
+        if let Some(s) = batch.safety.as_ref().filter(|_| !self.volatile) {
+            meta.insert("safety", &encode(s)[..])?;
+        }
+        Ok(())
+    }
+
+    /// A durable write through the safety log (see [`RedbStore::open`]): `Ok(false)` if the
+    /// batch is not for the log (it has commits, or no safety state) or does not fit in it.
+    fn log_write(&self, batch: &WriteBatch) -> Result<bool, StoreError> {
+        let Some(log) = self.log.as_ref().filter(|_| batch.commits.is_empty() && batch.safety.is_some())
+        else {
+            return Ok(false);
+        };
+        let mut file = lock(&log.file);
+        {
+            // Everything in the log is durable in redb: start over.
+            let u = lock(&log.unfolded);
+            if u.batch.is_empty() && !u.broken && self.txns.durable.load(Ordering::Acquire) >= u.covered_by {
+                file.rewind();
+            }
+        }
+        let Some(seq) = file.append(&batch.safety, &batch.blocks)? else { return Ok(false) };
+        let mut u = lock(&log.unfolded);
+        u.batch.append(WriteBatch {
+            safety: batch.safety.clone(),
+            blocks: batch.blocks.clone(),
+            commits: Vec::new(),
+        });
+        u.seq = seq;
+        Ok(true)
+    }
+
+    /// True if logged writes wait for a redb transaction.
+    fn has_unfolded(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| !lock(&log.unfolded).batch.is_empty())
+    }
+
+    /// Reads the logged writes redb does not hold yet over `stored`: the newer safety state
+    /// (by the core's ordering; a logged one is never older unless the files were mixed up),
+    /// and the logged blocks above the committed tip that redb does not have.
+    fn merge_unfolded(&self, stored: &mut Stored) {
+        let Some(log) = &self.log else { return };
+        let u = lock(&log.unfolded);
+        if let Some(logged) = &u.batch.safety {
+            match &stored.safety {
+                Some(kept) if safety_log::older(logged, kept) => {
+                    tracing::warn!(
+                        "the safety log holds an older safety state than the store: the store's is kept"
+                    )
+                }
+                _ => stored.safety = Some(logged.clone()),
+            }
+        }
+        for r in &u.batch.blocks {
+            let hash = r.block.hash();
+            if r.block.height > stored.tip.height && !stored.blocks.iter().any(|b| b.block.hash() == hash) {
+                stored.blocks.push(r.clone());
+            }
+        }
+        stored.blocks.sort_by_key(|r| (r.block.height, r.block.hash().0));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -5,9 +5,10 @@
 //! Jobs queue on a bounded channel (a full queue makes the consensus loop wait: back-pressure,
 //! never unbounded memory). The thread wakes on a job, lets jobs accumulate for [`COALESCE`],
 //! merges them into one [`WriteBatch`] ([`WriteBatch::append`]) and writes it with [`Storage::write_deferred`]:
-//! visible to reads at once, durable with the next durable write of either thread (the
-//! consensus loop's safety writes, one per vote, make it durable in practice), and at the
-//! latest after [`SYNC_EVERY`] or when the queue has been idle for [`SYNC_IDLE`]. Because a
+//! visible to reads at once, durable with the next durable write of either thread, and at the
+//! latest after [`SYNC_EVERY`] or when the queue has been idle for [`SYNC_IDLE`] (with a store
+//! that logs the consensus loop's safety writes, as [`super::RedbStore`] on disk does, those
+//! are not redb commits: the writer's own syncs make its writes durable). Because a
 //! store's writes become durable in order, a crash at any point leaves a prefix of them: the
 //! committed chain, its app state and the tip always agree, and may only lag what the replica
 //! had committed in memory (the replica commits those blocks again after the restart, from its
