@@ -1,0 +1,137 @@
+//! Snapshot catch-up scenarios for the simulator (the CI batch in `tests/snapshot_sim.rs` and
+//! `simulate --snapshots`): four validators run the kv app the node ships, wrapped in
+//! [`StateCommitted`] so every block with a payload certifies its parent's state root; every
+//! node prunes its committed blocks 8 below its tip and takes a snapshot every 3 heights;
+//! a listener joins late (behind every peer's retained range, so block sync answers
+//! "pruned" and it must catch up by snapshot), in half the seeds validator 3 is down for 5-9 s
+//! (long enough to fall behind too, when the chain moves that far meanwhile), under the seed's network faults (delay, loss,
+//! duplication, partitions, crash-restarts with lost writes), with, by seed, a Byzantine
+//! snapshot server ([`Behavior::BadSnapshot`]), a Byzantine block-sync server
+//! ([`Behavior::BadSync`]) or neither, and in half the seeds a crash of the joiner shortly
+//! after it starts (mid-fetch, when the timing falls so). Client writes go to the other
+//! validators every 200 ms until every replica has committed 10 blocks past the heal.
+
+use crate::sim::{Behavior, NetFaults, Params, Report, Sim, SnapshotParams};
+use crate::user_app::DriverApp;
+use hotstuff_driver_std::kv::certified::StateCommitted;
+use hotstuff_driver_std::kv::{KvApp, Mempool, Tx};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The late joiner (node and key index): a listener, so that the four validators make
+/// progress before it starts (an absent validator's views time out and slow the chain).
+pub const JOINER: usize = 4;
+/// The validator that, in some seeds, is down for long enough to fall behind every peer's
+/// retained range.
+pub const LAGGARD: usize = 3;
+
+type App = StateCommitted<KvApp>;
+
+fn submit(app: &mut App, tx: Vec<u8>) {
+    if let Ok(tx) = borsh::from_slice::<Tx>(&tx) {
+        // A full mempool drops the write; the test counts none.
+        let _ = app.inner().mempool().submit(tx);
+    }
+}
+
+/// What one seed did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The oracles' report.
+    pub report: Report,
+    /// The seed's set-up, for the failure message.
+    pub setup: String,
+    /// The joiner installed a snapshot (at least once).
+    pub joiner_installed: bool,
+    /// The joiner's committed height when the run ended, and the highest honest one.
+    pub joiner_height: u64,
+    /// The highest committed height of any honest replica at the end.
+    pub max_height: u64,
+}
+
+/// The seed's parameters.
+#[must_use]
+pub fn params(seed: u64, plant_unverified: bool) -> (Params, String) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a9_5a9);
+    let mut p = Params::new(seed, 4);
+    p.listeners = 1;
+    p.faults = NetFaults::random(&mut rng);
+    p.heal_at_ms = rng.gen_range(12_000..20_000);
+    p.commits_after_heal = 10;
+    let join_at = rng.gen_range(5_000..9_000);
+    p.late_starts = vec![(JOINER, join_at)];
+    let mut setup = format!("faults {:?}, heal at {} ms, joiner starts at {join_at} ms", p.faults, p.heal_at_ms);
+    if rng.gen_bool(0.5) {
+        let from = join_at + rng.gen_range(300..4_000);
+        let to = from + rng.gen_range(200..2_000);
+        p.outages.push((JOINER, from, to));
+        setup += &format!(", joiner down {from}-{to} ms");
+    }
+    if rng.gen_bool(0.5) {
+        let from = rng.gen_range(1_000..3_000);
+        let to = from + rng.gen_range(5_000..9_000);
+        p.outages.push((LAGGARD, from, to));
+        setup += &format!(", validator {LAGGARD} down {from}-{to} ms");
+    }
+    let byzantine = rng.gen_range(0..LAGGARD);
+    match rng.gen_range(0..4) {
+        0 | 1 => p.byzantine.push((byzantine, Behavior::BadSnapshot)),
+        2 => p.byzantine.push((byzantine, Behavior::BadSync)),
+        _ => {}
+    }
+    setup += &format!(", byzantine {:?}", p.byzantine);
+    p.snapshots = Some(SnapshotParams { retain: 8, interval: 3, plant_unverified });
+    (p, setup)
+}
+
+/// Runs one seed (`plant_unverified`: the negative control's planted bug).
+#[must_use]
+pub fn run_seed(seed: u64, plant_unverified: bool) -> Outcome {
+    let (p, setup) = params(seed, plant_unverified);
+    let mut o = run_params(p);
+    o.setup = setup;
+    o
+}
+
+/// Runs one seed's parameters (as [`params`] gives them, perhaps changed).
+#[must_use]
+pub fn run_params(p: Params) -> Outcome {
+    let seed = p.seed;
+    let setup = String::new();
+    let heal = p.heal_at_ms;
+    let need = p.commits_after_heal;
+    let mut sim = Sim::with_app(p, |_| Box::new(DriverApp::new(StateCommitted::new(KvApp::new(Mempool::new(10_000), 64)), submit)));
+    let writers: Vec<usize> = (0..LAGGARD).filter(|n| sim.is_honest(*n)).collect();
+    let honest: Vec<usize> = (0..sim.node_count()).filter(|n| sim.is_honest(*n)).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b76);
+    let height = |s: &Sim, n: usize| s.replica(n).map_or(0, |r| r.committed_height().0);
+    let (mut t, mut written, mut target) = (0u64, 0u64, None);
+    // Writes go on until every honest replica has committed `need` blocks past the highest
+    // height at the heal (an idle chain's empty blocks certify no state).
+    while t < heal + 120_000 {
+        t += 200;
+        sim.run_until(t);
+        if t >= heal && target.is_none() {
+            target = honest.iter().map(|n| height(&sim, *n)).max().map(|h| h + need);
+        }
+        if let Some(goal) = target {
+            if honest.iter().all(|n| height(&sim, *n) >= goal) {
+                break;
+            }
+        }
+        if !sim.report().ok() {
+            break;
+        }
+        for _ in 0..2 {
+            let tx = Tx::Put { key: format!("k{written}").into_bytes(), value: vec![rng.gen(); 8] };
+            sim.submit(writers[rng.gen_range(0..writers.len())], borsh::to_vec(&tx).expect("encodes"));
+            written += 1;
+        }
+    }
+    sim.run_to_end();
+    let joiner_height = height(&sim, JOINER);
+    let max_height = honest.iter().map(|n| height(&sim, *n)).max().unwrap_or(0);
+    let report = sim.finish();
+    let joiner_installed = report.snapshot_installs.iter().any(|(n, _, _)| *n == JOINER);
+    Outcome { report, setup, joiner_installed, joiner_height, max_height }
+}
