@@ -6,7 +6,7 @@
 //! prints its seed; replay one with
 //! `cargo run --release -p hotstuff-tests --bin simulate -- --snapshots --seed S`.
 
-use hotstuff_tests::snapshot_batch::{run_seed, JOINER, LAGGARD};
+use hotstuff_tests::snapshot_batch::{run_seed, LAGGARD};
 
 #[test]
 fn snapshot_catch_up_under_faults_and_byzantine_servers() {
@@ -45,19 +45,21 @@ fn snapshot_catch_up_under_faults_and_byzantine_servers() {
     println!("snapshot sim: {} seeds, the late listener installed a snapshot in {installs}, the lagging validator in {laggard}, {pruned} pruned answers, {bad} bad snapshot answers, {avoided} servers avoided; 0 violations", seeds.end);
 }
 
+/// Replays one seed with its trace (`SEED=7 cargo test --release -p hotstuff-tests --test
+/// snapshot_sim replay -- --ignored --nocapture`).
 #[test]
 #[ignore]
-fn debug_fault_free() {
-    use hotstuff_tests::snapshot_batch::params;
-    let (mut p, _) = params(0, false);
-    p.faults = hotstuff_tests::NetFaults::none();
-    p.outages.clear();
-    p.byzantine.clear();
+fn replay() {
+    let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (mut p, plan, setup) = hotstuff_tests::snapshot_batch::params(seed, false);
     p.trace = true;
-    let o = hotstuff_tests::snapshot_batch::run_params(p);
+    let o = hotstuff_tests::snapshot_batch::run_params(p, plan);
     let r = &o.report;
-    for l in r.trace.iter().filter(|l| (l.contains("serves") || l.contains("n3 ")) && (l.contains("serves") || l.contains("Sync") || l.contains("restarts") || l.contains("snapshot"))).take(30) {
+    for l in r.trace.iter().filter(|l| !l.contains("Vote") && !l.contains("Proposal")) {
         println!("{l}");
     }
-    println!("height {} of {}, views {}, timeouts {}, refused {} invalid {} synced {} installs {:?} pruned {}", o.joiner_height, o.max_height, r.max_view, r.view_timeouts, r.refused_inputs, r.invalid_inputs, r.synced_blocks, r.snapshot_installs, r.pruned_answers);
+    println!(
+        "{setup}\n{:?} {:?} installs {:?} end {} max {}",
+        r.liveness_failures, r.safety_violations, r.snapshot_installs, r.end_ms, r.max_committed
+    );
 }
