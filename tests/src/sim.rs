@@ -385,6 +385,8 @@ pub struct Report {
     pub bad_snapshot_answers: BTreeMap<&'static str, u64>,
     /// Snapshot chunks honest servers answered.
     pub chunks_served: u64,
+    /// Restarts that found a staged snapshot left by a crash mid-fetch (the client resumes it).
+    pub staged_at_restart: u64,
     /// Per node, if [`Params::record_events`]: its core events with their virtual time (ms).
     pub events: Vec<Vec<(u64, Event)>>,
 }
@@ -501,8 +503,8 @@ struct SnapNode {
     server: SnapServer,
     /// When the scheduled client tick is due (virtual ms).
     tick_at: Option<u64>,
-    /// Negative control: the first chunk received for each part of the key space.
-    first_received: BTreeMap<(u8, u32), Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Negative control: the first chunk received for each part of the key space, by height.
+    first_received: BTreeMap<(u64, u8, u32), Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl Node {
@@ -725,6 +727,9 @@ impl Sim {
             snap.tick_at = None;
             if snap.client.is_none() {
                 // A (re)start: the client picks up what an earlier run staged.
+                if snap.store.staged().is_ok_and(|s| s.is_some()) {
+                    self.report.staged_at_restart += 1;
+                }
                 snap.client = Some(SnapClient::new(&snap.store, self.base + Duration::from_millis(self.now)));
             }
         }
@@ -1580,8 +1585,10 @@ impl Sim {
             Message::SnapshotChunk(c) => {
                 if self.p.snapshots.is_some_and(|s| s.plant_unverified) {
                     if let Some(snap) = self.nodes[to].snap.as_mut() {
-                        if c.available && !c.too_large && c.height > hotstuff_core::Height(0) {
-                            snap.first_received.entry((c.depth, c.index)).or_insert_with(|| c.entries.clone());
+                        if c.available && !c.too_large {
+                            snap.first_received
+                                .entry((c.height.0, c.depth, c.index))
+                                .or_insert_with(|| c.entries.clone());
                         }
                     }
                 }
@@ -1639,12 +1646,16 @@ impl Sim {
         }) {
             panic!("seed {}: node {n}: cannot read the installed state: {e}", self.p.seed);
         }
+        let height = install.tip.height.0;
         if plant {
-            // The planted bug: what arrived first, verified or not.
-            state = snap.first_received.values().flatten().cloned().collect();
+            // The planted bug: what arrived first for this snapshot, verified or not (the
+            // chunks the client split or staged before a crash are taken as staged).
+            let first = snap.first_received.range((height, 0, 0)..=(height, u8::MAX, u32::MAX));
+            for (_, entries) in first {
+                state.extend(entries.iter().cloned());
+            }
         }
         snap.first_received.clear();
-        let height = install.tip.height.0;
         self.trace(|| format!("n{n} installs a snapshot at height {height}"));
         self.hasher.update(&[9, n as u8]);
         self.hasher.update(&root);
