@@ -23,6 +23,7 @@
 //! [`Params::node_keys`] gives the mapping.
 
 use crate::app;
+use crate::snapsim::{SnapServer, UNKNOWN};
 use crate::user_app::{AppState, SimApp, SimContext};
 use hotstuff_core::{
     Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope,
@@ -30,15 +31,14 @@ use hotstuff_core::{
     PublicKey, QuorumCertificate, Recovered, Replica, SafetyState, SyncResponse, SyncTimer, ValidatorSet,
     View,
 };
+use hotstuff_driver_std::snapshot::{Client as SnapClient, Ctx as SnapCtx, Out as SnapOut};
+use hotstuff_driver_std::storage::SnapshotInstall;
+use hotstuff_driver_std::{RedbStore, Storage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use crate::snapsim::{SnapServer, UNKNOWN};
-use hotstuff_driver_std::snapshot::{Client as SnapClient, Ctx as SnapCtx, Out as SnapOut};
-use hotstuff_driver_std::storage::SnapshotInstall;
-use hotstuff_driver_std::{RedbStore, Storage};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -437,19 +437,49 @@ impl Report {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Deliver { to: usize, from: PublicKey, bytes: Rc<Vec<u8>> },
-    Timer { node: usize, view: View, incarnation: u64 },
-    SyncTimer { node: usize, timer: SyncTimer, incarnation: u64 },
-    PersistDone { node: usize, seq: u64, incarnation: u64 },
-    Crash { node: usize },
-    Restart { node: usize },
-    PartitionStart { sides: Vec<u8>, one_way: bool },
+    Deliver {
+        to: usize,
+        from: PublicKey,
+        bytes: Rc<Vec<u8>>,
+    },
+    Timer {
+        node: usize,
+        view: View,
+        incarnation: u64,
+    },
+    SyncTimer {
+        node: usize,
+        timer: SyncTimer,
+        incarnation: u64,
+    },
+    PersistDone {
+        node: usize,
+        seq: u64,
+        incarnation: u64,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    PartitionStart {
+        sides: Vec<u8>,
+        one_way: bool,
+    },
     PartitionEnd,
     Heal,
     /// The snapshot client's timer (see [`Sim::snap_tick`]).
-    SnapTick { node: usize, incarnation: u64 },
+    SnapTick {
+        node: usize,
+        incarnation: u64,
+    },
     /// A block-sync server answered that it pruned what the node asked for.
-    SnapBelow { node: usize, retained_from: hotstuff_core::Height, incarnation: u64 },
+    SnapBelow {
+        node: usize,
+        retained_from: hotstuff_core::Height,
+        incarnation: u64,
+    },
 }
 
 /// What a node's store holds durably, and what it has been asked to write.
@@ -1313,11 +1343,20 @@ impl Sim {
                 let chain = &node.store.committed_chain;
                 let lookup = |h: hotstuff_core::Height| chain.get(&h.0).cloned();
                 if self.p.trace {
-                    let line = format!("n{n} serves sync from {} (retained from {}, committed {})", request.from_height.0, node.store.retained_from, replica.committed_height().0);
+                    let line = format!(
+                        "n{n} serves sync from {} (retained from {}, committed {})",
+                        request.from_height.0,
+                        node.store.retained_from,
+                        replica.committed_height().0
+                    );
                     self.report.trace.push(line);
                 }
                 let mut response = if self.p.snapshots.is_some() {
-                    match replica.sync_answer(&request, hotstuff_core::Height(node.store.retained_from), lookup) {
+                    match replica.sync_answer(
+                        &request,
+                        hotstuff_core::Height(node.store.retained_from),
+                        lookup,
+                    ) {
                         Message::SyncResponse(r) => r,
                         pruned => {
                             if node.honest() {
@@ -1611,7 +1650,8 @@ impl Sim {
             }
             hotstuff_core::SnapshotAsk::Offer => Some(snap.server.offer(r.id, false)),
             hotstuff_core::SnapshotAsk::Chunk { height, depth, index } if bad => {
-                let (c, kind) = crate::snapsim::bad_chunk(&mut self.rng, &snap.server, r.id, (height, depth, index));
+                let (c, kind) =
+                    crate::snapsim::bad_chunk(&mut self.rng, &snap.server, r.id, (height, depth, index));
                 *self.report.bad_snapshot_answers.entry(kind).or_default() += 1;
                 c.map(Message::SnapshotChunk)
             }
@@ -1681,11 +1721,8 @@ impl Sim {
         // validators' blocks (checked at the tip above).
         while (node.store.log.len() as u64) < height {
             let h = node.store.log.len() as u64 + 1;
-            let hash = if h == height {
-                install.tip.hash
-            } else {
-                commits.get(&h).map_or(UNKNOWN, |(b, _)| *b)
-            };
+            let hash =
+                if h == height { install.tip.hash } else { commits.get(&h).map_or(UNKNOWN, |(b, _)| *b) };
             node.store.log.truncate(h as usize - 1);
             node.store.log.push(hash);
         }

@@ -85,7 +85,8 @@ pub fn params(seed: u64, plant_unverified: bool) -> (Params, Plan, String) {
         2 => p.byzantine.push((byzantine, Behavior::BadSync)),
         _ => {}
     }
-    let setup = format!("faults {:?}, heal at {} ms, {plan:?}, byzantine {:?}", p.faults, p.heal_at_ms, p.byzantine);
+    let setup =
+        format!("faults {:?}, heal at {} ms, {plan:?}, byzantine {:?}", p.faults, p.heal_at_ms, p.byzantine);
     p.snapshots = Some(SnapshotParams { retain: RETAIN, interval: 5, plant_unverified });
     (p, plan, setup)
 }

@@ -124,7 +124,8 @@ impl SnapServer {
             proof: Vec::new(),
         };
         let source = state_of.unwrap_or(height);
-        let Some(c) = self.ready.iter().find(|c| c.cert.as_ref().is_some_and(|s| s.tip.height == source)) else {
+        let Some(c) = self.ready.iter().find(|c| c.cert.as_ref().is_some_and(|s| s.tip.height == source))
+        else {
             return Some(answer);
         };
         answer.available = true;

@@ -57,7 +57,10 @@ fn snapshot_catch_up_under_faults_and_byzantine_servers() {
         pruned += r.pruned_answers;
         resumed += r.staged_at_restart;
     }
-    assert!(installs * 10 >= SEEDS * 9, "the late listener installed a snapshot in only {installs} of {SEEDS} seeds");
+    assert!(
+        installs * 10 >= SEEDS * 9,
+        "the late listener installed a snapshot in only {installs} of {SEEDS} seeds"
+    );
     println!("snapshot sim: {} seeds, the late listener installed a snapshot in {installs}, the lagging validator in {laggard}, {pruned} pruned answers, {bad} bad snapshot answers, {avoided} servers avoided, {resumed} restarts resumed a staged fetch; 0 violations", seeds.end);
 }
 

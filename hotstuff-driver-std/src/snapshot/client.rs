@@ -148,7 +148,11 @@ impl Client {
     }
 
     /// Checks an offer (see the [module docs](super)): the root it certifies, or why not.
-    fn check_offer<P: Pacemaker>(&self, ctx: &Ctx<'_, P>, s: &SnapshotCertificate) -> Result<Hash, &'static str> {
+    fn check_offer<P: Pacemaker>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        s: &SnapshotCertificate,
+    ) -> Result<Hash, &'static str> {
         let r = ctx.replica;
         let epoch = r.epoch();
         if s.tip.epoch != epoch || s.cert.epoch != epoch || s.qc.epoch != epoch {
@@ -175,7 +179,13 @@ impl Client {
     }
 
     /// An offer arrived.
-    pub fn on_offer<P: Pacemaker>(&mut self, ctx: &Ctx<'_, P>, from: PublicKey, offer: SnapshotOffer, out: &mut Out) {
+    pub fn on_offer<P: Pacemaker>(
+        &mut self,
+        ctx: &Ctx<'_, P>,
+        from: PublicKey,
+        offer: SnapshotOffer,
+        out: &mut Out,
+    ) {
         let checked = offer.snapshot.as_ref().map(|s| self.check_offer(ctx, s));
         let Phase::Offers { id, answered, offers, asked, .. } = &mut self.phase else { return };
         if offer.id != *id || !answered.insert(from) {
@@ -297,7 +307,13 @@ impl Client {
 
     /// A chunk arrived. A bad one (see the [module docs](super)) avoids its server; its
     /// chunk goes back to the queue.
-    pub fn on_chunk<P: Pacemaker>(&mut self, ctx: &Ctx<'_, P>, from: PublicKey, c: SnapshotChunk, out: &mut Out) {
+    pub fn on_chunk<P: Pacemaker>(
+        &mut self,
+        ctx: &Ctx<'_, P>,
+        from: PublicKey,
+        c: SnapshotChunk,
+        out: &mut Out,
+    ) {
         let Phase::Fetch(f) = &mut self.phase else { return };
         let Some((server, chunk, _)) = f.out.get(&c.id).copied() else { return };
         if server != from {

@@ -156,7 +156,8 @@ fn main() -> ExitCode {
 /// `--snapshots`: the snapshot catch-up scenarios.
 fn snapshots(args: &Args, seeds: &[u64]) -> ExitCode {
     let started = Instant::now();
-    let (mut failed, mut installs, mut laggard, mut bad, mut avoided, mut resumed) = (0usize, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut failed, mut installs, mut laggard, mut bad, mut avoided, mut resumed) =
+        (0usize, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut last_progress = Instant::now();
     for (i, &seed) in seeds.iter().enumerate() {
         let o = if args.seed.is_some() {
