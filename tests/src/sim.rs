@@ -525,6 +525,9 @@ struct Node {
     snap: Option<SnapNode>,
 }
 
+/// A snapshot chunk's entries.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A node's snapshot sync: its staging store (durable across crashes, as the driver's redb
 /// file), the driver's client (in memory: rebuilt from the store at restart), its server.
 struct SnapNode {
@@ -534,7 +537,7 @@ struct SnapNode {
     /// When the scheduled client tick is due (virtual ms).
     tick_at: Option<u64>,
     /// Negative control: the first chunk received for each part of the key space, by height.
-    first_received: BTreeMap<(u64, u8, u32), Vec<(Vec<u8>, Vec<u8>)>>,
+    first_received: BTreeMap<(u64, u8, u32), Entries>,
 }
 
 impl Node {

@@ -95,7 +95,7 @@ impl SnapServer {
     /// The newest certified snapshot (`stale`: the oldest).
     pub(crate) fn offer(&self, id: u64, stale: bool) -> Message {
         let mut certified = self.ready.iter().filter_map(|c| c.cert.clone());
-        let snapshot = if stale { certified.next() } else { certified.last() };
+        let snapshot = if stale { certified.next() } else { certified.next_back() };
         Message::SnapshotOffer(SnapshotOffer { id, snapshot })
     }
 
