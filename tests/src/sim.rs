@@ -21,6 +21,14 @@
 //! key, and a key listed in [`Params::twins`] gets two adjacent nodes (the twin pair): with
 //! `twins = [1]` and 4 validators, nodes 0, 1, 2, 3, 4 run keys 0, 1, 1, 2, 3.
 //! [`Params::node_keys`] gives the mapping.
+//!
+//! # Snapshot sync
+//! With [`Params::snapshots`] set, nodes prune their committed blocks below a retention window
+//! (answering block sync below it with the core's pruned answer), serve snapshots of their
+//! committed app state (a model of the std driver's server, `snapsim`), and catch up by snapshot
+//! with the std driver's own `snapshot::Client` (offer checks, chunk verification against the
+//! certified root, staging in a `RedbStore::in_memory`, the store's install) under the virtual
+//! clock and the seeded network; see [`SnapshotParams`] for what the oracles add.
 
 use crate::app;
 use crate::snapsim::{SnapServer, UNKNOWN};
@@ -1012,6 +1020,13 @@ impl Sim {
         sides
     }
 
+    /// Whether every honest replica (not dead) has committed `commits_after_heal` blocks past
+    /// the highest honest height at the heal (the liveness oracle's end condition).
+    #[must_use]
+    pub fn honest_done(&self) -> bool {
+        self.all_done()
+    }
+
     fn all_done(&self) -> bool {
         self.nodes
             .iter()
@@ -1600,6 +1615,19 @@ impl Sim {
                 self.trace(|| format!("n{n} avoids a snapshot server: {reason}"));
             }
         }
+        if self.p.trace {
+            let asks: Vec<String> = out
+                .send
+                .iter()
+                .map(|(_, m)| match m {
+                    Message::SnapshotRequest(r) => format!("{:?}", r.ask),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            if !asks.is_empty() {
+                self.trace(|| format!("n{n} snapshot client asks {asks:?}"));
+            }
+        }
         for (to, m) in out.send {
             let targets: Vec<usize> =
                 (0..self.nodes.len()).filter(|x| self.publics[self.nodes[*x].key] == to && *x != n).collect();
@@ -1621,6 +1649,8 @@ impl Sim {
                 true
             }
             Message::SnapshotOffer(o) => {
+                let h = o.snapshot.as_ref().map(|s| s.tip.height.0);
+                self.trace(|| format!("n{to} gets a snapshot offer at {h:?}"));
                 self.snap_step(to, |c, ctx, out| c.on_offer(ctx, from, o, out));
                 true
             }

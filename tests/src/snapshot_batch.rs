@@ -109,7 +109,6 @@ pub fn run_params(p: Params, plan: Plan) -> Outcome {
     let seed = p.seed;
     let setup = String::new();
     let heal = p.heal_at_ms;
-    let need = p.commits_after_heal;
     let mut sim = Sim::with_app(p, |_| {
         Box::new(DriverApp::new(StateCommitted::new(KvApp::new(Mempool::new(10_000), 64)), submit))
     });
@@ -118,10 +117,11 @@ pub fn run_params(p: Params, plan: Plan) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b76);
     let height = |s: &Sim, n: usize| s.replica(n).map_or(0, |r| r.committed_height().0);
     let top = |s: &Sim| honest.iter().map(|n| height(s, *n)).max().unwrap_or(0);
-    let (mut t, mut written, mut target) = (0u64, 0u64, None);
+    let (mut t, mut written) = (0u64, 0u64);
     let (mut joined_at, mut joiner_back_at, mut laggard_from) = (None, None, None);
-    // Writes go on until every honest replica has committed `need` blocks past the highest
-    // height at the heal (an idle chain's empty blocks certify no state).
+    // Writes go on until every honest replica has committed `commits_after_heal` blocks past
+    // the highest height at the heal (an idle chain's empty blocks certify no state, so a
+    // replica still behind then could never catch up).
     while t < heal + 120_000 {
         t += 100;
         sim.run_until(t);
@@ -153,13 +153,8 @@ pub fn run_params(p: Params, plan: Plan) -> Outcome {
                 sim.crash(LAGGARD);
             }
         }
-        if t >= heal && target.is_none() {
-            target = Some(h + need);
-        }
-        if let Some(goal) = target {
-            if honest.iter().all(|n| height(&sim, *n) >= goal) {
-                break;
-            }
+        if joined_at.is_some() && sim.honest_done() {
+            break;
         }
         if !sim.report().ok() {
             break;
