@@ -477,7 +477,7 @@ enum Ev {
     },
     PartitionEnd,
     Heal,
-    /// The snapshot client's timer (see [`Sim::snap_tick`]).
+    /// The snapshot client's timer (`Client::deadline`).
     SnapTick {
         node: usize,
         incarnation: u64,
@@ -753,9 +753,12 @@ impl Sim {
             node.store.epoch.clone(),
             node.store.blocks.values().cloned().collect(),
         )
-        .with_recent(
-            node.store.committed_chain.values().rev().take(256).rev().map(|(b, _, _)| b.clone()).collect(),
-        );
+        .with_recent({
+            let mut recent: Vec<Block> =
+                node.store.committed_chain.values().rev().take(256).map(|(b, _, _)| b.clone()).collect();
+            recent.reverse();
+            recent
+        });
         let mut config = Config::new(self.chain);
         config.sync_margin = self.p.sync_margin;
         let replica =
@@ -1362,7 +1365,8 @@ impl Sim {
                 let lookup = |h: hotstuff_core::Height| chain.get(&h.0).cloned();
                 if self.p.trace {
                     let line = format!(
-                        "n{n} serves sync from {} (retained from {}, committed {})",
+                        "{:>8} n{n} serves sync from {} (retained from {}, committed {})",
+                        self.now,
                         request.from_height.0,
                         node.store.retained_from,
                         replica.committed_height().0
