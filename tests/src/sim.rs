@@ -67,8 +67,8 @@ pub enum Behavior {
     BadSync,
     /// A user-supplied [`Strategy`], set with [`Sim::set_strategy`].
     Custom,
-    /// Answers snapshot requests with forged, stale, truncated, misproved or mislabelled
-    /// offers and chunks, or not at all (each answer drawn from the seed; some are honest).
+    /// Answers snapshot requests with forged, stale, truncated, misproved, mislabelled or
+    /// oversized offers and chunks, or not at all (each answer drawn from the seed; some are honest).
     BadSnapshot,
 }
 

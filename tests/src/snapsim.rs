@@ -238,7 +238,7 @@ pub(crate) fn bad_chunk(
     if !c.available {
         return (Some(c), "has none");
     }
-    match rng.gen_range(0..9) {
+    match rng.gen_range(0..10) {
         0 => (Some(c), "honest chunk"),
         1 => (None, "silent"),
         2 => {
@@ -285,6 +285,11 @@ pub(crate) fn bad_chunk(
                 c.entries.push((invent_key(depth, index), Vec::new()));
             }
             (Some(c), "too large with entries")
+        }
+        8 => {
+            // Over the chunk size limit (the frame limit, 64 MiB, lets it through).
+            c.entries.push((invent_key(depth, index), vec![0; MAX_CHUNK_BYTES + 1]));
+            (Some(c), "oversized")
         }
         _ => {
             c.available = false;
