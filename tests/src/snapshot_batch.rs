@@ -9,7 +9,8 @@
 //! snapshot server ([`Behavior::BadSnapshot`]), a Byzantine block-sync server
 //! ([`Behavior::BadSync`]) or neither, and in half the seeds a crash of the joiner 0.1-3 s
 //! after it starts (mid-fetch, when the timing falls so). Client writes go to the other
-//! validators every 200 ms until every replica has committed 10 blocks past the heal.
+//! validators every 200 ms until every honest replica has committed 10 blocks past the heal
+//! (the liveness oracle's end condition).
 
 use crate::sim::{Behavior, NetFaults, Params, Report, Sim, SnapshotParams};
 use crate::user_app::DriverApp;

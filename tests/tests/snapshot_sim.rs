@@ -1,14 +1,16 @@
 //! Snapshot catch-up under the simulator's fault model (see `hotstuff_tests::snapshot_batch`):
-//! a late validator behind every peer's retained range catches up by snapshot, with the std
-//! driver's snapshot client verifying offers and chunks, Byzantine snapshot and sync servers,
-//! a crash of the joiner mid-fetch, loss, partitions and crash-restarts. Every oracle must stay
-//! at zero; the joiner must install a snapshot in most seeds and commit on after it. A failure
+//! a late listener (and, in half the seeds, a validator down for long) behind every peer's
+//! retained range catches up by snapshot, with the std driver's snapshot client verifying
+//! offers and chunks, Byzantine snapshot and sync servers, a crash of the joiner mid-fetch,
+//! loss, partitions and crash-restarts. Every oracle must stay at zero; the listener must
+//! install a snapshot in at least 90% of the seeds, and every replica that installed must
+//! commit on after it. A failure
 //! prints its seed; replay one with
 //! `cargo run --release -p hotstuff-tests --bin simulate -- --snapshots --seed S`.
 
 use hotstuff_tests::snapshot_batch::{run_seed, LAGGARD};
 
-/// Seeds in the CI batch (about 0.4 s each in release on the development machine); run more
+/// Seeds in the CI batch (about 0.5 s of CPU each in release on the development machine); run more
 /// with `simulate --snapshots --seeds N`.
 const SEEDS: u64 = 50;
 
