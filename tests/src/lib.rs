@@ -53,9 +53,13 @@ pub mod fuzzing;
 pub mod proxy;
 pub mod scenario;
 pub mod sim;
+pub mod snapshot_batch;
+mod snapsim;
 pub mod user_app;
 
-pub use sim::{Behavior, NetFaults, Params, Report, SetChange, Sim, Strategy, StrategyContext};
+pub use sim::{
+    Behavior, NetFaults, Params, Report, SetChange, Sim, SnapshotParams, Strategy, StrategyContext,
+};
 pub use user_app::{AppState, DriverApp, Invariant, SimApp, SimContext};
 
 /// CPU time used by the calling thread so far, in seconds (Linux `/proc/thread-self/stat`,

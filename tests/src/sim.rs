@@ -21,8 +21,17 @@
 //! key, and a key listed in [`Params::twins`] gets two adjacent nodes (the twin pair): with
 //! `twins = [1]` and 4 validators, nodes 0, 1, 2, 3, 4 run keys 0, 1, 1, 2, 3.
 //! [`Params::node_keys`] gives the mapping.
+//!
+//! # Snapshot sync
+//! With [`Params::snapshots`] set, nodes prune their committed blocks below a retention window
+//! (answering block sync below it with the core's pruned answer), serve snapshots of their
+//! committed app state (a model of the std driver's server, `snapsim`), and catch up by snapshot
+//! with the std driver's own `snapshot::Client` (offer checks, chunk verification against the
+//! certified root, staging in a `RedbStore::in_memory`, the store's install) under the virtual
+//! clock and the seeded network; see [`SnapshotParams`] for what the oracles add.
 
 use crate::app;
+use crate::snapsim::{SnapServer, UNKNOWN};
 use crate::user_app::{AppState, SimApp, SimContext};
 use hotstuff_core::{
     Action, Block, BlockHash, BlockRecord, ChainId, CommittedTip, Config, DefaultPacemaker, Envelope,
@@ -30,13 +39,16 @@ use hotstuff_core::{
     PublicKey, QuorumCertificate, Recovered, Replica, SafetyState, SyncResponse, SyncTimer, ValidatorSet,
     View,
 };
+use hotstuff_driver_std::snapshot::{Client as SnapClient, Ctx as SnapCtx, Out as SnapOut};
+use hotstuff_driver_std::storage::SnapshotInstall;
+use hotstuff_driver_std::{RedbStore, Storage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a replica misbehaves. Byzantine replicas run the honest core and distort what it sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +67,9 @@ pub enum Behavior {
     BadSync,
     /// A user-supplied [`Strategy`], set with [`Sim::set_strategy`].
     Custom,
+    /// Answers snapshot requests with forged, stale, truncated, misproved, mislabelled or
+    /// oversized offers and chunks, or not at all (each answer drawn from the seed; some are honest).
+    BadSnapshot,
 }
 
 /// What a user-supplied Byzantine [`Strategy`] may use: the node's key (to sign anything it
@@ -203,6 +218,35 @@ pub struct Params {
     /// End the run at the first safety violation an oracle records (for negative controls:
     /// a forked chain can keep committing until the liveness bound, which proves nothing more).
     pub stop_on_safety_violation: bool,
+    /// Snapshot sync (see [`SnapshotParams`]); `None`: not modelled, nothing pruned.
+    pub snapshots: Option<SnapshotParams>,
+}
+
+/// Snapshot sync in the simulator: pruning, serving, and the std driver's snapshot client.
+///
+/// Every node keeps its committed blocks from `retain` below its tip up (answering block-sync
+/// requests below that with the core's pruned answer, [`Replica::sync_answer`]), takes a
+/// snapshot of its committed app state at every multiple of `interval` (served by the model
+/// in `snapsim`), and runs the driver's own `hotstuff_driver_std::snapshot::Client` over a
+/// `RedbStore::in_memory` staging store, under the virtual clock: a node that every server
+/// answered "pruned" gathers offers, verifies the certificate, fetches and verifies chunks
+/// through the simulated network, stages them (durable at once, so a crash resumes), installs
+/// them with the store's `install_staged` and restarts its replica from the installed tip, as
+/// the driver's engine does. The app must certify its state root
+/// ([`SimApp::snapshot_root`]): the kv app wrapped in `StateCommitted`.
+///
+/// Oracles: every honest replica's app state after a height has the same digest; an installed
+/// state has the digest the validators had at its height, and its tip is the block they
+/// committed there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotParams {
+    /// Committed blocks kept below the tip.
+    pub retain: u64,
+    /// Snapshots are taken at the multiples of this height.
+    pub interval: u64,
+    /// Negative control: install the first chunk received for each part of the key space,
+    /// verified or not, instead of the verified ones (a planted bug the oracles must catch).
+    pub plant_unverified: bool,
 }
 
 impl Params {
@@ -236,6 +280,7 @@ impl Params {
             stop_on_safety_violation: false,
             late_starts: Vec::new(),
             record_events: false,
+            snapshots: None,
         }
     }
 
@@ -338,6 +383,18 @@ pub struct Report {
     pub node_keys: Vec<usize>,
     /// The user app's invariant failed ([`SimApp::check`]).
     pub invariant_violations: Vec<String>,
+    /// Snapshots installed: `(node, height, virtual ms)`.
+    pub snapshot_installs: Vec<(usize, u64, u64)>,
+    /// Block-sync requests answered "pruned below" by honest nodes.
+    pub pruned_answers: u64,
+    /// Snapshot servers an honest node's client avoided (a bad answer, or three unanswered).
+    pub avoided_snapshot_servers: u64,
+    /// Distorted snapshot answers sent by [`Behavior::BadSnapshot`] servers, by kind.
+    pub bad_snapshot_answers: BTreeMap<&'static str, u64>,
+    /// Snapshot chunks honest servers answered.
+    pub chunks_served: u64,
+    /// Restarts that found a staged snapshot left by a crash mid-fetch (the client resumes it).
+    pub staged_at_restart: u64,
     /// Per node, if [`Params::record_events`]: its core events with their virtual time (ms).
     pub events: Vec<Vec<(u64, Event)>>,
 }
@@ -388,15 +445,49 @@ impl Report {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Deliver { to: usize, from: PublicKey, bytes: Rc<Vec<u8>> },
-    Timer { node: usize, view: View, incarnation: u64 },
-    SyncTimer { node: usize, timer: SyncTimer, incarnation: u64 },
-    PersistDone { node: usize, seq: u64, incarnation: u64 },
-    Crash { node: usize },
-    Restart { node: usize },
-    PartitionStart { sides: Vec<u8>, one_way: bool },
+    Deliver {
+        to: usize,
+        from: PublicKey,
+        bytes: Rc<Vec<u8>>,
+    },
+    Timer {
+        node: usize,
+        view: View,
+        incarnation: u64,
+    },
+    SyncTimer {
+        node: usize,
+        timer: SyncTimer,
+        incarnation: u64,
+    },
+    PersistDone {
+        node: usize,
+        seq: u64,
+        incarnation: u64,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    PartitionStart {
+        sides: Vec<u8>,
+        one_way: bool,
+    },
     PartitionEnd,
     Heal,
+    /// The snapshot client's timer (`Client::deadline`).
+    SnapTick {
+        node: usize,
+        incarnation: u64,
+    },
+    /// A block-sync server answered that it pruned what the node asked for.
+    SnapBelow {
+        node: usize,
+        retained_from: hotstuff_core::Height,
+        incarnation: u64,
+    },
 }
 
 /// What a node's store holds durably, and what it has been asked to write.
@@ -405,8 +496,10 @@ struct Store {
     safety: Option<SafetyState>,
     blocks: BTreeMap<BlockHash, BlockRecord>,
     committed: CommittedTip,
-    /// Committed chain with certificates: `committed_chain[h - 1]` is the block at height h.
-    committed_chain: Vec<(Block, QuorumCertificate, Option<EpochProof>)>,
+    /// Committed chain with certificates, by height (pruned below `retained_from`).
+    committed_chain: BTreeMap<u64, (Block, QuorumCertificate, Option<EpochProof>)>,
+    /// The lowest height kept in `committed_chain` (1: nothing pruned).
+    retained_from: u64,
     /// The epoch in force (stored with the commit that started it).
     epoch: Option<EpochState>,
     pending: VecDeque<(u64, Option<SafetyState>, Vec<BlockRecord>)>,
@@ -436,6 +529,23 @@ struct Node {
     pool: VecDeque<Vec<u8>>,
     /// Core events, if recorded.
     events: Vec<(u64, Event)>,
+    /// Snapshot sync, if modelled.
+    snap: Option<SnapNode>,
+}
+
+/// A snapshot chunk's entries.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A node's snapshot sync: its staging store (durable across crashes, as the driver's redb
+/// file), the driver's client (in memory: rebuilt from the store at restart), its server.
+struct SnapNode {
+    store: RedbStore,
+    client: Option<SnapClient>,
+    server: SnapServer,
+    /// When the scheduled client tick is due (virtual ms).
+    tick_at: Option<u64>,
+    /// Negative control: the first chunk received for each part of the key space, by height.
+    first_received: BTreeMap<(u64, u8, u32), Entries>,
 }
 
 impl Node {
@@ -500,6 +610,11 @@ pub struct Sim {
     strategies: BTreeMap<usize, Box<dyn Strategy>>,
     started: bool,
     deadline: u64,
+    /// The `Instant` of virtual time 0 (the snapshot client reads time as `Instant`s).
+    base: Instant,
+    /// Snapshot oracle: height -> (digest of the committed app state after it, first honest
+    /// node to reach it).
+    state_digests: BTreeMap<u64, ([u8; 32], usize)>,
 }
 
 /// The secret key of validator `i` (fixed, so traces are comparable across seeds).
@@ -538,7 +653,8 @@ impl Sim {
                         safety: None,
                         blocks: BTreeMap::new(),
                         committed: genesis.committed,
-                        committed_chain: Vec::new(),
+                        committed_chain: BTreeMap::new(),
+                        retained_from: 1,
                         epoch: None,
                         pending: VecDeque::new(),
                         app_state: AppState::new(),
@@ -553,6 +669,13 @@ impl Sim {
                     not_before: p.late_starts.iter().find(|(m, _)| *m == n).map_or(0, |(_, t)| *t),
                     pool: VecDeque::new(),
                     events: Vec::new(),
+                    snap: p.snapshots.map(|_| SnapNode {
+                        store: RedbStore::in_memory().expect("an in-memory store opens"),
+                        client: None,
+                        server: SnapServer::default(),
+                        tick_at: None,
+                        first_received: BTreeMap::new(),
+                    }),
                 });
             }
         }
@@ -583,6 +706,8 @@ impl Sim {
             deadline: 0,
             caught_up_at: None,
             view_entered_at: Vec::new(),
+            base: Instant::now(),
+            state_digests: BTreeMap::new(),
         }
     }
 
@@ -628,9 +753,12 @@ impl Sim {
             node.store.epoch.clone(),
             node.store.blocks.values().cloned().collect(),
         )
-        .with_recent(
-            node.store.committed_chain.iter().rev().take(256).rev().map(|(b, _, _)| b.clone()).collect(),
-        );
+        .with_recent({
+            let mut recent: Vec<Block> =
+                node.store.committed_chain.values().rev().take(256).map(|(b, _, _)| b.clone()).collect();
+            recent.reverse();
+            recent
+        });
         let mut config = Config::new(self.chain);
         config.sync_margin = self.p.sync_margin;
         let replica =
@@ -639,7 +767,18 @@ impl Sim {
         let node = &mut self.nodes[n];
         node.incarnation += 1;
         node.replica = Some(replica);
+        if let Some(snap) = node.snap.as_mut() {
+            snap.tick_at = None;
+            if snap.client.is_none() {
+                // A (re)start: the client picks up what an earlier run staged.
+                if snap.store.staged().is_ok_and(|s| s.is_some()) {
+                    self.report.staged_at_restart += 1;
+                }
+                snap.client = Some(SnapClient::new(&snap.store, self.base + Duration::from_millis(self.now)));
+            }
+        }
         self.drain(n, VecDeque::new());
+        self.schedule_snap_tick(n);
     }
 
     /// Runs until every honest replica has committed enough blocks after the heal, or the
@@ -884,6 +1023,13 @@ impl Sim {
         sides
     }
 
+    /// Whether every honest replica (not dead) has committed `commits_after_heal` blocks past
+    /// the highest honest height at the heal (the liveness oracle's end condition).
+    #[must_use]
+    pub fn honest_done(&self) -> bool {
+        self.all_done()
+    }
+
     fn all_done(&self) -> bool {
         self.nodes
             .iter()
@@ -919,6 +1065,9 @@ impl Sim {
                             self.trace(|| line);
                         }
                     }
+                }
+                if self.p.snapshots.is_some() && self.deliver_snapshot(to, from, &bytes) {
+                    return;
                 }
                 let replica = self.nodes[to].replica.as_mut().expect("checked above");
                 // The drain rule: every input's actions were drained before the next input. A plain
@@ -981,6 +1130,21 @@ impl Sim {
             }
             Ev::PartitionEnd => self.partition = None,
             Ev::Heal => self.heal(),
+            Ev::SnapTick { node, incarnation } => {
+                let live = self.nodes[node].incarnation == incarnation && self.nodes[node].replica.is_some();
+                let snap = self.nodes[node].snap.as_mut();
+                if let Some(snap) = snap.filter(|s| live && s.tick_at == Some(self.now)) {
+                    snap.tick_at = None;
+                    self.hasher.update(&[7, node as u8]);
+                    self.snap_step(node, |c, ctx, out| c.tick(ctx, out));
+                }
+            }
+            Ev::SnapBelow { node, retained_from, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].replica.is_some() {
+                    self.hasher.update(&[8, node as u8]);
+                    self.snap_step(node, |c, ctx, out| c.below_retained(ctx, retained_from, out));
+                }
+            }
         }
     }
 
@@ -1050,6 +1214,12 @@ impl Sim {
             }
         }
         self.nodes[n].replica = None;
+        if let Some(snap) = self.nodes[n].snap.as_mut() {
+            // The client and the served snapshots live in memory; what is staged is durable.
+            snap.client = None;
+            snap.server.clear();
+            snap.first_received.clear();
+        }
     }
 
     /// Drains the node's actions, answering app requests at once, until nothing is left.
@@ -1183,16 +1353,47 @@ impl Sim {
                         self.on_epoch_change(n, change.state.clone());
                         self.nodes[n].store.epoch = Some(change.state);
                     }
-                    self.nodes[n].store.committed_chain.push((b.block, b.certificate, proof));
+                    let height = b.block.height.0;
+                    self.nodes[n].store.committed_chain.insert(height, (b.block, b.certificate, proof));
+                    self.snap_after_commit(n, height);
                 }
             }
             Action::ServeSync { to, request } => {
                 let node = &self.nodes[n];
                 let Some(replica) = node.replica.as_ref() else { return };
                 let chain = &node.store.committed_chain;
-                let mut response = replica.sync_response(&request, |h| {
-                    usize::try_from(h.0).ok().and_then(|h| chain.get(h.wrapping_sub(1))).cloned()
-                });
+                let lookup = |h: hotstuff_core::Height| chain.get(&h.0).cloned();
+                if self.p.trace {
+                    let line = format!(
+                        "{:>8} n{n} serves sync from {} (retained from {}, committed {})",
+                        self.now,
+                        request.from_height.0,
+                        node.store.retained_from,
+                        replica.committed_height().0
+                    );
+                    self.report.trace.push(line);
+                }
+                let mut response = if self.p.snapshots.is_some() {
+                    match replica.sync_answer(
+                        &request,
+                        hotstuff_core::Height(node.store.retained_from),
+                        lookup,
+                    ) {
+                        Message::SyncResponse(r) => r,
+                        pruned => {
+                            if node.honest() {
+                                self.report.pruned_answers += 1;
+                            }
+                            let targets: Vec<usize> = (0..self.nodes.len())
+                                .filter(|m| self.publics[self.nodes[*m].key] == to && *m != n)
+                                .collect();
+                            self.send(n, &targets, pruned);
+                            return;
+                        }
+                    }
+                } else {
+                    replica.sync_response(&request, lookup)
+                };
                 if node.behavior == Behavior::BadSync {
                     match self.corrupt(response) {
                         Some(r) => response = r,
@@ -1210,6 +1411,11 @@ impl Sim {
                 }
                 if let hotstuff_core::Event::SyncReceived { blocks, .. } = e {
                     self.report.synced_blocks += blocks as u64;
+                }
+                if let hotstuff_core::Event::SyncBelowRetained { retained_from, .. } = e {
+                    // Run the client outside the drain: an install replaces the replica.
+                    let incarnation = self.nodes[n].incarnation;
+                    self.schedule(self.now, Ev::SnapBelow { node: n, retained_from, incarnation });
                 }
                 if matches!(e, hotstuff_core::Event::SyncPeerAvoided { .. }) && self.nodes[n].honest() {
                     self.report.avoided_sync_servers += 1;
@@ -1322,6 +1528,11 @@ impl Sim {
             };
         }
         self.apps[n].committed(b);
+        if self.p.snapshots.is_some() && node.honest() {
+            let digest = crate::snapsim::state_digest(&node.store.app_state);
+            self.check_state_digest(n, b.block.height.0, digest, "app state after");
+        }
+        let node = &mut self.nodes[n];
         if node.honest() {
             if let Err(e) = self.apps[n].check(b.block.height, &node.store.app_state) {
                 self.report.invariant_violations.push(format!(
@@ -1330,6 +1541,241 @@ impl Sim {
                 ));
             }
         }
+    }
+
+    /// The snapshot oracle: every honest replica's app state after `height` has one digest.
+    fn check_state_digest(&mut self, n: usize, height: u64, digest: [u8; 32], what: &str) {
+        match self.state_digests.get(&height) {
+            Some((d, other)) if *d != digest => {
+                let other = *other;
+                self.report.safety_violations.push(format!(
+                    "seed {}: node {n}'s {what} height {height} differs from node {other}'s",
+                    self.p.seed
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.state_digests.insert(height, (digest, n));
+            }
+        }
+    }
+
+    /// After a block at `height` is committed and applied: prunes below the retention window,
+    /// takes a snapshot at a multiple of the interval, looks for certifying blocks.
+    fn snap_after_commit(&mut self, n: usize, height: u64) {
+        let Some(sp) = self.p.snapshots else { return };
+        let app = self.apps.get(n);
+        let node = &mut self.nodes[n];
+        let Some(snap) = node.snap.as_mut() else { return };
+        let retained_from = height.saturating_sub(sp.retain).max(1);
+        if retained_from > node.store.retained_from {
+            node.store.committed_chain = node.store.committed_chain.split_off(&retained_from);
+            node.store.retained_from = retained_from;
+        }
+        if sp.interval > 0 && height % sp.interval == 0 {
+            snap.server.take(node.store.committed, &node.store.app_state);
+        }
+        let root_of = |b: &Block| app.and_then(|a| a.snapshot_root(b));
+        snap.server.poll(&node.store.committed_chain, &root_of);
+    }
+
+    fn schedule_snap_tick(&mut self, n: usize) {
+        let incarnation = self.nodes[n].incarnation;
+        let base = self.base;
+        let now = self.now;
+        let Some(snap) = self.nodes[n].snap.as_mut() else { return };
+        let Some(due) = snap.client.as_ref().and_then(SnapClient::deadline) else { return };
+        let at = (due.saturating_duration_since(base).as_millis() as u64).max(now);
+        if snap.tick_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        snap.tick_at = Some(at);
+        self.schedule(at, Ev::SnapTick { node: n, incarnation });
+    }
+
+    /// Runs one step of node `n`'s snapshot client (the driver's own), then performs its
+    /// output as the driver's engine does: sends, events, the install.
+    fn snap_step(
+        &mut self,
+        n: usize,
+        step: impl FnOnce(&mut SnapClient, &SnapCtx<'_, SimPacemaker>, &mut SnapOut),
+    ) {
+        let now = self.base + Duration::from_millis(self.now);
+        let app = self.apps.get(n);
+        let Node { snap, replica, .. } = &mut self.nodes[n];
+        let (Some(snap), Some(replica)) = (snap.as_mut(), replica.as_ref()) else { return };
+        let Some(client) = snap.client.as_mut() else { return };
+        let app_root = |b: &Block| app.and_then(|a| a.snapshot_root(b));
+        let ctx = SnapCtx { store: &snap.store, replica, app_root: &app_root, now };
+        let mut out = SnapOut::default();
+        step(client, &ctx, &mut out);
+        let honest = self.nodes[n].honest();
+        for e in &out.events {
+            if let hotstuff_driver_std::Event::SnapshotPeerAvoided { reason, .. } = e {
+                if honest {
+                    self.report.avoided_snapshot_servers += 1;
+                }
+                let reason = *reason;
+                self.trace(|| format!("n{n} avoids a snapshot server: {reason}"));
+            }
+        }
+        if self.p.trace {
+            let asks: Vec<String> = out
+                .send
+                .iter()
+                .map(|(_, m)| match m {
+                    Message::SnapshotRequest(r) => format!("{:?}", r.ask),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            if !asks.is_empty() {
+                self.trace(|| format!("n{n} snapshot client asks {asks:?}"));
+            }
+        }
+        for (to, m) in out.send {
+            let targets: Vec<usize> =
+                (0..self.nodes.len()).filter(|x| self.publics[self.nodes[*x].key] == to && *x != n).collect();
+            self.send(n, &targets, m);
+        }
+        if let Some((root, install)) = out.install {
+            self.install_snapshot(n, root, install);
+        }
+        self.schedule_snap_tick(n);
+    }
+
+    /// A snapshot message for node `to`: served or handed to its client (true), or not one
+    /// (false: the replica gets it).
+    fn deliver_snapshot(&mut self, to: usize, from: PublicKey, bytes: &[u8]) -> bool {
+        let Ok(env) = Envelope::decode(bytes, &hotstuff_core::Limits::default()) else { return false };
+        match env.message {
+            Message::SnapshotRequest(r) => {
+                self.serve_snapshot(to, from, r);
+                true
+            }
+            Message::SnapshotOffer(o) => {
+                let h = o.snapshot.as_ref().map(|s| s.tip.height.0);
+                self.trace(|| format!("n{to} gets a snapshot offer at {h:?}"));
+                self.snap_step(to, |c, ctx, out| c.on_offer(ctx, from, o, out));
+                true
+            }
+            Message::SnapshotChunk(c) => {
+                if self.p.snapshots.is_some_and(|s| s.plant_unverified) {
+                    if let Some(snap) = self.nodes[to].snap.as_mut() {
+                        if c.available && !c.too_large {
+                            snap.first_received
+                                .entry((c.height.0, c.depth, c.index))
+                                .or_insert_with(|| c.entries.clone());
+                        }
+                    }
+                }
+                self.snap_step(to, |client, ctx, out| client.on_chunk(ctx, from, c, out));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Node `n` answers a snapshot request (honestly, or as its behaviour distorts it).
+    fn serve_snapshot(&mut self, n: usize, to: PublicKey, r: hotstuff_core::SnapshotRequest) {
+        let Some(snap) = self.nodes[n].snap.as_ref() else { return };
+        let bad = self.nodes[n].behavior == Behavior::BadSnapshot;
+        let answer = match r.ask {
+            hotstuff_core::SnapshotAsk::Offer if bad => {
+                let (m, kind) = crate::snapsim::bad_offer(&mut self.rng, &snap.server, r.id);
+                *self.report.bad_snapshot_answers.entry(kind).or_default() += 1;
+                m
+            }
+            hotstuff_core::SnapshotAsk::Offer => Some(snap.server.offer(r.id, false)),
+            hotstuff_core::SnapshotAsk::Chunk { height, depth, index } if bad => {
+                let (c, kind) =
+                    crate::snapsim::bad_chunk(&mut self.rng, &snap.server, r.id, (height, depth, index));
+                *self.report.bad_snapshot_answers.entry(kind).or_default() += 1;
+                c.map(Message::SnapshotChunk)
+            }
+            hotstuff_core::SnapshotAsk::Chunk { height, depth, index } => {
+                let c = snap.server.chunk(r.id, height, depth, index, None);
+                if c.is_some() && self.nodes[n].honest() {
+                    self.report.chunks_served += 1;
+                }
+                c.map(Message::SnapshotChunk)
+            }
+        };
+        let Some(answer) = answer else { return };
+        let targets: Vec<usize> =
+            (0..self.nodes.len()).filter(|x| self.publics[self.nodes[*x].key] == to && *x != n).collect();
+        self.send(n, &targets, answer);
+    }
+
+    /// Installs what node `n`'s client fetched and verified (the store's one transaction),
+    /// checks it against the validators' state at its height, and restarts the replica from
+    /// it, as the driver's engine does.
+    fn install_snapshot(&mut self, n: usize, root: [u8; 32], install: SnapshotInstall) {
+        // Everything pending is written first (the engine flushes before installing).
+        self.make_durable(n, u64::MAX);
+        let plant = self.p.snapshots.is_some_and(|s| s.plant_unverified);
+        let Some(snap) = self.nodes[n].snap.as_mut() else { return };
+        if let Err(e) = snap.store.install_staged(&install) {
+            panic!("seed {}: node {n}: the in-memory store failed to install: {e}", self.p.seed);
+        }
+        let mut state = AppState::new();
+        if let Err(e) = snap.store.scan_app_state(&mut |k, v| {
+            state.insert(k.to_vec(), v.to_vec());
+        }) {
+            panic!("seed {}: node {n}: cannot read the installed state: {e}", self.p.seed);
+        }
+        let height = install.tip.height.0;
+        if plant {
+            // The planted bug: what arrived first for this snapshot, verified or not (the
+            // chunks the client split or staged before a crash are taken as staged).
+            let first = snap.first_received.range((height, 0, 0)..=(height, u8::MAX, u32::MAX));
+            for (_, entries) in first {
+                state.extend(entries.iter().cloned());
+            }
+        }
+        snap.first_received.clear();
+        self.trace(|| format!("n{n} installs a snapshot at height {height}"));
+        self.hasher.update(&[9, n as u8]);
+        self.hasher.update(&root);
+        let honest = self.nodes[n].honest();
+        if honest {
+            match self.commits.get(&height) {
+                Some((h, other)) if *h != install.tip.hash => {
+                    let other = *other;
+                    self.report.safety_violations.push(format!(
+                        "seed {}: node {n} installed a snapshot at height {height} of block {:#}, node {other} committed {h:#}",
+                        self.p.seed, install.tip.hash
+                    ));
+                }
+                _ => {}
+            }
+            let digest = crate::snapsim::state_digest(&state);
+            self.check_state_digest(n, height, digest, "installed snapshot state at");
+        }
+        self.report.snapshot_installs.push((n, height, self.now));
+        let commits = &self.commits;
+        let node = &mut self.nodes[n];
+        // The heights below the snapshot are adopted, not committed here: the log takes the
+        // validators' blocks (checked at the tip above).
+        while (node.store.log.len() as u64) < height {
+            let h = node.store.log.len() as u64 + 1;
+            let hash =
+                if h == height { install.tip.hash } else { commits.get(&h).map_or(UNKNOWN, |(b, _)| *b) };
+            node.store.log.truncate(h as usize - 1);
+            node.store.log.push(hash);
+        }
+        node.store.app_state = state;
+        node.store.committed = install.tip;
+        node.store.blocks.clear();
+        node.store.committed_chain = [(height, (install.block, install.qc, None))].into_iter().collect();
+        node.store.retained_from = height;
+        node.last_commit = Some((install.tip.view, node.store.epoch.as_ref().map_or(0, |e| e.epoch.0)));
+        self.write(n, Some(install.safety), Vec::new());
+        if let Some(app) = self.apps.get_mut(n) {
+            app.state_installed();
+        }
+        // The replica restarts from the installed state (the client stays: it is idle now).
+        self.nodes[n].replica = None;
+        self.start_node(n);
     }
 
     /// An honest replica switched epochs: its new set must match every other honest replica's.

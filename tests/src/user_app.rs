@@ -80,6 +80,15 @@ pub trait SimApp {
     /// A block was committed on this node and its updates applied (the driver's
     /// `App::committed`, for bookkeeping such as dropping committed transactions).
     fn committed(&mut self, _block: &CommittedBlock) {}
+
+    /// Snapshot sync: the state root `block` certifies (the driver's `App::snapshot_root`);
+    /// `None` (the default): the app certifies none, and no snapshot can be served.
+    fn snapshot_root(&self, _block: &Block) -> Option<[u8; 32]> {
+        None
+    }
+
+    /// Snapshot sync replaced the node's committed state (the driver's `App::state_installed`).
+    fn state_installed(&mut self) {}
 }
 
 /// Runs an app written for the drivers (`hotstuff_driver_std::App`, the trait a node ships
@@ -150,5 +159,13 @@ impl<A: DApp> SimApp for DriverApp<A> {
 
     fn committed(&mut self, block: &CommittedBlock) {
         self.app.committed(core::slice::from_ref(block));
+    }
+
+    fn snapshot_root(&self, block: &Block) -> Option<[u8; 32]> {
+        self.app.snapshot_root(block)
+    }
+
+    fn state_installed(&mut self) {
+        self.app.state_installed();
     }
 }

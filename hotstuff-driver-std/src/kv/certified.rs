@@ -53,6 +53,11 @@ impl<A: App> StateCommitted<A> {
         StateCommitted { inner, committed: None, committed_height: Height(0), after: HashMap::new() }
     }
 
+    /// The wrapped app.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+
     /// The root of the committed state (`None` before the first block was produced, validated
     /// or committed).
     #[must_use]

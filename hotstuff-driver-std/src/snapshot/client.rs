@@ -10,23 +10,30 @@ use crate::storage::{SnapshotInstall, Storage};
 use borsh::BorshDeserialize;
 use hotstuff_core::message::MAX_CHUNK_ENTRIES;
 use hotstuff_core::{
-    certificate::verify_qc, Block, CommittedTip, Height, Message, PublicKey, Replica, SnapshotAsk,
-    SnapshotCertificate, SnapshotChunk, SnapshotOffer, SnapshotRequest,
+    certificate::verify_qc, Block, CommittedTip, DefaultPacemaker, Height, Message, Pacemaker, PublicKey,
+    Replica, SnapshotAsk, SnapshotCertificate, SnapshotChunk, SnapshotOffer, SnapshotRequest,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 /// What the client needs from the engine for one step.
-pub(crate) struct Ctx<'a> {
+///
+/// Generic over the replica's pacemaker so that the deterministic simulator (`hotstuff-tests`,
+/// whose replicas run a scripted pacemaker) drives this same client under its virtual clock.
+pub struct Ctx<'a, P: Pacemaker = DefaultPacemaker> {
+    /// The node's store: the client stages verified chunks in it (and reads what a crash left).
     pub store: &'a dyn Storage,
-    pub replica: &'a Replica,
+    /// The node's replica: its key, validator set, epoch, committed height and safety state.
+    pub replica: &'a Replica<P>,
+    /// The state root a block certifies ([`App::snapshot_root`](crate::App::snapshot_root)).
     pub app_root: &'a dyn Fn(&Block) -> Option<Hash>,
+    /// The time now (a virtual one in the simulator: only differences are used).
     pub now: Instant,
 }
 
 /// What the engine must do after a step.
 #[derive(Default)]
-pub(crate) struct Out {
+pub struct Out {
     /// Messages to send.
     pub send: Vec<(PublicKey, Message)>,
     /// Events for the handlers.
@@ -71,7 +78,13 @@ enum Phase {
     Fetch(Box<Fetch>),
 }
 
-pub(crate) struct Client {
+/// The fetching side's state machine (see the [module docs](super)). A node's engine calls
+/// [`Client::below_retained`] on a pruned block-sync answer, hands it every
+/// [`Message::SnapshotOffer`] and [`Message::SnapshotChunk`], calls [`Client::tick`] at
+/// [`Client::deadline`], and performs each [`Out`]: sends, events, and the install (one store
+/// transaction, [`Storage::install_staged`], then a replica re-created from the store). Public
+/// so that the deterministic simulator runs this code rather than a model of it.
+pub struct Client {
     phase: Phase,
     next_id: u64,
     /// The highest `retained_from` a block-sync server reported: a snapshot below it would
@@ -83,7 +96,7 @@ pub(crate) struct Client {
 
 impl Client {
     /// A client; picks up what an earlier run staged (and then starts at the first tick).
-    pub(crate) fn new(store: &dyn Storage, now: Instant) -> Self {
+    pub fn new(store: &dyn Storage, now: Instant) -> Self {
         let staged = load_staged(store);
         let phase = if staged.is_some() { Phase::Wait(now) } else { Phase::Idle };
         if let Some((t, c)) = &staged {
@@ -98,7 +111,8 @@ impl Client {
     }
 
     /// When [`Client::tick`] is next due.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Idle => None,
             Phase::Wait(at) => Some(*at),
@@ -108,14 +122,14 @@ impl Client {
     }
 
     /// A block-sync server pruned the heights asked for.
-    pub(crate) fn below_retained(&mut self, ctx: &Ctx<'_>, retained_from: Height, out: &mut Out) {
+    pub fn below_retained<P: Pacemaker>(&mut self, ctx: &Ctx<'_, P>, retained_from: Height, out: &mut Out) {
         self.retained_hint = self.retained_hint.max(retained_from);
         if matches!(self.phase, Phase::Idle) {
             self.ask_offers(ctx, out);
         }
     }
 
-    fn ask_offers(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+    fn ask_offers<P: Pacemaker>(&mut self, ctx: &Ctx<'_, P>, out: &mut Out) {
         let id = self.id();
         let me = ctx.replica.id();
         let peers: Vec<PublicKey> =
@@ -134,7 +148,11 @@ impl Client {
     }
 
     /// Checks an offer (see the [module docs](super)): the root it certifies, or why not.
-    fn check_offer(&self, ctx: &Ctx<'_>, s: &SnapshotCertificate) -> Result<Hash, &'static str> {
+    fn check_offer<P: Pacemaker>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        s: &SnapshotCertificate,
+    ) -> Result<Hash, &'static str> {
         let r = ctx.replica;
         let epoch = r.epoch();
         if s.tip.epoch != epoch || s.cert.epoch != epoch || s.qc.epoch != epoch {
@@ -161,7 +179,13 @@ impl Client {
     }
 
     /// An offer arrived.
-    pub(crate) fn on_offer(&mut self, ctx: &Ctx<'_>, from: PublicKey, offer: SnapshotOffer, out: &mut Out) {
+    pub fn on_offer<P: Pacemaker>(
+        &mut self,
+        ctx: &Ctx<'_, P>,
+        from: PublicKey,
+        offer: SnapshotOffer,
+        out: &mut Out,
+    ) {
         let checked = offer.snapshot.as_ref().map(|s| self.check_offer(ctx, s));
         let Phase::Offers { id, answered, offers, asked, .. } = &mut self.phase else { return };
         if offer.id != *id || !answered.insert(from) {
@@ -181,7 +205,7 @@ impl Client {
 
     /// Offers collected: pick the snapshot the most peers offer (the staged one first, then
     /// the highest), and start fetching it.
-    fn choose(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+    fn choose<P: Pacemaker>(&mut self, ctx: &Ctx<'_, P>, out: &mut Out) {
         let Phase::Offers { offers, .. } = std::mem::replace(&mut self.phase, Phase::Idle) else { return };
         let mut groups: BTreeMap<[u8; 32], (SnapshotCertificate, Hash, Vec<PublicKey>)> = BTreeMap::new();
         for (peer, s, root) in offers {
@@ -238,7 +262,7 @@ impl Client {
 
     /// Hands out chunk requests; installs once everything is staged; asks for offers again if
     /// no server is left.
-    fn assign(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+    fn assign<P: Pacemaker>(&mut self, ctx: &Ctx<'_, P>, out: &mut Out) {
         let Phase::Fetch(f) = &mut self.phase else { return };
         if f.todo.is_empty() && f.out.is_empty() {
             let install = install_of(ctx.replica, &f.target);
@@ -283,7 +307,13 @@ impl Client {
 
     /// A chunk arrived. A bad one (see the [module docs](super)) avoids its server; its
     /// chunk goes back to the queue.
-    pub(crate) fn on_chunk(&mut self, ctx: &Ctx<'_>, from: PublicKey, c: SnapshotChunk, out: &mut Out) {
+    pub fn on_chunk<P: Pacemaker>(
+        &mut self,
+        ctx: &Ctx<'_, P>,
+        from: PublicKey,
+        c: SnapshotChunk,
+        out: &mut Out,
+    ) {
         let Phase::Fetch(f) = &mut self.phase else { return };
         let Some((server, chunk, _)) = f.out.get(&c.id).copied() else { return };
         if server != from {
@@ -332,7 +362,7 @@ impl Client {
     }
 
     /// Timers: the offer window closed, a pause ended, or chunk requests timed out.
-    pub(crate) fn tick(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+    pub fn tick<P: Pacemaker>(&mut self, ctx: &Ctx<'_, P>, out: &mut Out) {
         match &mut self.phase {
             Phase::Idle => {}
             Phase::Wait(at) => {
@@ -442,7 +472,7 @@ fn cover(depth: u8, at: u8, index: u32, done: &BTreeSet<(u8, u32)>, todo: &mut V
 
 /// What installing `target` writes: its tip, certified by the certifying block's justify, and
 /// the safety state raised to that QC (the votes and locks are unchanged).
-fn install_of(replica: &Replica, target: &SnapshotCertificate) -> SnapshotInstall {
+fn install_of<P: Pacemaker>(replica: &Replica<P>, target: &SnapshotCertificate) -> SnapshotInstall {
     let tip = CommittedTip { hash: target.tip.hash(), view: target.tip.view, height: target.tip.height };
     let qc = target.cert.justify.clone();
     let mut safety = replica.safety().clone();

@@ -78,7 +78,7 @@ pub mod pacing;
 mod server;
 
 pub use client::staged_height;
-pub(crate) use client::{Client, Ctx, Out};
+pub use client::{Client, Ctx, Out};
 pub(crate) use server::Server;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use hotstuff_tests::scenario::{self, Kind};
+use hotstuff_tests::snapshot_batch;
 use hotstuff_tests::Sim;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -36,6 +37,16 @@ struct Args {
     /// and re-weighted, always keeping the Byzantine keys below a third of the power.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=16))]
     set_changes: u64,
+    /// Run the snapshot catch-up scenarios instead (`hotstuff_tests::snapshot_batch`: four
+    /// validators on the kv app with pruning and snapshots, a late listener and a lagging
+    /// validator catching up by snapshot through the std driver's client, Byzantine snapshot
+    /// and sync servers, crashes mid-fetch); --validators, --kind and --byzantine do not apply.
+    #[arg(long)]
+    snapshots: bool,
+    /// With --snapshots: the negative control's planted bug (install the first chunk received,
+    /// verified or not); the oracles should fail.
+    #[arg(long)]
+    plant_unverified: bool,
     /// End each seed at its first safety violation (for negative controls: a forked run would
     /// otherwise go on to the liveness bound).
     #[arg(long)]
@@ -64,6 +75,9 @@ fn main() -> ExitCode {
         Some(s) => vec![s],
         None => (args.first_seed..args.first_seed + args.seeds).collect(),
     };
+    if args.snapshots {
+        return snapshots(&args, &seeds);
+    }
     let started = Instant::now();
     let (mut v, mut d, mut l, mut commits, mut views) = (0usize, 0usize, 0usize, 0u64, 0u64);
     let mut epochs = 0u64;
@@ -133,6 +147,67 @@ fn main() -> ExitCode {
         seeds.len()
     );
     if v + d + l == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--snapshots`: the snapshot catch-up scenarios.
+fn snapshots(args: &Args, seeds: &[u64]) -> ExitCode {
+    let started = Instant::now();
+    let (mut failed, mut installs, mut laggard, mut bad, mut avoided, mut resumed) =
+        (0usize, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut last_progress = Instant::now();
+    for (i, &seed) in seeds.iter().enumerate() {
+        let o = if args.seed.is_some() {
+            let (mut p, plan, setup) = snapshot_batch::params(seed, args.plant_unverified);
+            p.trace = true;
+            let mut o = snapshot_batch::run_params(p, plan);
+            for line in &o.report.trace {
+                println!("{line}");
+            }
+            o.setup = setup;
+            o
+        } else {
+            snapshot_batch::run_seed(seed, args.plant_unverified)
+        };
+        let r = &o.report;
+        installs += u64::from(o.joiner_installed);
+        laggard += u64::from(r.snapshot_installs.iter().any(|(n, _, _)| *n == snapshot_batch::LAGGARD));
+        bad += r.bad_snapshot_answers.values().sum::<u64>();
+        avoided += r.avoided_snapshot_servers;
+        resumed += r.staged_at_restart;
+        let agreement = r.agreement().err();
+        if !r.ok() || agreement.is_some() {
+            failed += 1;
+            for line in r
+                .safety_violations
+                .iter()
+                .chain(&r.double_signs)
+                .chain(&r.liveness_failures)
+                .chain(&r.invariant_violations)
+                .chain(agreement.iter())
+            {
+                eprintln!("FAIL {line}");
+            }
+            eprintln!("setup: {}", o.setup);
+            eprintln!(
+                "replay: cargo run --release -p hotstuff-tests --bin simulate -- --snapshots{} --seed {seed}",
+                if args.plant_unverified { " --plant-unverified" } else { "" }
+            );
+        }
+        if last_progress.elapsed().as_secs() >= 5 {
+            last_progress = Instant::now();
+            eprintln!("progress: {}/{} seeds, {:.0} s", i + 1, seeds.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "snapshot seeds: {}, failed: {failed}, the late listener installed a snapshot in {installs}, the lagging validator in {laggard}, {bad} bad snapshot answers, {avoided} servers avoided, {resumed} restarts resumed a staged fetch, {:.1} s",
+        seeds.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
