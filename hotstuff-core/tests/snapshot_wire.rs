@@ -1,23 +1,14 @@
 //! The snapshot-sync messages: what encodes decodes to the same message and re-encodes to the
 //! same bytes; every list over its limit is refused; trailing bytes and bad tags are refused.
 
+mod common;
+
+use common::roundtrip;
 use hotstuff_core::message::{MAX_CHUNK_ENTRIES, MAX_CHUNK_PROOF, MAX_SNAPSHOT_KEY};
 use hotstuff_core::{
     ChainId, ChunkSibling, DecodeError, Envelope, Height, Limits, Message, SnapshotAsk, SnapshotChunk,
     SnapshotOffer, SnapshotRequest,
 };
-
-fn roundtrip(m: Message) {
-    let env = Envelope::new(ChainId(5), m);
-    let bytes = env.encode();
-    let back = Envelope::decode(&bytes, &Limits::default()).unwrap();
-    assert_eq!(back, env);
-    assert_eq!(back.encode(), bytes);
-    let mut longer = bytes.clone();
-    longer.push(0);
-    assert!(Envelope::decode(&longer, &Limits::default()).is_err(), "trailing byte accepted");
-    assert!(Envelope::decode(&bytes[..bytes.len() - 1], &Limits::default()).is_err(), "short frame accepted");
-}
 
 fn chunk(entries: Vec<(Vec<u8>, Vec<u8>)>, proof: Vec<ChunkSibling>) -> Message {
     Message::SnapshotChunk(SnapshotChunk {

@@ -14,6 +14,24 @@ use hotstuff_core::{
     ValidatorSet, View, Vote,
 };
 
+/// `m` in an envelope encodes, decodes to the same message and re-encodes to the same bytes;
+/// a trailing byte and a missing last byte are refused.
+pub fn roundtrip(m: Message) {
+    let env = hotstuff_core::Envelope::new(ChainId(5), m);
+    let bytes = env.encode();
+    let limits = hotstuff_core::Limits::default();
+    let back = hotstuff_core::Envelope::decode(&bytes, &limits).unwrap();
+    assert_eq!(back, env);
+    assert_eq!(back.encode(), bytes);
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(hotstuff_core::Envelope::decode(&longer, &limits).is_err(), "trailing byte accepted");
+    assert!(
+        hotstuff_core::Envelope::decode(&bytes[..bytes.len() - 1], &limits).is_err(),
+        "short frame accepted"
+    );
+}
+
 /// The chain every test runs.
 pub const CHAIN: ChainId = ChainId(0x5eed);
 
