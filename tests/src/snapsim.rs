@@ -22,8 +22,8 @@ use hotstuff_core::{
     Block, BlockHash, ChunkSibling, CommittedTip, EpochProof, Height, Message, QuorumCertificate,
     SnapshotCertificate, SnapshotChunk, SnapshotOffer,
 };
-use hotstuff_driver_std::kv::commitment::{Hash, Sibling, StateTree};
-use hotstuff_driver_std::kv::snapshot::MAX_CHUNK_DEPTH;
+use hotstuff_driver_std::kv::commitment::{Hash, StateTree};
+use hotstuff_driver_std::kv::snapshot::{chunk_range, MAX_CHUNK_DEPTH};
 use hotstuff_driver_std::snapshot::MAX_CHUNK_BYTES;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -129,17 +129,14 @@ impl SnapServer {
             return Some(answer);
         };
         answer.available = true;
-        let idx = |h: &Hash| chunk_of_hash(h, depth);
-        let start = c.entries.partition_point(|(h, _, _)| idx(h) < index);
-        let end = c.entries.partition_point(|(h, _, _)| idx(h) <= index);
-        let slice = c.entries.get(start..end).unwrap_or(&[]);
+        let slice = c.entries.get(chunk_range(&c.entries, |(h, _, _)| h, depth, index)).unwrap_or(&[]);
         let bytes: usize = slice.iter().map(|(_, k, v)| k.len() + v.len()).sum();
         if (bytes > MAX_CHUNK_BYTES || slice.len() > MAX_CHUNK_ENTRIES) && depth < MAX_CHUNK_DEPTH {
             answer.too_large = true;
             return Some(answer);
         }
         answer.entries = slice.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect();
-        answer.proof = c.tree.prove_chunk(depth, index).into_iter().map(to_wire).collect();
+        answer.proof = c.tree.prove_chunk(depth, index).into_iter().map(Into::into).collect();
         Some(answer)
     }
 
@@ -151,22 +148,6 @@ impl SnapServer {
     /// Forgets every snapshot (a crash: they live in memory).
     pub(crate) fn clear(&mut self) {
         self.ready.clear();
-    }
-}
-
-fn chunk_of_hash(h: &Hash, depth: u8) -> u32 {
-    let top = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-    match depth.min(MAX_CHUNK_DEPTH) {
-        0 => 0,
-        d => top >> (32 - u32::from(d)),
-    }
-}
-
-fn to_wire(s: Sibling) -> ChunkSibling {
-    match s {
-        Sibling::Empty => ChunkSibling::Empty,
-        Sibling::Leaf(k, v) => ChunkSibling::Leaf(k, v),
-        Sibling::Inner(h) => ChunkSibling::Inner(h),
     }
 }
 

@@ -344,6 +344,28 @@ pub enum Sibling {
     Inner(Hash),
 }
 
+/// A proof sibling as it travels in a [`hotstuff_core::SnapshotChunk`].
+impl From<Sibling> for hotstuff_core::ChunkSibling {
+    fn from(s: Sibling) -> Self {
+        match s {
+            Sibling::Empty => Self::Empty,
+            Sibling::Leaf(k, v) => Self::Leaf(k, v),
+            Sibling::Inner(h) => Self::Inner(h),
+        }
+    }
+}
+
+/// A proof sibling read from a [`hotstuff_core::SnapshotChunk`].
+impl From<hotstuff_core::ChunkSibling> for Sibling {
+    fn from(s: hotstuff_core::ChunkSibling) -> Self {
+        match s {
+            hotstuff_core::ChunkSibling::Empty => Self::Empty,
+            hotstuff_core::ChunkSibling::Leaf(k, v) => Self::Leaf(k, v),
+            hotstuff_core::ChunkSibling::Inner(h) => Self::Inner(h),
+        }
+    }
+}
+
 /// A proof of one key's value or absence against a root: the sibling hashes along the key's
 /// path from the root down, and what the path ends at (a leaf's key hash and value hash, or
 /// an empty subtree).

@@ -76,13 +76,31 @@ pub fn chunk_path(depth: usize, index: u32) -> Hash {
 /// The chunk at `depth` that `key` belongs to.
 #[must_use]
 pub fn chunk_of(key: &[u8], depth: u8) -> u32 {
-    let h = blake3::hash(key);
-    let depth = depth.min(MAX_CHUNK_DEPTH);
-    let top = u32::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1], h.as_bytes()[2], h.as_bytes()[3]]);
-    match depth {
+    chunk_of_hash(blake3::hash(key).as_bytes(), depth)
+}
+
+/// The chunk at `depth` of a key hash (as [`chunk_of`] of the key): its first `depth` bits.
+#[must_use]
+pub fn chunk_of_hash(h: &Hash, depth: u8) -> u32 {
+    let top = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    match depth.min(MAX_CHUNK_DEPTH) {
         0 => 0,
         d => top >> (32 - u32::from(d)),
     }
+}
+
+/// Where chunk `index` at `depth` lies in `sorted` (entries sorted by key hash, which
+/// `key_hash` reads): the entries a server answers that chunk with.
+pub fn chunk_range<T>(
+    sorted: &[T],
+    key_hash: impl Fn(&T) -> &Hash,
+    depth: u8,
+    index: u32,
+) -> core::ops::Range<usize> {
+    let idx = |e: &T| chunk_of_hash(key_hash(e), depth);
+    let start = sorted.partition_point(|e| idx(e) < index);
+    let end = sorted.partition_point(|e| idx(e) <= index);
+    start..end
 }
 
 /// The hash and leaf count (0, 1, or 2 for "two or more") of the subtree at `depth` holding
@@ -200,6 +218,36 @@ mod tests {
                     );
                 }
                 assert_eq!(covered, n);
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_range_over_entries_sorted_by_key_hash_is_the_chunk() {
+        let entries = state(300, "range");
+        let mut sorted: Vec<(Hash, &[u8])> =
+            entries.iter().map(|(k, _)| (*blake3::hash(k).as_bytes(), &k[..])).collect();
+        sorted.sort_unstable();
+        for depth in [0u8, 1, 3, 7, 12, 32] {
+            let mut covered = 0;
+            let indices: Vec<u32> = sorted.iter().map(|(h, _)| chunk_of_hash(h, depth)).collect();
+            for &index in &indices {
+                let range = chunk_range(&sorted, |(h, _)| h, depth, index);
+                let mut got: Vec<&[u8]> = sorted[range].iter().map(|(_, k)| *k).collect();
+                let mut want: Vec<&[u8]> = entries
+                    .iter()
+                    .filter(|(k, _)| chunk_of(k, depth) == index)
+                    .map(|(k, _)| &k[..])
+                    .collect();
+                got.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(got, want, "depth {depth} chunk {index}");
+            }
+            for index in 0..(1u32 << depth.min(12)) {
+                covered += chunk_range(&sorted, |(h, _)| h, depth, index).len();
+            }
+            if depth <= 12 {
+                assert_eq!(covered, sorted.len(), "depth {depth}: the chunks cover the state");
             }
         }
     }

@@ -1,7 +1,6 @@
 //! The fetching side: offers, then chunks from every peer that offered the same snapshot,
 //! each verified and staged, then the install (see the [module docs](super)).
 
-use super::server::from_wire;
 use super::{CHUNK_TIMEOUT, MAX_CHUNK_BYTES, OFFER_WAIT, PER_SERVER, RETRY_AFTER, TARGET_CHUNK_BYTES};
 use crate::error::StoreError;
 use crate::kv::commitment::Hash;
@@ -430,7 +429,7 @@ fn check_chunk(f: &Fetch, (depth, index): (u8, u32), c: &SnapshotChunk) -> Resul
     if bytes > MAX_CHUNK_BYTES || c.entries.len() > MAX_CHUNK_ENTRIES {
         return Err("chunk over the size limit");
     }
-    let proof: Vec<_> = c.proof.iter().copied().map(from_wire).collect();
+    let proof: Vec<_> = c.proof.iter().copied().map(Into::into).collect();
     verify_chunk(&f.root, depth, index, &c.entries, &proof)
         .map_err(|_| "does not verify against the root")?;
     Ok(Verdict::Good)

@@ -4,13 +4,13 @@
 use super::pacing::{Pacer, BURST_KIB, KIB_PER_SECOND};
 use super::MAX_CHUNK_BYTES;
 use crate::error::StoreError;
-use crate::kv::commitment::{Hash, Sibling, StateTree};
-use crate::kv::snapshot::{chunk_of, MAX_CHUNK_DEPTH};
+use crate::kv::commitment::{Hash, StateTree};
+use crate::kv::snapshot::{chunk_of, chunk_of_hash, chunk_range, MAX_CHUNK_DEPTH};
 use crate::storage::{AppStateView, Storage};
 use hotstuff_core::message::MAX_CHUNK_ENTRIES;
 use hotstuff_core::{
-    Block, ChunkSibling, CommittedTip, Height, Message, PublicKey, SnapshotAsk, SnapshotCertificate,
-    SnapshotChunk, SnapshotOffer, SnapshotRequest,
+    Block, CommittedTip, Height, Message, PublicKey, SnapshotAsk, SnapshotCertificate, SnapshotChunk,
+    SnapshotOffer, SnapshotRequest,
 };
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
@@ -224,9 +224,8 @@ impl Server {
             return Answer::Unavailable { height, depth, index };
         };
         let Some(c) = self.ready.get(at) else { return Answer::Unavailable { height, depth, index } };
-        let idx = |h: &Hash| chunk_of_hash(h, depth);
-        let start = c.entries.partition_point(|(h, _, _)| idx(h) < index);
-        let end = c.entries.partition_point(|(h, _, _)| idx(h) <= index);
+        let range = chunk_range(&c.entries, |(h, _, _)| h, depth, index);
+        let (start, end) = (range.start, range.end);
         let slice = c.entries.get(start..end).unwrap_or(&[]);
         let bytes: usize = slice.iter().map(|(_, k, v)| k.len() + v.len()).sum();
         let too_large =
@@ -266,7 +265,7 @@ impl Server {
                 }
                 let slice = c.entries.get(start..end).unwrap_or(&[]);
                 chunk.entries = slice.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect();
-                chunk.proof = c.tree.prove_chunk(depth, index).into_iter().map(to_wire).collect();
+                chunk.proof = c.tree.prove_chunk(depth, index).into_iter().map(Into::into).collect();
                 Some(Message::SnapshotChunk(chunk))
             }
         }
@@ -307,31 +306,6 @@ impl Answer {
             _ => 0,
         };
         u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1)
-    }
-}
-
-/// The chunk at `depth` of a key hash (as [`chunk_of`] of the key).
-fn chunk_of_hash(h: &Hash, depth: u8) -> u32 {
-    let top = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-    match depth.min(MAX_CHUNK_DEPTH) {
-        0 => 0,
-        d => top >> (32 - u32::from(d)),
-    }
-}
-
-pub(crate) fn to_wire(s: Sibling) -> ChunkSibling {
-    match s {
-        Sibling::Empty => ChunkSibling::Empty,
-        Sibling::Leaf(k, v) => ChunkSibling::Leaf(k, v),
-        Sibling::Inner(h) => ChunkSibling::Inner(h),
-    }
-}
-
-pub(crate) fn from_wire(s: ChunkSibling) -> Sibling {
-    match s {
-        ChunkSibling::Empty => Sibling::Empty,
-        ChunkSibling::Leaf(k, v) => Sibling::Leaf(k, v),
-        ChunkSibling::Inner(h) => Sibling::Inner(h),
     }
 }
 
