@@ -12,7 +12,7 @@
 //! - **One consensus task** owns the replica. Each turn it performs the replica's actions, then
 //!   takes one input: a local acknowledgement or app reply first, then a due timer (view timer,
 //!   block-sync timers, the idle-block delay), then a message from the network, waiting in a
-//!   `select!` on the inbox, the next timer and the stop signal.
+//!   `select!` on the inbox, the next timer, the node's [`Waker`] and the stop signal.
 //! - **Network tasks** ([`net`]): an acceptor; per peer a writer that owns the peer's bounded
 //!   queue (the consensus task never waits on it: a full queue drops the frame) and dials with
 //!   exponential back-off; a reader per connection. Wire-compatible with `hotstuff-driver-std`:
@@ -53,6 +53,9 @@
 //! )
 //! .listen("127.0.0.1:7100".parse()?);
 //! let node = Node::start(builder).await?;
+//! // A new transaction wakes a leader that waits out its idle delay.
+//! let waker = node.waker();
+//! mempool.set_waker(move || waker.wake());
 //! mempool.submit(Tx::Put { key: b"k".to_vec(), value: b"v".to_vec() })?;
 //! tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 //! println!("{:?}", node.reader().get(&hotstuff_driver_tokio::kv::state_key(b"k"))?);
@@ -71,4 +74,4 @@ pub use hotstuff_driver_std::{
     generate_key, kv, App, BlockContext, BuildError, Event, FrameError, Genesis, HandshakeError, NetError,
     NetEvent, NodeBuilder, NodeError, Produced, Reader, RedbStore, Status, Storage, StoreError, TcpSettings,
 };
-pub use node::Node;
+pub use node::{Node, Waker};

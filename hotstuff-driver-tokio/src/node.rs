@@ -5,7 +5,7 @@ use hotstuff_driver_std::node::engine::{needs_blocking, Engine, Ready};
 use hotstuff_driver_std::{App, BuildError, NodeBuilder, NodeError, NodeInfo, Status};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -16,7 +16,24 @@ use tracing::Instrument;
 pub struct Node {
     info: NodeInfo,
     stop: CancellationToken,
+    wake: Arc<Notify>,
     core: Option<JoinHandle<Result<(), NodeError>>>,
+}
+
+/// Wakes a node's leader that waits out its idle delay (see
+/// [`NodeBuilder::idle_block_delay`]) and sends the app's messages for other nodes
+/// ([`App::outgoing`]): call it when the app gets something to propose or to send (the kv app:
+/// `Mempool::set_waker`, `PeerForwarder::set_waker`). Cheap, never blocks, any thread, inside
+/// or outside the runtime; wakes made while the node is busy coalesce into one.
+#[derive(Clone)]
+pub struct Waker(Arc<Notify>);
+
+impl Waker {
+    /// Asks the node to call its app's `produce_block` again at once if it is waiting to
+    /// propose an empty block, and to send the app's outgoing messages.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
 }
 
 impl std::ops::Deref for Node {
@@ -48,9 +65,16 @@ impl Node {
         let engine = Engine::new(p.engine, net.outgoing());
         let stop = CancellationToken::new();
         let span = tracing::info_span!("node", id = %p.id);
-        let run = run(Box::new(engine), rx, stop.clone(), net, p.status.clone());
+        let wake = Arc::new(Notify::new());
+        let run = run(Box::new(engine), rx, stop.clone(), wake.clone(), net, p.status.clone());
         let core = tokio::spawn(run.instrument(span));
-        Ok(Node { info: NodeInfo::new(p.id, p.store, p.status, local_addr), stop, core: Some(core) })
+        Ok(Node { info: NodeInfo::new(p.id, p.store, p.status, local_addr), stop, wake, core: Some(core) })
+    }
+
+    /// A [`Waker`] for this node.
+    #[must_use]
+    pub fn waker(&self) -> Waker {
+        Waker(self.wake.clone())
     }
 
     /// Stops the consensus task and the network and waits for every task (the store is
@@ -80,11 +104,12 @@ async fn run<A: App>(
     engine: Boxed<A>,
     mut rx: mpsc::Receiver<Inbound>,
     stop: CancellationToken,
+    wake: Arc<Notify>,
     net: TcpNetwork,
     status: Arc<Mutex<Status>>,
 ) -> Result<(), NodeError> {
     let mut slot = Some(engine);
-    let mut result = turns(&mut slot, &mut rx, &stop).await;
+    let mut result = turns(&mut slot, &mut rx, &stop, &wake).await;
     if result.is_ok() && slot.is_some() {
         // A clean stop leaves everything durable (the background writer's queue included).
         result = match blocking(&mut slot, Engine::close).await {
@@ -125,6 +150,7 @@ async fn turns<A: App>(
     slot: &mut Option<Boxed<A>>,
     rx: &mut mpsc::Receiver<Inbound>,
     stop: &CancellationToken,
+    wake: &Notify,
 ) -> Result<(), NodeError> {
     loop {
         let engine = slot.as_mut().ok_or(NodeError::Panicked)?;
@@ -179,6 +205,10 @@ async fn turns<A: App>(
                 }
                 None => return Ok(()),
             },
+            () = wake.notified() => {
+                engine.wake();
+                None
+            }
             () = timer => None,
         };
         if let Some((from, message)) = snapshot_msg {
