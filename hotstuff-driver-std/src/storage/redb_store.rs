@@ -969,7 +969,8 @@ impl Engine {
     /// and the logged blocks above the committed tip that redb does not have.
     fn merge_unfolded(&self, stored: &mut Stored) {
         let held = lock(&self.held);
-        let more = held.blocks.iter().filter(|r| r.block.height > stored.tip.height).cloned().collect::<Vec<_>>();
+        let more =
+            held.blocks.iter().filter(|r| r.block.height > stored.tip.height).cloned().collect::<Vec<_>>();
         drop(held);
         if !more.is_empty() {
             for r in more {
