@@ -415,6 +415,45 @@ fn proposal_is_broadcast_only_after_its_persist_is_acknowledged() {
 }
 
 #[test]
+fn a_leader_counts_its_own_vote_only_once_its_persist_is_acknowledged() {
+    // The leader of view 2 collects the view-1 votes. Its own vote and two others are a
+    // quorum of 4, but the QC (which would carry its signature) forms only once the persist of
+    // the safety state its vote was signed under is acknowledged.
+    let c = Cluster::new(4);
+    let r = c.leader(2);
+    let mut replica = c.replica(r);
+    let _ = drain(&mut replica);
+    let b1 = c.block(1, 1, c.genesis_qc(), b"b1");
+    replica.handle(c.input(c.leader(1), Message::Proposal(c.propose(b1.clone(), None)))).unwrap();
+    let _ = drain(&mut replica);
+    replica.handle(Input::BlockValidated { hash: b1.hash(), outcome: Some(AppOutcome::default()) }).unwrap();
+    let seqs = persists(&drain(&mut replica));
+    assert_eq!(seqs.len(), 1);
+    let mut actions = Vec::new();
+    for i in (0..4).filter(|i| *i != r).take(2) {
+        replica.handle(c.input(i, Message::Vote(c.vote(i, 1, b1.hash())))).unwrap();
+        actions.extend(drain(&mut replica));
+    }
+    let formed =
+        |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Event(Event::QcFormed { .. })));
+    assert!(
+        !formed(&actions),
+        "a QC with this replica's signature formed before its vote was durable: {actions:?}"
+    );
+    assert_eq!(replica.view(), View(1));
+    replica.handle(Input::Persisted { seq: seqs[0] }).unwrap();
+    let actions = drain(&mut replica);
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::Event(Event::QcFormed { view: View(1), hash }) if *hash == b1.hash())
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(replica.view(), View(2), "the QC took it to the view it leads");
+    assert!(actions.iter().any(|a| matches!(a, Action::ProduceBlock { view: View(2), .. })), "{actions:?}");
+}
+
+#[test]
 fn acknowledging_an_older_seq_releases_only_older_messages() {
     let c = Cluster::new(4);
     let r = follower(&c);

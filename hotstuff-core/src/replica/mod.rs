@@ -135,6 +135,11 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     fetch_timer_armed: bool,
     ready: VecDeque<Action>,
     gated: VecDeque<(u64, Action)>,
+    /// This replica's own votes waiting for the persist of the safety state they were signed
+    /// under (by its seq) before they are counted: a QC never carries this replica's signature
+    /// before that is durable, whichever way the QC leaves (a proposal, a certificate, a
+    /// block-sync answer the driver builds from the high QC).
+    own_votes: VecDeque<(u64, crate::message::Vote)>,
     staged: Staged,
     persist_seq: u64,
     acked_seq: u64,
@@ -245,6 +250,7 @@ impl<P: Pacemaker> Replica<P> {
             fetch_timer_armed: false,
             ready: VecDeque::new(),
             gated: VecDeque::new(),
+            own_votes: VecDeque::new(),
             staged: Staged::default(),
             persist_seq: 0,
             acked_seq: 0,

@@ -6,7 +6,8 @@ use crate::pacemaker::Pacemaker;
 
 impl<P: Pacemaker> Replica<P> {
     /// Everything up to `seq` is durable: release the signed messages gated at or below it
-    /// (raft-rs `on_persist_ready`). Acknowledging an old seq again is harmless.
+    /// (raft-rs `on_persist_ready`), and count this replica's own votes signed under that
+    /// state. Acknowledging an old seq again is harmless.
     pub(super) fn handle_persisted(&mut self, seq: u64) -> Result<(), InputError> {
         if seq > self.persist_seq {
             return Err(InputError::UnknownSeq { seq, last: self.persist_seq });
@@ -18,6 +19,13 @@ impl<P: Pacemaker> Replica<P> {
         while self.gated.front().is_some_and(|(gate, _)| *gate <= seq) {
             if let Some((_, action)) = self.gated.pop_front() {
                 self.ready.push_back(action);
+            }
+        }
+        // This replica's own votes whose safety state is now durable may now be counted (and
+        // complete a QC).
+        while self.own_votes.front().is_some_and(|(gate, _)| *gate <= seq) {
+            if let Some((_, vote)) = self.own_votes.pop_front() {
+                self.count_vote(vote);
             }
         }
         Ok(())

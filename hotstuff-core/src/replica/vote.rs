@@ -59,9 +59,29 @@ impl<P: Pacemaker> Replica<P> {
         .map_err(|source| InputError::BadSignature { signer: vote.voter, source })
     }
 
+    /// Counts a checked vote, once durable if it is this replica's own (see
+    /// [`Replica::count_vote`]).
+    ///
+    /// Persist before send, for certificates: this replica's own vote is counted only once the
+    /// safety state it was signed under is durable (its seq acknowledged by `Persisted`), so no
+    /// QC carrying its signature exists before that, and none can leave by a path the gate of
+    /// signed messages does not cover (a block-sync answer built from the high QC, a
+    /// certificate sent to a lagging peer). With the drivers this costs nothing: the vote's
+    /// persist is performed in the drain right after the vote, before the other votes arrive.
+    pub(super) fn collect_vote(&mut self, vote: Vote) {
+        if vote.voter == self.key.public() {
+            let gate = if self.staged.safety_dirty { self.persist_seq + 1 } else { self.persist_seq };
+            if gate > self.acked_seq {
+                self.own_votes.push_back((gate, vote));
+                return;
+            }
+        }
+        self.count_vote(vote);
+    }
+
     /// Counts a checked vote; at a quorum (by power) forms the QC (Jolteon Fig. 2 "upon
     /// receiving 2f+1 votes") and takes it in, which advances to the next view.
-    pub(super) fn collect_vote(&mut self, vote: Vote) {
+    pub(super) fn count_vote(&mut self, vote: Vote) {
         if vote.epoch != self.epoch.epoch {
             return;
         }
