@@ -14,9 +14,7 @@
 use crate::stats::{stamp, CpuWindow, Recorder, Sample};
 use hotstuff_core::{AppOutcome, Block, ChainId, Keypair, LeaderPolicy, ValidatorSet};
 use hotstuff_driver_std::net::channel::ChannelHub;
-use hotstuff_driver_std::{
-    App, BlockContext, Event, Genesis, NodeBuilder, Produced, RedbStore,
-};
+use hotstuff_driver_std::{App, BlockContext, Event, Genesis, NodeBuilder, Produced, RedbStore};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;

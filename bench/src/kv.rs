@@ -8,7 +8,7 @@ use hotstuff_driver_std::load;
 use hotstuff_driver_std::Node;
 use std::time::Duration;
 
-pub fn run(window: usize, warmup: Duration, measure: Duration) -> Sample {
+pub fn run(window: usize, block_txs: usize, warmup: Duration, measure: Duration) -> Sample {
     let _ = warmup; // the harness measures from the first client submission
     let dir = std::env::temp_dir().join(format!(
         "hotstuff-bench-kv-{}-{}",
@@ -16,7 +16,7 @@ pub fn run(window: usize, warmup: Duration, measure: Duration) -> Sample {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (builders, mempools) = load::local_cluster(&dir, 4, window, 2000).expect("cluster");
+    let (builders, mempools) = load::local_cluster(&dir, 4, window, block_txs).expect("cluster");
     let nodes: Vec<Node> = builders.into_iter().map(|b| b.start().expect("start")).collect();
     for (node, pool) in nodes.iter().zip(&mempools) {
         let waker = node.waker();

@@ -1,7 +1,8 @@
 //! Side-by-side benchmark of this project and hotstuff_rs 0.4.0 (issue 12).
 //!
 //! `cargo run --release --manifest-path bench/Cargo.toml -- [--rounds 3] [--seconds 5]
-//! [--only a,d] [--svg bench/results/latency_throughput.svg] [--table bench/results/latest.md]`
+//! [--only a,d] [--svg bench/results/latency_throughput.svg] [--table bench/results/latest.md]
+//! [--windows 100,500,1000,2000] [--block-txs 2000]` (the last two: setup (e) only)
 //!
 //! Every round runs every setup once, in the same order, so the setups are interleaved; the
 //! table shows per-setup medians over the rounds, and each ratio is the median over rounds of
@@ -37,10 +38,23 @@ struct Args {
     only: String,
     svg: Option<String>,
     table: Option<String>,
+    /// Client windows of setup (e).
+    windows: Vec<usize>,
+    /// Most transactions per block in setup (e).
+    block_txs: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { rounds: 3, seconds: 5.0, warmup: 1.0, only: "abcde".into(), svg: None, table: None };
+    let mut a = Args {
+        rounds: 3,
+        seconds: 5.0,
+        warmup: 1.0,
+        only: "abcde".into(),
+        svg: None,
+        table: None,
+        windows: vec![100, 500, 1000, 2000],
+        block_txs: 2000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -51,9 +65,13 @@ fn args() -> Args {
             "--only" => a.only = value().replace(',', ""),
             "--svg" => a.svg = Some(value()),
             "--table" => a.table = Some(value()),
+            "--windows" => {
+                a.windows = value().split(',').map(|w| w.parse().expect("--windows 100,1000")).collect()
+            }
+            "--block-txs" => a.block_txs = value().parse().expect("--block-txs N"),
             "-h" | "--help" => {
                 println!(
-                    "usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde] [--svg PATH]"
+                    "usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde] [--svg PATH] [--windows 100,500,1000,2000] [--block-txs 2000]"
                 );
                 std::process::exit(0);
             }
@@ -63,7 +81,7 @@ fn args() -> Args {
     a
 }
 
-fn setups(only: &str) -> Vec<Setup> {
+fn setups(only: &str, windows: &[usize], block_txs: usize) -> Vec<Setup> {
     let mut v: Vec<Setup> = Vec::new();
     for n in [4usize, 7] {
         v.push(Setup {
@@ -101,14 +119,14 @@ fn setups(only: &str) -> Vec<Setup> {
         unit: "blocks/s",
         run: Box::new(|w, m| driver::run(4, driver::Transport::TcpDisk, w, m)),
     });
-    for window in [100usize, 500, 1000, 2000] {
+    for &window in windows {
         v.push(Setup {
             group: 'e',
             label: format!("(e) kv_cluster, 4 validators, window {window}"),
             short: format!("w={window}"),
             baseline: None,
             unit: "tx/s",
-            run: Box::new(move |w, m| kv::run(window, w, m)),
+            run: Box::new(move |w, m| kv::run(window, block_txs, w, m)),
         });
     }
     v.retain(|s| only.contains(s.group));
@@ -117,7 +135,7 @@ fn setups(only: &str) -> Vec<Setup> {
 
 fn main() {
     let a = args();
-    let setups = setups(&a.only);
+    let setups = setups(&a.only, &a.windows, a.block_txs);
     let warmup = Duration::from_secs_f64(a.warmup);
     let measure = Duration::from_secs_f64(a.seconds);
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];

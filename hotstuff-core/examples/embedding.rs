@@ -157,7 +157,7 @@ impl Runtime {
                         "commits are in order"
                     );
                     self.chains[node].push(b.hash);
-                    for (k, v) in b.outcome.app_updates.0 {
+                    for (k, v) in b.outcome.app_updates.into_map() {
                         match v {
                             Some(v) => self.states[node].insert(k, v),
                             None => self.states[node].remove(&k),

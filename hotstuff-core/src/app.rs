@@ -2,6 +2,7 @@
 
 use crate::validators::ValidatorSetUpdates;
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use borsh::{BorshDeserialize, BorshSerialize};
 
@@ -10,8 +11,21 @@ use borsh::{BorshDeserialize, BorshSerialize};
 /// speculative view (committed state overlaid with the updates of a block's uncommitted
 /// ancestors, newest first; see [`Replica::pending_updates`](crate::Replica::pending_updates)),
 /// and hands them over in [`Action::Commit`](crate::Action::Commit) to apply.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize)]
-pub struct AppStateUpdates(pub BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+///
+/// The map is shared: a clone costs a reference count, not a copy. One block's updates are
+/// held at once by the block tree, the record persisted for the block, the committed block
+/// and a driver's overlay of commits not yet written (under load, thousands of entries per
+/// block); [`AppStateUpdates::insert`] and [`AppStateUpdates::delete`] copy the map only if
+/// it is shared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppStateUpdates(pub Arc<BTreeMap<Vec<u8>, Option<Vec<u8>>>>);
+
+impl BorshSerialize for AppStateUpdates {
+    /// The map's layout (u32 count, then the keys in ascending order with optional values).
+    fn serialize<W: borsh::io::Write>(&self, writer: &mut W) -> borsh::io::Result<()> {
+        self.0.as_ref().serialize(writer)
+    }
+}
 
 impl BorshDeserialize for AppStateUpdates {
     /// The derived layout (u32 count, then strictly ascending keys with optional values), with
@@ -34,19 +48,19 @@ impl BorshDeserialize for AppStateUpdates {
             last = Some(key.clone());
             map.insert(key, value);
         }
-        Ok(AppStateUpdates(map))
+        Ok(AppStateUpdates(Arc::new(map)))
     }
 }
 
 impl AppStateUpdates {
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.0.insert(key, Some(value));
+        Arc::make_mut(&mut self.0).insert(key, Some(value));
     }
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.0.insert(key, None);
+        Arc::make_mut(&mut self.0).insert(key, None);
     }
 
     /// What this update says about `key`: `Some(Some(v))` set, `Some(None)` deleted, `None`
@@ -54,6 +68,12 @@ impl AppStateUpdates {
     #[must_use]
     pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
         self.0.get(key).map(|v| v.as_deref())
+    }
+
+    /// The map, copied only if it is shared.
+    #[must_use]
+    pub fn into_map(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        Arc::unwrap_or_clone(self.0)
     }
 
     /// True if nothing changes.

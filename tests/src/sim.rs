@@ -1521,7 +1521,7 @@ impl Sim {
         if self.apps.is_empty() {
             return;
         }
-        for (k, v) in &b.outcome.app_updates.0 {
+        for (k, v) in b.outcome.app_updates.0.iter() {
             match v {
                 Some(v) => node.store.app_state.insert(k.clone(), v.clone()),
                 None => node.store.app_state.remove(k),

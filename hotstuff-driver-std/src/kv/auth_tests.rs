@@ -47,7 +47,7 @@ impl World {
         for (i, tx) in txs.iter().enumerate() {
             rules.apply(tx, &mut updates).map_err(|e| (i, e))?;
         }
-        for (k, v) in updates.0 {
+        for (k, v) in updates.into_map() {
             match v {
                 Some(v) => self.state.insert(k, v),
                 None => self.state.remove(&k),

@@ -105,7 +105,7 @@ impl<A: App> StateCommitted<A> {
 }
 
 fn apply(tree: &mut StateTree, updates: &AppStateUpdates) {
-    for (k, v) in &updates.0 {
+    for (k, v) in updates.0.iter() {
         tree.set(k, v.as_deref());
     }
 }

@@ -9,7 +9,7 @@
 //! [`super::forward`].
 
 use super::forward::{Forwarded, Forwarder, REFORWARD_AFTER_VIEWS};
-use super::payload::{decode_payload, Tx, MAX_KEY, MAX_VALUE};
+use super::payload::{payload_tx_encodings, Tx, MAX_KEY, MAX_VALUE};
 use hotstuff_core::{CommittedBlock, PublicKey, View};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -160,6 +160,14 @@ fn tx_id(tx: &Tx) -> TxId {
     // Writing into a hasher cannot fail.
     let _ = borsh::to_writer(&mut feed, tx);
     feed.0.finish()
+}
+
+/// [`tx_id`] of the transaction with this encoding (the hasher is fed the same bytes).
+fn encoded_tx_id(encoding: &[u8]) -> TxId {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(encoding);
+    h.finish()
 }
 
 /// The lane of the transactions forwarded by `from` (above every quota id in practice).
@@ -615,9 +623,10 @@ impl Mempool {
         }
         if !p.watch.is_empty() {
             // Our forwarded transactions that committed, in any node's block.
+            // (Hashed from the payload's bytes: nothing is decoded or allocated per transaction.)
             for b in blocks.iter().filter(|b| !b.block.payload.is_empty()) {
-                for tx in decode_payload(&b.block.payload).unwrap_or_default() {
-                    if let Some(w) = p.watch.remove(&tx_id(&tx)) {
+                for encoding in payload_tx_encodings(&b.block.payload).unwrap_or_default() {
+                    if let Some(w) = p.watch.remove(&encoded_tx_id(encoding)) {
                         p.release(&w.entry);
                     }
                 }
@@ -746,6 +755,15 @@ pub(super) mod tests {
         assert!(matches!(err, SubmitError::Full { held_txs: 3, .. }) && err.is_busy(), "{err}");
         assert!(err.to_string().starts_with("busy: "), "{err}");
         assert_eq!(pool.take_stats().pending_bytes, 3 * held);
+    }
+
+    #[test]
+    fn a_transaction_s_id_is_the_same_from_its_encoding() {
+        for tx in
+            [put("a"), Tx::Delete { key: b"k".to_vec() }, Tx::Put { key: vec![7; 300], value: vec![1; 999] }]
+        {
+            assert_eq!(encoded_tx_id(&borsh::to_vec(&tx).unwrap()), tx_id(&tx));
+        }
     }
 
     #[test]

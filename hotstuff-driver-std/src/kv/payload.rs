@@ -61,6 +61,46 @@ pub fn decode_payload(payload: &[u8]) -> Option<Vec<Tx>> {
     (reader.is_empty() && !txs.is_empty() && txs.iter().all(Tx::valid)).then_some(txs)
 }
 
+/// The encodings of a payload's transactions, in order, without building them: what a reader
+/// that only needs their bytes (to hash them) uses. `None` unless the payload is a borsh
+/// `Vec<Tx>` of at most [`MAX_BLOCK_TXS`] transactions that decodes without trailing bytes
+/// (puts and deletes are split by their length prefixes, other kinds decoded to find their
+/// end); unlike [`decode_payload`] it does not check the transactions' limits.
+#[must_use]
+pub fn payload_tx_encodings(payload: &[u8]) -> Option<Vec<&[u8]>> {
+    fn skip_bytes(r: &mut &[u8]) -> Option<()> {
+        let len = u32::from_le_bytes(r.get(..4)?.try_into().ok()?) as usize;
+        *r = r.get(4..)?.get(len..)?;
+        Some(())
+    }
+    let mut r = payload;
+    let count = u32::from_le_bytes(r.get(..4)?.try_into().ok()?) as usize;
+    if count > MAX_BLOCK_TXS {
+        return None;
+    }
+    r = r.get(4..)?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = r;
+        match r.first()? {
+            0 => {
+                r = r.get(1..)?;
+                skip_bytes(&mut r)?;
+                skip_bytes(&mut r)?;
+            }
+            1 => {
+                r = r.get(1..)?;
+                skip_bytes(&mut r)?;
+            }
+            _ => {
+                Tx::deserialize_reader(&mut r).ok()?;
+            }
+        }
+        out.push(start.get(..start.len() - r.len())?);
+    }
+    r.is_empty().then_some(out)
+}
+
 /// The transactions of a committed kv block as stored, whether the chain runs the kv app as is
 /// or wrapped in [`StateCommitted`](super::certified::StateCommitted) (whose payloads are the
 /// parent state's root, 32 bytes, then the kv payload): what a reader of stored blocks (commit
@@ -138,5 +178,29 @@ mod tests {
         assert_eq!(decode_payload(&certified), None);
         assert_eq!(stored_block_txs(&certified[..31]), None);
         assert_eq!(stored_block_txs(&[]), None);
+    }
+
+    #[test]
+    fn payload_encodings_split_a_payload_into_each_transaction_s_encoding() {
+        let key = crate::generate_key().unwrap();
+        let op = super::super::auth::Op::Put { key: b"s".to_vec(), value: b"w".to_vec() };
+        let signed = super::super::auth::SignedTx::sign(1, &key, 3, op);
+        let txs = vec![
+            Tx::Put { key: b"k".to_vec(), value: b"v".to_vec() },
+            Tx::Signed(Box::new(signed)),
+            Tx::Delete { key: b"d".to_vec() },
+            Tx::Put { key: b"e".to_vec(), value: Vec::new() },
+        ];
+        let payload = borsh::to_vec(&txs).unwrap();
+        let split = payload_tx_encodings(&payload).unwrap();
+        let each: Vec<Vec<u8>> = txs.iter().map(|t| borsh::to_vec(t).unwrap()).collect();
+        assert_eq!(split, each.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // Short, trailing bytes, an unknown kind: refused.
+        assert_eq!(payload_tx_encodings(&payload[..payload.len() - 1]), None);
+        let mut trailing = payload.clone();
+        trailing.push(0);
+        assert_eq!(payload_tx_encodings(&trailing), None);
+        assert_eq!(payload_tx_encodings(&[1, 0, 0, 0, 9]), None);
+        assert_eq!(payload_tx_encodings(&[]), None);
     }
 }

@@ -915,7 +915,7 @@ impl Engine {
                 if let Some(change) = &c.epoch_change {
                     meta.insert("epoch", &encode(&change.state)[..])?;
                 }
-                for (k, v) in &c.outcome.app_updates.0 {
+                for (k, v) in c.outcome.app_updates.0.iter() {
                     match v {
                         Some(v) => app.insert(&k[..], &v[..])?,
                         None => app.remove(&k[..])?,
