@@ -3,9 +3,11 @@
 //! seeded jitter, under a moderate load spread over the four mempools. A transaction's latency
 //! runs from its submission to a node's mempool to that node's commit of the block holding it.
 //!
-//! `cargo run --release -p hotstuff-tests --example wan_latency -- [LATENCY_MS] [JITTER_MS] [TX_PER_S] [SECONDS] [FORWARD]`
-//! (defaults 50, 10, 200, 20, 1: transactions forwarded to the upcoming leader over the
-//! network, as `hotstuff-node` does; 0: each node proposes only what was submitted to it).
+//! `cargo run --release -p hotstuff-tests --example wan_latency -- [LATENCY_MS] [JITTER_MS] [TX_PER_S] [SECONDS] [FORWARD] [BROADCAST_VOTES]`
+//! (defaults 50, 10, 200, 20, 1, 0: transactions forwarded to the upcoming leader over the
+//! network, as `hotstuff-node` does; 0: each node proposes only what was submitted to it;
+//! `BROADCAST_VOTES` 1: every validator sends its votes to every validator and forms the QCs
+//! itself, `NodeBuilder::broadcast_votes`).
 
 use hotstuff_core::{ChainId, Keypair, ValidatorSet};
 use hotstuff_driver_std::kv::receipt::wait_for_commit;
@@ -25,6 +27,8 @@ fn main() {
     // Forwarding to the upcoming leader over the network (as `hotstuff-node` does); `0` turns
     // it off: each node then proposes only its own clients' transactions.
     let forward = arg(5, 1) == 1;
+    // Vote broadcast: each node forms the QCs itself, one one-way delay sooner.
+    let broadcast_votes = arg(6, 0) == 1;
     let mut forwarders = Vec::new();
     let n = 4;
     let keys: Vec<Keypair> = (0..n).map(|i| Keypair::from_secret(&[i as u8 + 31; 32])).collect();
@@ -54,6 +58,7 @@ fn main() {
             let mut b =
                 NodeBuilder::new(Keypair::from_secret(&keys[i].secret()), genesis.clone(), app, store)
                     .base_timeout(Duration::from_millis(1000))
+                    .broadcast_votes(broadcast_votes)
                     .listener(l)
                     .on_event(move |e| {
                         if let Event::Core(hotstuff_core::Event::Committed { height, .. }) = e {
@@ -75,7 +80,10 @@ fn main() {
         }
     }
     std::thread::sleep(Duration::from_secs(3));
-    println!("one-way latency {latency} ms ± {jitter} ms, {rate} tx/s for {seconds} s, forwarding {forward}");
+    println!(
+        "one-way latency {latency} ms ± {jitter} ms, {rate} tx/s for {seconds} s, forwarding {forward}, \
+         vote broadcast {broadcast_votes}"
+    );
     // Submit at a steady rate, round robin over the nodes; each transaction is followed by a
     // thread of its own that waits for its commit at that node.
     let start = Instant::now();
