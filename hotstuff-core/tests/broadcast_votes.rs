@@ -24,8 +24,7 @@ fn propose(c: &Cluster, b: &Block) -> Input {
 
 /// Leader-only outputs: asking the app for a block, or sending a proposal.
 fn leads(actions: &[Action]) -> bool {
-    actions.iter().any(|a| matches!(a, Action::ProduceBlock { .. }))
-        || !sent_proposals(actions).is_empty()
+    actions.iter().any(|a| matches!(a, Action::ProduceBlock { .. })) || !sent_proposals(actions).is_empty()
 }
 
 fn qcs_formed(actions: &[Action]) -> Vec<View> {

@@ -20,6 +20,29 @@ use std::time::{Duration, Instant};
 
 type Commits = Arc<Mutex<Vec<(u64, Instant)>>>;
 
+/// Per `(node, view)`: when the node entered the view, proposed in it (as its leader), received
+/// its proposal, voted in it, and formed its QC (the leader of the next view, or every node with
+/// vote broadcast).
+#[derive(Clone, Copy, Default)]
+struct Stamps {
+    entered: Option<Instant>,
+    proposed: Option<Instant>,
+    received: Option<Instant>,
+    voted: Option<Instant>,
+    qc: Option<Instant>,
+}
+type Trace = Arc<Mutex<std::collections::BTreeMap<(usize, u64), Stamps>>>;
+
+/// The mean of `b - a` in ms over the pairs where both are present.
+fn mean_ms(pairs: impl Iterator<Item = (Option<Instant>, Option<Instant>)>) -> String {
+    let d: Vec<f64> =
+        pairs.filter_map(|(a, b)| Some(b?.checked_duration_since(a?)?.as_secs_f64() * 1e3)).collect();
+    if d.is_empty() {
+        return "-".into();
+    }
+    format!("{:.1} ms", d.iter().sum::<f64>() / d.len() as f64)
+}
+
 fn main() {
     let arg =
         |i: usize, default: u64| std::env::args().nth(i).map_or(default, |a| a.parse().expect("a number"));
@@ -42,6 +65,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut mempools = Vec::new();
     let mut commits: Vec<Commits> = Vec::new();
+    let trace: Trace = Arc::default();
     let nodes: Vec<Node> = listeners
         .into_iter()
         .enumerate()
@@ -50,6 +74,7 @@ fn main() {
             mempools.push(pool.clone());
             let seen: Commits = Arc::default();
             commits.push(seen.clone());
+            let stamps = trace.clone();
             let store = RedbStore::open(dir.join(format!("node{i}.redb"))).unwrap();
             let mut app = KvApp::new(pool, 2000);
             if forward {
@@ -61,8 +86,22 @@ fn main() {
                     .broadcast_votes(broadcast_votes)
                     .listener(l)
                     .on_event(move |e| {
-                        if let Event::Core(hotstuff_core::Event::Committed { height, .. }) = e {
-                            seen.lock().unwrap().push((height.0, Instant::now()));
+                        use hotstuff_core::Event as E;
+                        let Event::Core(e) = e else { return };
+                        let now = Some(Instant::now());
+                        let mut t = stamps.lock().unwrap();
+                        match e {
+                            E::Committed { height, .. } => {
+                                seen.lock().unwrap().push((height.0, Instant::now()))
+                            }
+                            E::ViewEntered { view, .. } => t.entry((i, view.0)).or_default().entered = now,
+                            E::Proposed { view, .. } => t.entry((i, view.0)).or_default().proposed = now,
+                            E::ReceivedProposal { view, .. } => {
+                                t.entry((i, view.0)).or_default().received = now
+                            }
+                            E::Voted { view, .. } => t.entry((i, view.0)).or_default().voted = now,
+                            E::QcFormed { view, .. } => t.entry((i, view.0)).or_default().qc = now,
+                            _ => {}
                         }
                     });
             for j in (0..n).filter(|j| *j != i) {
@@ -124,6 +163,29 @@ fn main() {
         q(0.99),
         q(1.0)
     );
+    // Where a view's time goes, averaged over the nodes and the views of the run.
+    {
+        let t = trace.lock().unwrap();
+        let st = |n: usize, v: u64| t.get(&(n, v)).copied().unwrap_or_default();
+        // The views of the loaded run only (the idle chain before it waits out idle delays).
+        let loaded = start + Duration::from_secs(1);
+        let keys: Vec<(usize, u64)> =
+            t.iter().filter(|(_, s)| s.entered.is_some_and(|e| e >= loaded)).map(|(k, _)| *k).collect();
+        let proposer = |v: u64| (0..n).find(|m| st(*m, v).proposed.is_some());
+        println!(
+            "per view (means): view {} | leader: entered to proposed {} | proposed (leader) to received {} | \
+             received to voted {} | voted to QC formed here {} | QC formed to next view entered {}",
+            mean_ms(keys.iter().map(|&(m, v)| (st(m, v).entered, st(m, v + 1).entered))),
+            mean_ms(keys.iter().map(|&(m, v)| (st(m, v).entered, st(m, v).proposed))),
+            mean_ms(keys.iter().filter_map(|&(m, v)| {
+                let p = proposer(v)?;
+                (p != m).then(|| (st(p, v).proposed, st(m, v).received))
+            })),
+            mean_ms(keys.iter().map(|&(m, v)| (st(m, v).received, st(m, v).voted))),
+            mean_ms(keys.iter().map(|&(m, v)| (st(m, v).voted, st(m, v).qc))),
+            mean_ms(keys.iter().map(|&(m, v)| (st(m, v).qc, st(m, v + 1).entered))),
+        );
+    }
     for node in nodes {
         node.shutdown().unwrap();
     }

@@ -130,15 +130,18 @@ fn broadcast_votes_every_fault_kind_twins_and_set_changes() {
     {
         for n in [4, 7] {
             let first = 9_000_000 + 100_000 * i as u64 + 10_000 * n as u64;
-            let seeds = if n == 4 { 40 } else { 15 };
+            let seeds = if n == 4 { 40 } else { 10 };
             check(
                 &format!("n={n} {kind:?} broadcast votes"),
-                &batch::run(first..first + seeds, |s| on(scenario::params(s, n as usize, (n - 1) / 3, kind))),
+                &batch::run(first..first + seeds, |s| on(scenario::params(s, n, (n - 1) / 3, kind))),
             );
         }
     }
-    check("n=4 no byzantine broadcast votes", &batch::run(9_900_000..9_900_060, |s| on(scenario::params(s, 4, 0, Kind::None))));
-    check("twins n=4 f=1 broadcast votes", &batch::run(0..100, |s| on(scenario::twins(s, 4, 1))));
+    check(
+        "n=4 no byzantine broadcast votes",
+        &batch::run(9_900_000..9_900_060, |s| on(scenario::params(s, 4, 0, Kind::None))),
+    );
+    check("twins n=4 f=1 broadcast votes", &batch::run(0..50, |s| on(scenario::twins(s, 4, 1))));
     check(
         "n=4 mixed + 6 set changes broadcast votes",
         &batch::run(0..40, |s| {
