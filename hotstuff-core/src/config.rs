@@ -42,6 +42,8 @@ pub struct Config {
     /// validators of a chain should use the same setting: a replica with it off refuses the
     /// votes of one with it on that are not addressed to it as the next leader (harmless
     /// `NotNextLeader` errors, and the latency gain only where both ends have it on).
+    /// Memory is bounded as without it: a validator keeps the votes of the previous view up to
+    /// `view_window` views ahead, at most one per validator and view (the next leader's bound).
     pub broadcast_votes: bool,
 }
 

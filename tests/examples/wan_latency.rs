@@ -66,6 +66,9 @@ fn main() {
     let mut mempools = Vec::new();
     let mut commits: Vec<Commits> = Vec::new();
     let trace: Trace = Arc::default();
+    // When each height was proposed (by its leader): splits a transaction's latency into the
+    // wait for a block and the consensus on it.
+    let proposed_at: Commits = Arc::default();
     let nodes: Vec<Node> = listeners
         .into_iter()
         .enumerate()
@@ -75,6 +78,7 @@ fn main() {
             let seen: Commits = Arc::default();
             commits.push(seen.clone());
             let stamps = trace.clone();
+            let proposals = proposed_at.clone();
             let store = RedbStore::open(dir.join(format!("node{i}.redb"))).unwrap();
             let mut app = KvApp::new(pool, 2000);
             if forward {
@@ -95,7 +99,10 @@ fn main() {
                                 seen.lock().unwrap().push((height.0, Instant::now()))
                             }
                             E::ViewEntered { view, .. } => t.entry((i, view.0)).or_default().entered = now,
-                            E::Proposed { view, .. } => t.entry((i, view.0)).or_default().proposed = now,
+                            E::Proposed { view, height, .. } => {
+                                proposals.lock().unwrap().push((height.0, Instant::now()));
+                                t.entry((i, view.0)).or_default().proposed = now
+                            }
                             E::ReceivedProposal { view, .. } => {
                                 t.entry((i, view.0)).or_default().received = now
                             }
@@ -145,14 +152,30 @@ fn main() {
             match wait_for_commit(&reader, &id, since, Duration::from_secs(30)) {
                 Ok(Receipt::Committed(h)) => {
                     let at = seen.lock().unwrap().iter().find(|(ch, _)| *ch == h).map(|(_, at)| *at);
-                    at.map(|at| at.saturating_duration_since(submitted))
+                    at.map(|at| (submitted, h, at.saturating_duration_since(submitted)))
                 }
                 _ => None,
             }
         }));
         t += 1;
     }
-    let mut lat: Vec<Duration> = waiters.into_iter().filter_map(|w| w.join().unwrap()).collect();
+    let done: Vec<(Instant, u64, Duration)> = waiters.into_iter().filter_map(|w| w.join().unwrap()).collect();
+    let mut lat: Vec<Duration> = done.iter().map(|d| d.2).collect();
+    // Submit to proposed (at the leader of the block that holds it), and proposed to committed.
+    let (mut waits, mut consensus) = (Vec::new(), Vec::new());
+    {
+        let proposed = proposed_at.lock().unwrap();
+        for (submitted, h, total) in &done {
+            // The last proposal of that height (a height re-proposed after a failed view).
+            if let Some((_, at)) = proposed.iter().rev().find(|(ph, _)| ph == h) {
+                let wait = at.saturating_duration_since(*submitted);
+                waits.push(wait);
+                consensus.push(total.saturating_sub(wait));
+            }
+        }
+    }
+    waits.sort();
+    consensus.sort();
     lat.sort();
     let q = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
     println!(
@@ -162,6 +185,18 @@ fn main() {
         q(0.9),
         q(0.99),
         q(1.0)
+    );
+    let pct = |v: &[Duration], p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default().as_millis()
+    };
+    println!(
+        "split: submit to proposed p10/p50/p90 {}/{}/{} ms, proposed to committed p10/p50/p90 {}/{}/{} ms",
+        pct(&waits, 0.1),
+        pct(&waits, 0.5),
+        pct(&waits, 0.9),
+        pct(&consensus, 0.1),
+        pct(&consensus, 0.5),
+        pct(&consensus, 0.9),
     );
     // Where a view's time goes, averaged over the nodes and the views of the run.
     {
