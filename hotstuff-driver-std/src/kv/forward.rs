@@ -5,7 +5,9 @@
 //! leader of the next proposal not yet made, as the node forecasts it with
 //! `BlockContext::leader` from the latest block its app saw: the leader of the view after it if
 //! that block and the one before were empty (the chain is idle and that leader waits out its
-//! idle delay), else the leader two views on (the next one is proposing already). It stays
+//! idle delay) or if this node leads that view (it proposes once that block is certified, so
+//! the next proposal not yet made is its own), else the leader two views on (the next one is
+//! proposing already, or will have by the time a forward reaches it). It stays
 //! in this node's own queue if that leader is this node or cannot take it (unknown, its
 //! forwarded share is full, or it already holds a block's worth of transactions). A node that receives forwarded transactions but, by its own
 //! (possibly newer) view of the chain, is not the next to propose passes them on once to the
