@@ -267,3 +267,30 @@ fn persists_in(actions: &[Action]) -> u64 {
     assert_eq!(seqs.len(), 1, "{actions:?}");
     seqs[0]
 }
+
+/// A replica counts its own vote only once the safety state it was signed under is durable
+/// (as its sends leave only then): two other votes and its unacknowledged own vote form no QC;
+/// the acknowledgement forms it.
+#[test]
+fn own_vote_counts_only_once_durable() {
+    let c = Cluster::new(4);
+    let r = c.leader(4);
+    let others: Vec<usize> = (0..4).filter(|i| *i != r).collect();
+    let mut replica = broadcast_replica(&c, r);
+    run(&mut replica);
+    let b1 = c.block(1, 1, c.genesis_qc(), b"b1");
+    replica.handle(propose(&c, &b1)).unwrap();
+    drain(&mut replica);
+    replica.handle(Input::BlockValidated { hash: b1.hash(), outcome: Some(AppOutcome::default()) }).unwrap();
+    let seq = persists_in(&drain(&mut replica));
+    for i in &others[..2] {
+        replica.handle(c.input(*i, Message::Vote(c.vote(*i, 1, b1.hash())))).unwrap();
+        assert!(qcs_formed(&drain(&mut replica)).is_empty(), "QC formed on a vote not yet durable");
+    }
+    assert_eq!(replica.view(), View(1));
+    replica.handle(Input::Persisted { seq }).unwrap();
+    let actions = drain(&mut replica);
+    assert_eq!(qcs_formed(&actions), vec![View(1)]);
+    assert_eq!(sent_votes(&actions).len(), 3, "the vote leaves with the same acknowledgement");
+    assert_eq!(replica.view(), View(2));
+}

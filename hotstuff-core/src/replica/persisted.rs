@@ -20,6 +20,8 @@ impl<P: Pacemaker> Replica<P> {
                 self.ready.push_back(action);
             }
         }
+        // This replica's own votes now durable count towards their QCs (which may form here).
+        self.count_durable_own_votes();
         Ok(())
     }
 }
