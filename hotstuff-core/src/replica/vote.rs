@@ -107,9 +107,8 @@ impl<P: Pacemaker> Replica<P> {
         self.observe_qc(&qc, digest);
         if self.epoch.epoch != epoch {
             // This QC committed the epoch's last block: everyone else needs it to switch too,
-            // and the next proposal (by the new set's leader) will not carry it. It carries this
-            // replica's own vote, counted before that vote's safety state is durable: it leaves
-            // after the persist, like the vote itself.
+            // and the next proposal (by the new set's leader) will not carry it. It leaves after
+            // the persist of this input, like every message carrying this replica's signatures.
             self.staged.gated.push(Action::Broadcast { message: crate::message::Message::Certificate(qc) });
         }
     }
