@@ -30,6 +30,21 @@ pub struct Config {
     /// by itself (a late proposal) before it asks the QC's signers for it, and the interval of
     /// the retries, which back off exponentially (default 50 ms).
     pub fetch_delay: Duration,
+    /// Vote broadcast (default `false`). Off, a replica sends its vote for view `v` only to the
+    /// leader of `v + 1`, which alone forms the QC; the others learn of it from the next
+    /// proposal, one one-way network delay later. On, it sends the vote to every validator of
+    /// the epoch as well (never to listeners: they count no votes), and every validator counts
+    /// the votes it receives and forms the QC itself (Jolteon / DiemBFT v4: a QC is valid
+    /// wherever it forms). Each replica then learns that a block is committed (two-chain rule)
+    /// and enters the next view one one-way delay sooner, at the price of `n^2` instead of `n`
+    /// vote messages per view and every validator verifying every vote (`n` signature checks
+    /// per view instead of none at non-leaders). Safety does not depend on it, but all
+    /// validators of a chain should use the same setting: a replica with it off refuses the
+    /// votes of one with it on that are not addressed to it as the next leader (harmless
+    /// `NotNextLeader` errors, and the latency gain only where both ends have it on).
+    /// Memory is bounded as without it: a validator keeps the votes of the previous view up to
+    /// `view_window` views ahead, at most one per validator and view (the next leader's bound).
+    pub broadcast_votes: bool,
 }
 
 impl Config {
@@ -45,6 +60,7 @@ impl Config {
             sync_no_progress: Duration::from_secs(10),
             sync_avoid: Duration::from_secs(30),
             fetch_delay: Duration::from_millis(50),
+            broadcast_votes: false,
         }
     }
 

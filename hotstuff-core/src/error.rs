@@ -78,7 +78,8 @@ pub enum InputError {
         /// The view.
         view: View,
     },
-    /// A vote sent to a replica that does not lead the next view.
+    /// A vote sent to a replica that does not lead the next view (with
+    /// `Config::broadcast_votes` off), or to a listener (which counts no votes either way).
     #[error("vote for {view} sent to a replica that does not lead the next view")]
     NotNextLeader {
         /// The vote's view.

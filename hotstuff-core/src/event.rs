@@ -41,7 +41,9 @@ pub enum Event {
         /// The block.
         hash: BlockHash,
     },
-    /// This replica assembled a QC from votes.
+    /// This replica assembled a QC from votes: as the next view's leader, or as any validator
+    /// with `Config::broadcast_votes` on (or from the votes inside timeout votes). Several
+    /// replicas may report the same QC; it says nothing about who leads.
     QcFormed {
         /// The view.
         view: View,

@@ -68,6 +68,11 @@
 //!   collects timeout votes counts those votes too, so a block whose next leader is down still
 //!   gets its QC. Leader choice and view timeouts are the [`Pacemaker`] trait's; the default is
 //!   weighted round-robin with exponential back-off that resets on progress.
+//! - **Vote routing**: a vote goes to the next view's leader, which forms the QC (Jolteon Fig. 2).
+//!   With [`Config::broadcast_votes`] it goes to every validator, and each forms the QC itself
+//!   and takes it in like a received one (any replica may aggregate a QC; DiemBFT v4
+//!   `process_vote`): commits and view changes reach every replica one network delay sooner,
+//!   for `n^2` vote messages per view.
 //!
 //! Safety holds while the Byzantine validators hold less than a third of the voting power.
 //!

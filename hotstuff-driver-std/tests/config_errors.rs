@@ -128,6 +128,9 @@ fn node_binary_names_the_bad_field() {
             "intake.handshake_timeout_ms",
             good.replace("handshake_timeout_ms = 2000", "handshake_timeout_ms = 0"),
         ),
+        // The optional `[consensus]` section: a wrong type, and a misspelt field.
+        ("broadcast_votes", format!("{good}\n[consensus]\nbroadcast_votes = \"yes\"\n")),
+        ("broadcast_vote", format!("{good}\n[consensus]\nbroadcast_vote = true\n")),
         ("storage.retain_blocks", good.replace("retain_blocks = \"archive\"", "retain_blocks = 10")),
         ("storage.retain_blocks", good.replace("retain_blocks = \"archive\"", "retain_blocks = \"forever\"")),
     ];

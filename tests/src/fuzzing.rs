@@ -893,7 +893,8 @@ pub enum Op {
 /// The input of [`replica_inputs`].
 #[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaInput {
-    /// Which of the [`N`] validators the replica is.
+    /// Which of the [`N`] validators the replica is (`me % N`); `me / N` odd runs it with vote
+    /// broadcast on (`Config::broadcast_votes`: it counts every validator's votes).
     pub me: u8,
     /// The operations (at most [`MAX_OPS`] are run).
     pub ops: Vec<Op>,
@@ -923,6 +924,8 @@ struct Harness {
     pm: DefaultPacemaker,
     genesis: BlockHash,
     me: usize,
+    /// `Config::broadcast_votes` of the replica (kept across restarts).
+    broadcast_votes: bool,
     replica: Replica,
     /// Known blocks (by the harness or the replica): hash -> block.
     blocks: BTreeMap<BlockHash, Block>,
@@ -990,14 +993,14 @@ fn pick<T>(v: &[T], i: u8) -> Option<&T> {
 }
 
 impl Harness {
-    fn new(me: usize) -> Self {
+    fn new(me: usize, broadcast_votes: bool) -> Self {
         let keys = keys();
         let set = validator_set(&keys);
         let recovered = Recovered::genesis(CHAIN, set.clone());
         let genesis = recovered.genesis;
         let committed = recovered.committed;
         let replica = Replica::new(
-            Config::new(CHAIN),
+            Config { broadcast_votes, ..Config::new(CHAIN) },
             Keypair::from_secret(&keys[me].secret()),
             DefaultPacemaker::round_robin(),
             recovered,
@@ -1009,6 +1012,7 @@ impl Harness {
             pm: DefaultPacemaker::round_robin(),
             genesis,
             me,
+            broadcast_votes,
             replica,
             blocks: BTreeMap::new(),
             block_list: Vec::new(),
@@ -1515,7 +1519,7 @@ impl Harness {
         );
         debug_assert_eq!(recovered.genesis, self.genesis);
         let replica = Replica::new(
-            Config::new(CHAIN),
+            Config { broadcast_votes: self.broadcast_votes, ..Config::new(CHAIN) },
             Keypair::from_secret(&self.keys[self.me].secret()),
             DefaultPacemaker::round_robin(),
             recovered,
@@ -1691,7 +1695,7 @@ impl Harness {
 /// Runs [`ReplicaInput`]: one replica (validator `me % N` of [`N`]) fed the ops; after each, the
 /// invariants are checked (see the module docs of `fuzz/README.md`). Panics on a violation.
 pub fn replica_inputs(input: &ReplicaInput) -> Stats {
-    let mut h = Harness::new(usize::from(input.me) % N);
+    let mut h = Harness::new(usize::from(input.me) % N, usize::from(input.me) / N % 2 == 1);
     for op in input.ops.iter().take(MAX_OPS) {
         let op = op.clone();
         if matches!(op, Op::Certify { .. } | Op::FormTc { .. } | Op::Drive | Op::Restart) {
@@ -1713,7 +1717,8 @@ pub fn replica_inputs(input: &ReplicaInput) -> Stats {
 pub struct SimInput {
     /// The seed (network delays, faults, crashes).
     pub seed: u64,
-    /// Byzantine kind: 0 none, 1 twins, 2 equivocate, 3 silent, 4 withhold, 5 replay (mod 6).
+    /// Byzantine kind: 0 none, 1 twins, 2 equivocate, 3 silent, 4 withhold, 5 replay (mod 6);
+    /// `kind / 6` odd runs every node with vote broadcast on (`Config::broadcast_votes`).
     pub kind: u8,
     /// Use the Twins scenario generator (one twin) instead of the random-fault one.
     pub twins_scenario: bool,
@@ -1740,6 +1745,7 @@ pub fn sim_schedule(input: &SimInput) -> Report {
     } else {
         scenario::params(input.seed, n, usize::from(kind != Kind::None), kind)
     };
+    p.broadcast_votes = input.kind / 6 % 2 == 1;
     let changes = usize::from(input.changes % 5);
     if changes > 0 {
         p.listeners = 1;

@@ -189,6 +189,9 @@ pub struct Params {
     pub set_changes: Vec<SetChange>,
     /// Core settings tweaks: block-sync margin (views).
     pub sync_margin: u64,
+    /// Core setting `Config::broadcast_votes` on every node: votes go to every validator and
+    /// every validator forms QCs (default off).
+    pub broadcast_votes: bool,
     /// A heavy tail on top of `faults.delay_ms`: with this probability a message's delay is
     /// drawn from the second range instead (reorders messages much more than a uniform range).
     pub delay_tail: Option<(f64, (u64, u64))>,
@@ -271,6 +274,7 @@ impl Params {
             outages: Vec::new(),
             set_changes: Vec::new(),
             sync_margin: 0,
+            broadcast_votes: false,
             delay_tail: None,
             strict_liveness: false,
             strict_after_heal: false,
@@ -761,6 +765,7 @@ impl Sim {
         });
         let mut config = Config::new(self.chain);
         config.sync_margin = self.p.sync_margin;
+        config.broadcast_votes = self.p.broadcast_votes;
         let replica =
             Replica::new(config, Keypair::from_secret(&self.keys[node.key]), self.pacemaker(), recovered)
                 .expect("recovered state is consistent");

@@ -114,3 +114,40 @@ fn random_set_changes_under_faults_and_in_twins_scenarios() {
         }),
     );
 }
+
+/// Vote broadcast (`Config::broadcast_votes` on every node: votes go to every validator, and
+/// every validator forms the QCs) under every fault kind at n = 4 and n = 7, in Twins scenarios
+/// (twins count each other's votes too) and with validator-set changes.
+#[test]
+fn broadcast_votes_every_fault_kind_twins_and_set_changes() {
+    let on = |mut p: hotstuff_tests::Params| {
+        p.broadcast_votes = true;
+        p
+    };
+    for (i, kind) in [Kind::Twins, Kind::Equivocate, Kind::Silent, Kind::Withhold, Kind::Replay, Kind::Mixed]
+        .into_iter()
+        .enumerate()
+    {
+        for n in [4, 7] {
+            let first = 9_000_000 + 100_000 * i as u64 + 10_000 * n as u64;
+            let seeds = if n == 4 { 40 } else { 10 };
+            check(
+                &format!("n={n} {kind:?} broadcast votes"),
+                &batch::run(first..first + seeds, |s| on(scenario::params(s, n, (n - 1) / 3, kind))),
+            );
+        }
+    }
+    check(
+        "n=4 no byzantine broadcast votes",
+        &batch::run(9_900_000..9_900_060, |s| on(scenario::params(s, 4, 0, Kind::None))),
+    );
+    check("twins n=4 f=1 broadcast votes", &batch::run(0..50, |s| on(scenario::twins(s, 4, 1))));
+    check(
+        "n=4 mixed + 6 set changes broadcast votes",
+        &batch::run(0..40, |s| {
+            let mut p = scenario::params(9_950_000 + s, 4, 1, Kind::Mixed);
+            scenario::add_set_changes(&mut p, 9_950_000 + s, 6);
+            on(p)
+        }),
+    );
+}

@@ -70,6 +70,8 @@ struct Staged {
     blocks: Vec<BlockRecord>,
     /// Signed messages that must wait for the persist of this input.
     gated: Vec<Action>,
+    /// This replica's own votes, counted once the persist of this input is acknowledged.
+    own_votes: Vec<crate::message::Vote>,
     /// Requests to the app (`ProduceBlock`, `ValidateBlock`), emitted after everything else of
     /// this input, so that a driver has applied this input's `Commit` before it builds the
     /// app's view of committed state plus [`Replica::pending_updates`].
@@ -135,10 +137,10 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     fetch_timer_armed: bool,
     ready: VecDeque<Action>,
     gated: VecDeque<(u64, Action)>,
-    /// This replica's own votes waiting for the persist of the safety state they were signed
-    /// under (by its seq) before they are counted: a QC never carries this replica's signature
-    /// before that is durable, whichever way the QC leaves (a proposal, a certificate, a
-    /// block-sync answer the driver builds from the high QC).
+    /// This replica's own votes with the persist seq they wait for: a vote counts towards a QC
+    /// here only once its safety state is durable, as it leaves for its peers only then (a QC
+    /// formed on a vote the replica could forget in a crash could commit a block here that a
+    /// restarted replica, voting again in that view, helps to contradict).
     own_votes: VecDeque<(u64, crate::message::Vote)>,
     staged: Staged,
     persist_seq: u64,
@@ -275,6 +277,9 @@ impl<P: Pacemaker> Replica<P> {
             r.collect_timeout(t);
         }
         r.flush();
+        if r.count_durable_own_votes() {
+            r.flush();
+        }
         Ok(r)
     }
 
@@ -303,6 +308,9 @@ impl<P: Pacemaker> Replica<P> {
             "a failed input must not change state"
         );
         self.flush();
+        if self.count_durable_own_votes() {
+            self.flush();
+        }
         result
     }
 
@@ -395,6 +403,9 @@ impl<P: Pacemaker> Replica<P> {
                 blocks: staged.blocks,
             });
         }
+        for vote in staged.own_votes {
+            self.own_votes.push_back((self.persist_seq, vote));
+        }
         for action in staged.gated {
             // Persist before send: a signed message leaves only once the state it was signed
             // under (everything up to the latest Persist) is durable.
@@ -411,6 +422,19 @@ impl<P: Pacemaker> Replica<P> {
             Action::ValidateBlock { hash, .. } => tree.get(hash).is_some(),
             _ => true,
         }));
+    }
+
+    /// Counts this replica's own votes whose safety state is now durable (see `own_votes`);
+    /// true if any was counted (their effects are staged: flush them).
+    fn count_durable_own_votes(&mut self) -> bool {
+        let mut counted = false;
+        while self.own_votes.front().is_some_and(|(gate, _)| *gate <= self.acked_seq) {
+            if let Some((_, vote)) = self.own_votes.pop_front() {
+                self.collect_vote(vote);
+                counted = true;
+            }
+        }
+        counted
     }
 
     // ----- getters -----

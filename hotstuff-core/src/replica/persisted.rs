@@ -6,8 +6,7 @@ use crate::pacemaker::Pacemaker;
 
 impl<P: Pacemaker> Replica<P> {
     /// Everything up to `seq` is durable: release the signed messages gated at or below it
-    /// (raft-rs `on_persist_ready`), and count this replica's own votes signed under that
-    /// state. Acknowledging an old seq again is harmless.
+    /// (raft-rs `on_persist_ready`). Acknowledging an old seq again is harmless.
     pub(super) fn handle_persisted(&mut self, seq: u64) -> Result<(), InputError> {
         if seq > self.persist_seq {
             return Err(InputError::UnknownSeq { seq, last: self.persist_seq });
@@ -21,13 +20,8 @@ impl<P: Pacemaker> Replica<P> {
                 self.ready.push_back(action);
             }
         }
-        // This replica's own votes whose safety state is now durable may now be counted (and
-        // complete a QC).
-        while self.own_votes.front().is_some_and(|(gate, _)| *gate <= seq) {
-            if let Some((_, vote)) = self.own_votes.pop_front() {
-                self.count_vote(vote);
-            }
-        }
+        // This replica's own votes now durable count towards their QCs (which may form here).
+        self.count_durable_own_votes();
         Ok(())
     }
 }

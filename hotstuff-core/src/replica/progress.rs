@@ -384,11 +384,30 @@ impl<P: Pacemaker> Replica<P> {
         self.send_vote(vote);
     }
 
-    /// Sends a vote to the next view's leader, or counts it directly if that is this replica.
+    /// Sends a vote to the next view's leader, or counts it if that is this replica (Jolteon
+    /// Fig. 2 "vote": send to the leader of `r + 1`). Its own vote counts only once its safety
+    /// state is durable (after `Persisted`), as the sends leave only then.
+    ///
+    /// With `broadcast_votes`, the vote goes to every other validator of the epoch (the next
+    /// leader among them; not to listeners, which count no votes), and this replica counts its
+    /// own vote too (once durable), as every validator does: whoever gathers 2f+1 forms the QC (DiemBFT v4
+    /// `process_vote`; a QC is valid wherever it forms). The sends are gated behind the persist
+    /// of the safety state the vote was signed under, like the single send.
     pub(super) fn send_vote(&mut self, vote: Vote) {
+        let me = self.key.public();
+        if self.config.broadcast_votes {
+            let others: Vec<_> =
+                self.epoch.validators.members().iter().map(|v| v.key).filter(|k| *k != me).collect();
+            for to in others {
+                self.staged.gated.push(Action::Send { to, message: Message::Vote(vote.clone()) });
+            }
+            self.staged.own_votes.push(vote);
+            return;
+        }
         let next_leader = self.leader(vote.view.next());
-        if next_leader == self.key.public() {
-            self.collect_vote(vote);
+        if next_leader == me {
+            // Counted once durable, like a vote that leaves (`Replica::own_votes`).
+            self.staged.own_votes.push(vote);
         } else {
             self.staged.gated.push(Action::Send { to: next_leader, message: Message::Vote(vote) });
         }

@@ -1,4 +1,5 @@
-//! Input: a vote from a peer (this replica leads the next view).
+//! Input: a vote from a peer (this replica leads the next view, or every validator counts
+//! votes: `Config::broadcast_votes`).
 
 use super::{Replica, VoteCollector};
 use crate::action::Action;
@@ -10,8 +11,9 @@ use crate::message::Vote;
 use crate::pacemaker::Pacemaker;
 
 impl<P: Pacemaker> Replica<P> {
-    /// Checks a vote (addressed to the next view's leader, for a live view, from a validator,
-    /// not a duplicate or a second vote, signature) before counting it.
+    /// Checks a vote (addressed to the next view's leader, or to any validator with
+    /// `broadcast_votes` on; for a live view, from a validator, not a duplicate or a second
+    /// vote, signature) before counting it.
     pub(super) fn handle_vote(&mut self, vote: Vote) -> Result<(), InputError> {
         if vote.epoch != self.epoch.epoch {
             return Err(InputError::WrongEpoch { expected: self.epoch.epoch, got: vote.epoch });
@@ -24,7 +26,16 @@ impl<P: Pacemaker> Replica<P> {
         if view.0 > current.0.saturating_add(self.config.view_window) {
             return Err(InputError::TooFarAhead { view, current });
         }
-        if self.leader(view.next()) != self.key.public() {
+        // Jolteon Fig. 2 sends votes to the next leader, which aggregates them. Any replica may
+        // aggregate a QC from 2f+1 valid votes (a QC is valid wherever it forms; DiemBFT v4
+        // `process_vote` runs at every replica that receives votes): with `broadcast_votes` every
+        // validator counts the votes sent to it. Listeners count none (they are sent none).
+        let counts = if self.config.broadcast_votes {
+            self.is_validator()
+        } else {
+            self.leader(view.next()) == self.key.public()
+        };
+        if !counts {
             return Err(InputError::NotNextLeader { view });
         }
         let vk =
@@ -59,29 +70,15 @@ impl<P: Pacemaker> Replica<P> {
         .map_err(|source| InputError::BadSignature { signer: vote.voter, source })
     }
 
-    /// Counts a checked vote, once durable if it is this replica's own (see
-    /// [`Replica::count_vote`]).
-    ///
-    /// Persist before send, for certificates: this replica's own vote is counted only once the
-    /// safety state it was signed under is durable (its seq acknowledged by `Persisted`), so no
-    /// QC carrying its signature exists before that, and none can leave by a path the gate of
-    /// signed messages does not cover (a block-sync answer built from the high QC, a
-    /// certificate sent to a lagging peer). With the drivers this costs nothing: the vote's
-    /// persist is performed in the drain right after the vote, before the other votes arrive.
-    pub(super) fn collect_vote(&mut self, vote: Vote) {
-        if vote.voter == self.key.public() {
-            let gate = if self.staged.safety_dirty { self.persist_seq + 1 } else { self.persist_seq };
-            if gate > self.acked_seq {
-                self.own_votes.push_back((gate, vote));
-                return;
-            }
-        }
-        self.count_vote(vote);
-    }
-
     /// Counts a checked vote; at a quorum (by power) forms the QC (Jolteon Fig. 2 "upon
     /// receiving 2f+1 votes") and takes it in, which advances to the next view.
-    pub(super) fn count_vote(&mut self, vote: Vote) {
+    ///
+    /// At the next leader this is the leader's aggregation. At any other validator (votes in
+    /// timeout votes, or `broadcast_votes`) the QC is taken in exactly as a QC received in a
+    /// proposal or a certificate (`observe_qc`: high QC, commit rule, view advance); the lock
+    /// rises only when voting. Nothing here is leader-only: `observe_qc` proposes (through
+    /// `try_propose`) only if this replica leads the view it enters.
+    pub(super) fn collect_vote(&mut self, vote: Vote) {
         if vote.epoch != self.epoch.epoch {
             return;
         }
@@ -110,8 +107,9 @@ impl<P: Pacemaker> Replica<P> {
         self.observe_qc(&qc, digest);
         if self.epoch.epoch != epoch {
             // This QC committed the epoch's last block: everyone else needs it to switch too,
-            // and the next proposal (by the new set's leader) will not carry it.
-            self.emit(Action::Broadcast { message: crate::message::Message::Certificate(qc) });
+            // and the next proposal (by the new set's leader) will not carry it. It leaves after
+            // the persist of this input, like every message carrying this replica's signatures.
+            self.staged.gated.push(Action::Broadcast { message: crate::message::Message::Certificate(qc) });
         }
     }
 }

@@ -5,7 +5,9 @@
 //! leader of the next proposal not yet made, as the node forecasts it with
 //! `BlockContext::leader` from the latest block its app saw: the leader of the view after it if
 //! that block and the one before were empty (the chain is idle and that leader waits out its
-//! idle delay), else the leader two views on (the next one is proposing already). It stays
+//! idle delay) or if this node leads that view (it proposes once that block is certified, so
+//! the next proposal not yet made is its own), else the leader two views on (the next one is
+//! proposing already, or will have by the time a forward reaches it). It stays
 //! in this node's own queue if that leader is this node or cannot take it (unknown, its
 //! forwarded share is full, or it already holds a block's worth of transactions). A node that receives forwarded transactions but, by its own
 //! (possibly newer) view of the chain, is not the next to propose passes them on once to the
@@ -344,12 +346,31 @@ mod tests {
     #[test]
     fn unless_the_chain_is_idle_transactions_go_two_views_on() {
         let (a, pa, b, pb) = pair(MempoolLimits::default());
-        // An empty block after a busy one: its successor's leader proposes at once.
+        let (c, pc) = (PublicKey([3; 32]), Mempool::new(10));
+        LocalForwarder::connect([(a, pa.clone()), (b, pb.clone()), (c, pc.clone())]);
+        // An empty block after a busy one: its successor's leader (C) proposes at once.
         pa.observe(View(5), false, [a, a]);
-        pa.observe(View(6), true, [a, b]);
+        pa.observe(View(6), true, [c, b]);
         pa.submit(put("x")).unwrap();
-        assert!(pa.take(a, View(7), 10, usize::MAX).is_empty());
+        assert!(pc.take(c, View(7), 10, usize::MAX).is_empty());
         assert_eq!(pb.take(b, View(8), 10, usize::MAX), vec![put("x")]);
+    }
+
+    #[test]
+    fn a_leader_that_has_not_proposed_yet_keeps_what_reaches_it() {
+        let (a, pa, b, pb) = pair(MempoolLimits::default());
+        let (c, pc) = (PublicKey([3; 32]), Mempool::new(10));
+        LocalForwarder::connect([(a, pa.clone()), (b, pb.clone()), (c, pc.clone())]);
+        // A (still) forecasts B. B has seen the busy block of view 4 and leads view 5: it
+        // proposes once that block is certified, so it keeps what A forwards (it would have
+        // passed it on to C, the leader two views on, which costs a view).
+        pb.observe(View(4), false, [b, c]);
+        pa.submit(put("x")).unwrap();
+        assert!(pc.take(c, View(6), 10, usize::MAX).is_empty());
+        assert_eq!(pb.take(b, View(5), 10, usize::MAX), vec![put("x")]);
+        // Its own clients' transactions too.
+        pb.submit(put("y")).unwrap();
+        assert_eq!(pb.take(b, View(5), 10, usize::MAX), vec![put("y")]);
     }
 
     #[test]

@@ -441,14 +441,20 @@ impl Mempool {
     /// before it (at the view before) are both empty: the chain is idle and that leader waits
     /// out its idle delay (the driver waits only while the latest committed block, here the
     /// one before, and the uncommitted ones, here this one, are empty), and wakes for them.
-    /// Otherwise they go to the second: the first is proposing already.
+    /// They also stay here if this node is the first: it has not proposed yet (it proposes
+    /// once the block it just saw is certified), so the next proposal not yet made is its own,
+    /// and transactions forwarded to it until then make it in (passing them on would cost them
+    /// a view). Otherwise they go to the second: the first is proposing already, or will have
+    /// by the time they reach it.
     pub(super) fn observe(&self, view: View, empty: bool, leaders: [PublicKey; 2]) {
         let mut p = self.lock();
         let idle = empty && p.last_seen == Some((View(view.0.saturating_sub(1)), true));
         if p.last_seen.is_none_or(|(v, _)| v < view) {
             p.last_seen = Some((view, empty));
         }
-        let next = if idle { (view.next(), leaders[0]) } else { (view.next().next(), leaders[1]) };
+        let leads_next = p.me == Some(leaders[0]);
+        let next =
+            if idle || leads_next { (view.next(), leaders[0]) } else { (view.next().next(), leaders[1]) };
         if p.next.is_none_or(|(v, _)| v <= next.0) {
             p.next = Some(next);
         }

@@ -47,6 +47,10 @@ struct Args {
     /// verified or not); the oracles should fail.
     #[arg(long)]
     plant_unverified: bool,
+    /// Every node runs with vote broadcast on (`Config::broadcast_votes`: votes go to every
+    /// validator, and every validator forms the QCs).
+    #[arg(long)]
+    broadcast_votes: bool,
     /// End each seed at its first safety violation (for negative controls: a forked run would
     /// otherwise go on to the liveness bound).
     #[arg(long)]
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         if args.set_changes > 0 {
             scenario::add_set_changes(&mut p, seed, args.set_changes as usize);
         }
+        p.broadcast_votes = args.broadcast_votes;
         p.trace = args.seed.is_some();
         p.stop_on_safety_violation = args.stop_at_violation;
         let report = Sim::new(p).run();
@@ -117,9 +122,10 @@ fn main() -> ExitCode {
                 eprintln!("FAIL {line}");
             }
             eprintln!(
-                "replay: cargo run --release -p hotstuff-tests --bin simulate -- --validators {n} --byzantine {byz} --kind {}{}{} --seed {seed}",
+                "replay: cargo run --release -p hotstuff-tests --bin simulate -- --validators {n} --byzantine {byz} --kind {}{}{}{} --seed {seed}",
                 format!("{kind:?}").to_lowercase(),
                 if args.twins_scenarios { " --twins-scenarios" } else { "" },
+                if args.broadcast_votes { " --broadcast-votes" } else { "" },
                 if args.set_changes > 0 { format!(" --set-changes {}", args.set_changes) } else { String::new() }
             );
         }

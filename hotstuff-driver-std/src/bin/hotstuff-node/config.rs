@@ -89,6 +89,23 @@ impl Default for Timing {
     }
 }
 
+/// Consensus protocol options (optional section `[consensus]`); each has the node's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Consensus {
+    /// Send votes to every validator, not only to the next leader, and let every validator form
+    /// the QC (default false): commits reach every node one one-way network delay sooner, for
+    /// `n^2` vote messages per view instead of `n` and a signature check per vote at every
+    /// validator. Every validator of a chain should use the same setting.
+    pub broadcast_votes: bool,
+}
+
+impl Consensus {
+    fn is_default(&self) -> bool {
+        *self == Consensus::default()
+    }
+}
+
 /// Limits on what comes in: the mempool, the client port and the consensus port's handshakes.
 /// Each field is optional and has the node's default (see the README).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -310,6 +327,9 @@ pub struct FileConfig {
     /// Timing (optional).
     #[serde(default)]
     pub timing: Timing,
+    /// Consensus protocol options (optional).
+    #[serde(default, skip_serializing_if = "Consensus::is_default")]
+    pub consensus: Consensus,
     /// Limits on what comes in (optional).
     #[serde(default)]
     pub intake: Intake,
@@ -347,6 +367,7 @@ pub struct NodeConfig {
     pub client_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub timing: Timing,
+    pub consensus: Consensus,
     pub intake: Intake,
     pub retain_blocks: RetainBlocks,
     pub certified_state_root: bool,
@@ -545,6 +566,7 @@ impl FileConfig {
                 .map(|a| addr("metrics_listen".into(), a))
                 .transpose()?,
             timing: self.timing,
+            consensus: self.consensus,
             intake: self.intake,
             retain_blocks,
             certified_state_root: self.storage.certified_state_root,

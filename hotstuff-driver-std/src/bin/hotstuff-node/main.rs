@@ -224,6 +224,7 @@ fn testnet(
             client_listen: bind(i, 100),
             metrics_listen: Some(bind(i, 200)),
             timing: Timing { base_timeout_ms, ..Timing::default() },
+            consensus: config::Consensus::default(),
             intake: Intake::default(),
             storage: config::StorageSection::default(),
             genesis_file: Some("genesis.toml".into()),
@@ -405,6 +406,7 @@ fn start_node<A: hotstuff_driver_std::App>(
     .base_timeout(Duration::from_millis(cfg.timing.base_timeout_ms))
     .max_timeout(Duration::from_millis(cfg.timing.max_timeout_ms))
     .idle_block_delay(Duration::from_millis(cfg.timing.idle_block_delay_ms))
+    .broadcast_votes(cfg.consensus.broadcast_votes)
     .retain_blocks(cfg.retain_blocks)
     .snapshots(cfg.snapshots)
     .handshake_timeout(Duration::from_millis(intake.handshake_timeout_ms))

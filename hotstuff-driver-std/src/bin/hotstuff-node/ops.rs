@@ -162,6 +162,7 @@ pub fn join(a: JoinArgs) -> Result<()> {
         client_listen: a.client_listen,
         metrics_listen: None,
         timing: Timing { base_timeout_ms: a.base_timeout_ms, ..Timing::default() },
+        consensus: config::Consensus::default(),
         intake: Intake::default(),
         storage: config::StorageSection::default(),
         genesis_file: Some("genesis.toml".into()),
