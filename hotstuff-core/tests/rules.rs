@@ -329,18 +329,24 @@ fn follower(c: &Cluster) -> usize {
     (0..4).find(|i| *i != c.leader(1) && *i != c.leader(2)).unwrap()
 }
 
+/// Feeds the view-1 proposal of block `b1` and its validation (valid): the replica votes.
+/// Returns `b1` and the actions after the validation (the vote's persist among them).
+fn vote_on_b1(c: &Cluster, replica: &mut hotstuff_core::Replica) -> (hotstuff_core::Block, Vec<Action>) {
+    let b1 = c.block(1, 1, c.genesis_qc(), b"b1");
+    replica.handle(c.input(c.leader(1), Message::Proposal(c.propose(b1.clone(), None)))).unwrap();
+    let actions = drain(replica);
+    assert!(actions.iter().any(|a| matches!(a, Action::ValidateBlock { hash, .. } if *hash == b1.hash())));
+    replica.handle(Input::BlockValidated { hash: b1.hash(), outcome: Some(AppOutcome::default()) }).unwrap();
+    (b1, drain(replica))
+}
+
 #[test]
 fn vote_is_sent_only_after_its_persist_is_acknowledged() {
     let c = Cluster::new(4);
     let r = follower(&c);
     let mut replica = c.replica(r);
     assert!(!drain(&mut replica).iter().any(Action::is_send));
-    let b1 = c.block(1, 1, c.genesis_qc(), b"b1");
-    replica.handle(c.input(c.leader(1), Message::Proposal(c.propose(b1.clone(), None)))).unwrap();
-    let actions = drain(&mut replica);
-    assert!(actions.iter().any(|a| matches!(a, Action::ValidateBlock { hash, .. } if *hash == b1.hash())));
-    replica.handle(Input::BlockValidated { hash: b1.hash(), outcome: Some(AppOutcome::default()) }).unwrap();
-    let actions = drain(&mut replica);
+    let (b1, actions) = vote_on_b1(&c, &mut replica);
     let seqs = persists(&actions);
     assert_eq!(seqs.len(), 1);
     let Some(Action::Persist { safety: Some(safety), blocks, .. }) =
@@ -423,11 +429,8 @@ fn a_leader_counts_its_own_vote_only_once_its_persist_is_acknowledged() {
     let r = c.leader(2);
     let mut replica = c.replica(r);
     let _ = drain(&mut replica);
-    let b1 = c.block(1, 1, c.genesis_qc(), b"b1");
-    replica.handle(c.input(c.leader(1), Message::Proposal(c.propose(b1.clone(), None)))).unwrap();
-    let _ = drain(&mut replica);
-    replica.handle(Input::BlockValidated { hash: b1.hash(), outcome: Some(AppOutcome::default()) }).unwrap();
-    let seqs = persists(&drain(&mut replica));
+    let (b1, actions) = vote_on_b1(&c, &mut replica);
+    let seqs = persists(&actions);
     assert_eq!(seqs.len(), 1);
     let mut actions = Vec::new();
     for i in (0..4).filter(|i| *i != r).take(2) {
