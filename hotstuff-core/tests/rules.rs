@@ -457,6 +457,33 @@ fn a_leader_counts_its_own_vote_only_once_its_persist_is_acknowledged() {
 }
 
 #[test]
+fn an_own_vote_riding_in_its_own_timeout_also_waits_for_its_persist() {
+    // As above, but the leader of view 2 times out of view 1 before its vote's persist is
+    // acknowledged: the vote rides in its timeout vote, and still does not count until then.
+    let c = Cluster::new(4);
+    let r = c.leader(2);
+    let mut replica = c.replica(r);
+    let _ = drain(&mut replica);
+    let (b1, actions) = vote_on_b1(&c, &mut replica);
+    let mut seqs = persists(&actions);
+    replica.handle(Input::TimerFired { view: View(1) }).unwrap();
+    let mut actions = drain(&mut replica);
+    seqs.extend(persists(&actions));
+    for i in (0..4).filter(|i| *i != r).take(2) {
+        replica.handle(c.input(i, Message::Vote(c.vote(i, 1, b1.hash())))).unwrap();
+        actions.extend(drain(&mut replica));
+    }
+    let formed =
+        |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Event(Event::QcFormed { .. })));
+    assert!(
+        !formed(&actions),
+        "a QC with this replica's signature formed before its vote was durable: {actions:?}"
+    );
+    replica.handle(Input::Persisted { seq: *seqs.iter().max().unwrap() }).unwrap();
+    assert!(formed(&drain(&mut replica)), "the QC forms once the vote is durable");
+}
+
+#[test]
 fn acknowledging_an_older_seq_releases_only_older_messages() {
     let c = Cluster::new(4);
     let r = follower(&c);

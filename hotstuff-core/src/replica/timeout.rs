@@ -74,7 +74,14 @@ impl<P: Pacemaker> Replica<P> {
         // The vote inside counts like one sent to us: enough of them form the view's QC here,
         // even if the next leader they were sent to is down.
         if let Some(v) = t.vote.clone() {
-            self.collect_vote(v);
+            if v.voter == self.key.public() {
+                // This replica's own vote (riding in its own timeout vote): counted once the
+                // safety state it was signed under is durable, like the vote itself
+                // (`Replica::own_votes`).
+                self.staged.own_votes.push(v);
+            } else {
+                self.collect_vote(v);
+            }
         }
         if t.epoch != self.epoch.epoch {
             return; // its own certificates ended its epoch while it was being handled
