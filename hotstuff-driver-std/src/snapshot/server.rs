@@ -294,18 +294,24 @@ enum Answer {
 }
 
 impl Answer {
-    /// The answer's size in KiB (at least 1): an offer carries two blocks.
+    /// The answer's size on the wire in KiB, rounded up (at least 1): an offer carries two
+    /// blocks; a chunk its keys and values with a length prefix each (borsh: 4 bytes), and a
+    /// proof sibling per level (a tag and up to 64 bytes). Charging the payload alone let a
+    /// flood of chunks of small entries through about 5% over the budget.
     fn kib(&self, ready: &[Checkpoint]) -> u32 {
+        const HEADER: usize = 128;
         let bytes = match self {
             Answer::Offer => ready
                 .iter()
                 .rev()
                 .find_map(|c| c.cert.as_ref())
-                .map_or(0, |s| s.tip.payload.len() + s.cert.payload.len()),
-            Answer::Chunk { bytes, too_large: false, .. } => *bytes,
+                .map_or(0, |s| s.tip.payload.len() + s.cert.payload.len() + 2 * HEADER),
+            Answer::Chunk { bytes, start, end, depth, too_large: false, .. } => {
+                bytes + 8 * (end - start) + 65 * usize::from(*depth)
+            }
             _ => 0,
         };
-        u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1)
+        u32::try_from((bytes + HEADER).div_ceil(1024)).unwrap_or(u32::MAX).max(1)
     }
 }
 
