@@ -85,7 +85,7 @@ fn round_trip_and_recovery_after_reopen() {
     assert_eq!(fresh.recovered(), hotstuff_core::Recovered::genesis(g.chain, g.validators.clone()));
     assert_eq!(store.app_get(b"hello").unwrap().as_deref(), Some(&b"world"[..]));
 
-    let h1 = run_replica(&store, &key, &g, 20);
+    let h1 = run_replica(&store, &key, &g, 30);
     assert!(h1 >= 10, "committed {h1}");
     let (tip, validators) = store.tip().unwrap().unwrap();
     assert_eq!(tip.height.0, h1, "the store's tip is the replica's committed height");
@@ -146,7 +146,7 @@ fn in_memory_store_behaves_like_the_file_store() {
     assert!(!before.blocks.is_empty(), "the uncommitted tail is loaded back");
     store.sync().unwrap();
     assert_eq!(store.load().unwrap().unwrap(), before, "folding the held blocks into redb changes nothing");
-    let h2 = run_replica(&store, &key, &g, 80);
+    let h2 = run_replica(&store, &key, &g, 120);
     assert!(h2 >= h + 40, "the restarted replica commits on: {h} -> {h2}");
     let after = store.load().unwrap().unwrap();
     assert_ne!(after.safety, before.safety, "the newer safety state replaced the older");
@@ -250,7 +250,7 @@ fn pruning_keeps_the_window_and_the_epoch_proofs() {
     let g = genesis(&key);
     let store = RedbStore::open(&path).unwrap();
     store.initialise(&g).unwrap();
-    let tip = run_replica(&store, &key, &g, 80);
+    let tip = run_replica(&store, &key, &g, 120);
     assert!(tip >= 40, "committed {tip}");
     let epoch_end = (1..=tip)
         .find(|h| store.committed_block(Height(*h)).unwrap().unwrap().2.is_some())
