@@ -87,14 +87,15 @@ fn same_seed_same_trace_with_snapshots() {
 /// server's wrong chunk arrives first in some seed).
 #[test]
 fn negative_control_installing_unverified_chunks_is_caught() {
-    for seed in 0..SEEDS {
+    // Whether a wrong chunk arrives first depends on the schedule: search up to four batches.
+    for seed in 0..4 * SEEDS {
         let o = run_seed(seed, true);
         if let Some(v) = o.report.safety_violations.first() {
             println!("snapshot negative control: caught at seed {seed}: {v}");
             return;
         }
     }
-    panic!("installing unverified chunks went unnoticed in {SEEDS} seeds");
+    panic!("installing unverified chunks went unnoticed in {} seeds", 4 * SEEDS);
 }
 
 /// Replays one seed with its trace (`SEED=7 cargo test --release -p hotstuff-tests --test

@@ -74,12 +74,14 @@ impl<P: Pacemaker> Replica<P> {
         // The vote inside counts like one sent to us: enough of them form the view's QC here,
         // even if the next leader they were sent to is down.
         if let Some(v) = t.vote.clone() {
-            if v.voter == self.key.public() {
-                // This replica's own vote (riding in its own timeout vote): counted once the
-                // safety state it was signed under is durable, like the vote itself
-                // (`Replica::own_votes`).
-                self.staged.own_votes.push(v);
-            } else {
+            // This replica's own vote (riding in its own timeout vote) whose persist is still
+            // pending is counted when that is acknowledged (`Replica::own_votes`), not here; one
+            // already durable counts now, with the timeout (waiting for the timeout's own
+            // persist would let the TC form first and the view's QC be lost).
+            let me = self.key.public();
+            let pending = v.voter == me
+                && (self.own_votes.iter().any(|(_, o)| *o == v) || self.staged.own_votes.contains(&v));
+            if !pending {
                 self.collect_vote(v);
             }
         }
