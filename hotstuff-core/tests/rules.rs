@@ -420,6 +420,26 @@ fn proposal_is_broadcast_only_after_its_persist_is_acknowledged() {
     assert_eq!(sent_votes(&released), vec![(Some(c.pk(c.leader(2))), c.vote(r, 1, block.hash()))]);
 }
 
+/// Votes for `b1` in view 1 from the first two validators other than `r`, fed to `replica`;
+/// the actions they produced.
+fn two_other_votes(
+    c: &Cluster,
+    replica: &mut hotstuff_core::Replica,
+    r: usize,
+    b1: &hotstuff_core::Block,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for i in (0..4).filter(|i| *i != r).take(2) {
+        replica.handle(c.input(i, Message::Vote(c.vote(i, 1, b1.hash())))).unwrap();
+        actions.extend(drain(replica));
+    }
+    actions
+}
+
+fn qc_formed(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Event(Event::QcFormed { .. })))
+}
+
 #[test]
 fn a_leader_counts_its_own_vote_only_once_its_persist_is_acknowledged() {
     // The leader of view 2 collects the view-1 votes. Its own vote and two others are a
@@ -432,15 +452,9 @@ fn a_leader_counts_its_own_vote_only_once_its_persist_is_acknowledged() {
     let (b1, actions) = vote_on_b1(&c, &mut replica);
     let seqs = persists(&actions);
     assert_eq!(seqs.len(), 1);
-    let mut actions = Vec::new();
-    for i in (0..4).filter(|i| *i != r).take(2) {
-        replica.handle(c.input(i, Message::Vote(c.vote(i, 1, b1.hash())))).unwrap();
-        actions.extend(drain(&mut replica));
-    }
-    let formed =
-        |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Event(Event::QcFormed { .. })));
+    let actions = two_other_votes(&c, &mut replica, r, &b1);
     assert!(
-        !formed(&actions),
+        !qc_formed(&actions),
         "a QC with this replica's signature formed before its vote was durable: {actions:?}"
     );
     assert_eq!(replica.view(), View(1));
@@ -469,18 +483,13 @@ fn an_own_vote_riding_in_its_own_timeout_also_waits_for_its_persist() {
     replica.handle(Input::TimerFired { view: View(1) }).unwrap();
     let mut actions = drain(&mut replica);
     seqs.extend(persists(&actions));
-    for i in (0..4).filter(|i| *i != r).take(2) {
-        replica.handle(c.input(i, Message::Vote(c.vote(i, 1, b1.hash())))).unwrap();
-        actions.extend(drain(&mut replica));
-    }
-    let formed =
-        |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Event(Event::QcFormed { .. })));
+    actions.extend(two_other_votes(&c, &mut replica, r, &b1));
     assert!(
-        !formed(&actions),
+        !qc_formed(&actions),
         "a QC with this replica's signature formed before its vote was durable: {actions:?}"
     );
     replica.handle(Input::Persisted { seq: *seqs.iter().max().unwrap() }).unwrap();
-    assert!(formed(&drain(&mut replica)), "the QC forms once the vote is durable");
+    assert!(qc_formed(&drain(&mut replica)), "the QC forms once the vote is durable");
 }
 
 #[test]
