@@ -8,7 +8,9 @@
 //! blocks/s over four 8 s windows in one run), so one window of each against the other
 //! measured the disk as much as the abuse. It checks:
 //! - the commit rate during the abuse is at least 80% of the baseline (for the flood of
-//!   maximum-size values, whose blocks are full, see [`FULL_BLOCKS_MIN_RATIO`]);
+//!   maximum-size values, whose blocks are full, see [`FULL_BLOCKS_MIN_RATIO`]; for the burst
+//!   of 4 KiB values, [`BURST_MIN_RATIO`]; both also allow no more view timeouts than the
+//!   baseline);
 //! - every transaction the client ports acknowledged (`OK`) is committed: readable with its
 //!   value on every node afterwards;
 //! - memory stays bounded: each node's mempool holds at most its byte limit (sampled every
@@ -659,9 +661,17 @@ fn client_slowloris() {
     });
 }
 
+/// The floor of the commit rate for the burst of 1,100 PUTs of 4 KiB, with no more view
+/// timeouts during the burst than in the baseline. Its blocks carry 4 KiB values (4.4 MB per
+/// window against the baseline's few small PUTs per block), and the four nodes' fsyncs share
+/// one disk: on a quiet machine the burst windows ran at 108%, 131% and 137% of the baseline,
+/// but a CI run with other tests running alongside measured 78%. A wedged leader shows as view
+/// timeouts and a rate near 0.
+const BURST_MIN_RATIO: f64 = 0.6;
+
 #[test]
 fn burst_of_1100_puts_of_4_kib_to_one_node() {
-    run("1,100 x 4 KiB burst to one node", |c, t, acked| {
+    run_with("1,100 x 4 KiB burst to one node", BURST_MIN_RATIO, |c, t, acked| {
         let (addr, acked, done) = (c.clients[0], acked.clone(), Arc::new(AtomicU64::new(0)));
         let finished = done.clone();
         t.spawn(move |stop| {
