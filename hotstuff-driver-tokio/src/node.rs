@@ -68,7 +68,7 @@ impl Node {
         let wake = Arc::new(Notify::new());
         let run = run(Box::new(engine), rx, stop.clone(), wake.clone(), net, p.status.clone());
         let core = tokio::spawn(run.instrument(span));
-        Ok(Node { info: NodeInfo::new(p.id, p.store, p.status, local_addr), stop, wake, core: Some(core) })
+        Ok(Node { info: NodeInfo::new(p.id, p.reader, p.status, local_addr), stop, wake, core: Some(core) })
     }
 
     /// A [`Waker`] for this node.

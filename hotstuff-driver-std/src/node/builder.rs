@@ -2,7 +2,7 @@
 
 use super::engine::{Engine, EngineParts, Handler};
 use super::run::Loop;
-use super::{Node, NodeInfo, Status};
+use super::{Node, NodeInfo, Reader, Status};
 use crate::app::App;
 use crate::error::{NetError, StoreError};
 use crate::event::Event;
@@ -459,7 +459,7 @@ impl<A: App> NodeBuilder<A> {
             tcp,
             network,
             inbox_capacity,
-            store,
+            reader,
             status,
             engine,
             metrics,
@@ -482,7 +482,7 @@ impl<A: App> NodeBuilder<A> {
             .name("hotstuff-consensus".into())
             .spawn(move || run.run())
             .map_err(BuildError::Spawn)?;
-        Ok(Node { info: NodeInfo::new(id, store, status, local_addr), tx, core: Some(core) })
+        Ok(Node { info: NodeInfo::new(id, reader, status, local_addr), tx, core: Some(core) })
     }
 
     /// Checks the settings, opens (or initialises) the store and recovers the replica from it
@@ -567,7 +567,7 @@ impl<A: App> NodeBuilder<A> {
             tcp: self.tcp,
             network: self.network,
             inbox_capacity: self.inbox_capacity,
-            store: self.store.clone(),
+            reader: Reader::with_unwritten(self.store.clone(), writer.as_ref().map(StoreWriter::unwritten)),
             status: status.clone(),
             engine: EngineParts {
                 replica,
@@ -608,8 +608,9 @@ pub struct Prepared<A: App> {
     pub network: Option<Box<dyn Network>>,
     /// Capacity of the inbox the network delivers into.
     pub inbox_capacity: usize,
-    /// The store (for [`crate::Reader`]s).
-    pub store: Arc<dyn Storage>,
+    /// A reader of the node's committed state (the store, and the commits its background
+    /// writer has not yet written).
+    pub reader: Reader,
     /// The progress the engine publishes.
     pub status: Arc<Mutex<Status>>,
     /// The replica, app, store and handlers.

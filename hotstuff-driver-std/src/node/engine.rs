@@ -616,19 +616,24 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.local.push_back(Input::BlockValidated { hash, outcome });
             }
             Action::ServeSync { to, request } => {
-                // Serves what the store holds; a block still queued is asked for again.
+                // Serves what the store holds and the commits queued for the writer.
                 self.hand_over()?;
                 let store = &self.store;
+                let unwritten = self.writer.as_ref().map(StoreWriter::unwritten);
                 // Bounded by the request (at most `limits.max_sync_blocks` point reads).
                 let retained_from = store.retained_from()?;
-                let answer =
-                    self.replica.sync_answer(&request, retained_from, |h| match store.committed_block(h) {
+                let answer = self.replica.sync_answer(&request, retained_from, |h| {
+                    if let Some(entry) = unwritten.as_ref().and_then(|u| u.block(h)) {
+                        return Some(entry);
+                    }
+                    match store.committed_block(h) {
                         Ok(b) => b,
                         Err(error) => {
                             tracing::error!(%error, height = %h, "cannot read a committed block for sync");
                             None
                         }
-                    });
+                    }
+                });
                 match &answer {
                     Message::SyncResponse(r) => {
                         tracing::debug!(peer = %to, from = %request.from_height, blocks = r.blocks.len(), "serving sync")

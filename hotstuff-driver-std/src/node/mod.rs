@@ -8,7 +8,7 @@ pub use builder::{BuildError, NodeBuilder, Prepared};
 
 use crate::error::StoreError;
 use crate::net::CoreMsg;
-use crate::storage::{CommittedEntry, Storage};
+use crate::storage::{CommittedEntry, Storage, Unwritten};
 use hotstuff_core::{CommittedTip, Height, PublicKey, ValidatorSet, View};
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
@@ -53,15 +53,16 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// The handle of a node with key `id`, reading `store`, whose loop publishes `status`.
+    /// The handle of a node with key `id`, whose committed state `reader` reads and whose loop
+    /// publishes `status`.
     #[must_use]
     pub fn new(
         id: PublicKey,
-        store: Arc<dyn Storage>,
+        reader: Reader,
         status: Arc<Mutex<Status>>,
         local_addr: Option<SocketAddr>,
     ) -> Self {
-        NodeInfo { id, reader: Reader::new(store), status, local_addr }
+        NodeInfo { id, reader, status, local_addr }
     }
 
     /// This node's key.
@@ -158,29 +159,49 @@ impl Drop for Node {
     }
 }
 
+/// Longest a [`Reader::app_state_digest`] waits for the store to hold what the reader saw.
+pub const DIGEST_WAIT: Duration = Duration::from_secs(2);
+
 /// A read handle on a node's committed state: blocks by height, app state by key, the tip and
 /// the validator set. Clonable and usable from any thread while the node runs.
+///
+/// A running node's reader sees a commit as soon as the consensus loop hands it to the
+/// background store writer: it looks at the commits not yet written ([`Unwritten`]) before the
+/// store.
 #[derive(Clone)]
 pub struct Reader {
     store: Arc<dyn Storage>,
+    unwritten: Option<Arc<Unwritten>>,
 }
 
 impl Reader {
     /// A reader over `store` (for example a store opened while no node runs).
     #[must_use]
     pub fn new(store: Arc<dyn Storage>) -> Self {
-        Reader { store }
+        Reader { store, unwritten: None }
+    }
+
+    /// A reader over `store` and the commits a background writer has not yet written to it.
+    #[must_use]
+    pub fn with_unwritten(store: Arc<dyn Storage>, unwritten: Option<Arc<Unwritten>>) -> Self {
+        Reader { store, unwritten }
     }
 
     /// The committed block at `height`, a certificate for it, and the epoch proof if it ended
     /// an epoch.
     pub fn block(&self, height: Height) -> Result<Option<CommittedEntry>, StoreError> {
-        self.store.committed_block(height)
+        match self.unwritten.as_ref().and_then(|u| u.block(height)) {
+            Some(entry) => Ok(Some(entry)),
+            None => self.store.committed_block(height),
+        }
     }
 
     /// The committed app state of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.app_get(key)
+        match self.unwritten.as_ref().and_then(|u| u.get(key)) {
+            Some(value) => Ok(value),
+            None => self.store.app_get(key),
+        }
     }
 
     /// The committed app state of `key` and the tip it belongs to, as of one moment: the tip
@@ -200,6 +221,9 @@ impl Reader {
 
     /// The committed tip.
     pub fn tip(&self) -> Result<CommittedTip, StoreError> {
+        if let Some(tip) = self.unwritten.as_ref().and_then(|u| u.tip()) {
+            return Ok(tip);
+        }
         Ok(self.store.tip()?.ok_or(StoreError::NotInitialised)?.0)
     }
 
@@ -209,8 +233,16 @@ impl Reader {
     }
 
     /// A blake3 digest of the whole committed app state and the tip it belongs to, from one
-    /// consistent snapshot.
+    /// consistent snapshot of the store, taken once the store holds the commits this reader
+    /// saw when called (the background writer's window, a few ms; after [`DIGEST_WAIT`] it
+    /// takes the store as it is, with its own tip).
     pub fn app_state_digest(&self) -> Result<(CommittedTip, [u8; 32]), StoreError> {
+        if let Some(seen) = self.unwritten.as_ref().and_then(|u| u.tip()) {
+            let deadline = Instant::now() + DIGEST_WAIT;
+            while self.store.tip()?.is_none_or(|(t, _)| t.height < seen.height) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let mut h = blake3::Hasher::new();
         let tip = self.store.scan_app_state(&mut |k, v| {
             h.update(&(k.len() as u64).to_le_bytes());

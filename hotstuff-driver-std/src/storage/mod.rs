@@ -12,10 +12,12 @@
 pub mod prune;
 mod redb_store;
 pub mod safety_log;
+pub mod unwritten;
 pub mod writer;
 
 pub use prune::{Pruner, RetainBlocks};
 pub use redb_store::RedbStore;
+pub use unwritten::Unwritten;
 pub use writer::StoreWriter;
 
 use crate::error::StoreError;
