@@ -3,8 +3,9 @@
 //!
 //! The writer lets jobs accumulate for [`super::writer::COALESCE`] before one transaction, so the
 //! store lags the replica's commits by up to that window and the transaction's time. A node's
-//! readers (client `GET`s and `WAIT`s, the app's committed-state reads) look here first, so they
-//! see a commit as soon as the consensus loop hands it over, however long the writer batches.
+//! [`Reader`]s (client `GET`, `WAIT` and `STATUS`) and its block-sync answers look here first, so
+//! they see a commit as soon as the consensus loop hands it over. (The app reads uncommitted and
+//! queued updates through the engine's own overlay.)
 //!
 //! Only commits the writer takes go through here; a commit that ends an epoch is written by the
 //! consensus loop itself, after the writer's queue is empty, so the blocks here never change the
