@@ -117,8 +117,10 @@ pub struct Recovered {
     pub committed: CommittedTip,
     /// The epoch in force after the last committed block.
     pub epoch: EpochState,
-    /// Uncommitted blocks that were persisted (any order); those that do not descend from
-    /// `committed` are dropped.
+    /// Uncommitted blocks that were persisted (any order). Those whose parent is missing (the
+    /// driver wrote other proposers' blocks in the background and lost some in the crash) are
+    /// kept aside, served to peers by hash and joined to the tree once the parent arrives;
+    /// those of another epoch or at or below `committed`'s view are dropped.
     pub blocks: Vec<BlockRecord>,
     /// The last committed blocks, oldest first, up to `committed` (the leader schedule's
     /// history, see [`crate::pacemaker`]): those of the last

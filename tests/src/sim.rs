@@ -223,6 +223,16 @@ pub struct Params {
     pub stop_on_safety_violation: bool,
     /// Snapshot sync (see [`SnapshotParams`]); `None`: not modelled, nothing pruned.
     pub snapshots: Option<SnapshotParams>,
+    /// The std driver's background writer: other proposers' blocks and committed blocks become
+    /// durable up to this many ms late (a node's own proposals and its safety state are
+    /// durable before `Persisted`, as always). A crash loses every such write younger than a
+    /// cutoff drawn within the window: those blocks are gone from the store, and its
+    /// committed tip goes back to the last commit older than the cutoff (never across a
+    /// validator-set change, which the driver writes at once; the node's own proposals among
+    /// the lost commits are still in the store as uncommitted blocks). Only for runs without a
+    /// user app and without snapshots (their committed state is not rolled back). `None`:
+    /// everything is durable when written.
+    pub lazy_writes_ms: Option<u64>,
 }
 
 /// Snapshot sync in the simulator: pruning, serving, and the std driver's snapshot client.
@@ -285,6 +295,7 @@ impl Params {
             late_starts: Vec::new(),
             record_events: false,
             snapshots: None,
+            lazy_writes_ms: None,
         }
     }
 
@@ -401,6 +412,8 @@ pub struct Report {
     pub staged_at_restart: u64,
     /// Per node, if [`Params::record_events`]: its core events with their virtual time (ms).
     pub events: Vec<Vec<(u64, Event)>>,
+    /// With [`Params::lazy_writes_ms`]: commits crashes took back from honest nodes' stores.
+    pub lost_commits: u64,
 }
 
 impl Report {
@@ -511,6 +524,10 @@ struct Store {
     app_state: AppState,
     /// The committed hashes, by height.
     log: Vec<BlockHash>,
+    /// With [`Params::lazy_writes_ms`]: when each other proposer's block was written.
+    lazy_blocks: BTreeMap<BlockHash, u64>,
+    /// With [`Params::lazy_writes_ms`]: when each height was committed.
+    commit_times: BTreeMap<u64, u64>,
 }
 
 struct Node {
@@ -663,6 +680,8 @@ impl Sim {
                         pending: VecDeque::new(),
                         app_state: AppState::new(),
                         log: Vec::new(),
+                        lazy_blocks: BTreeMap::new(),
+                        commit_times: BTreeMap::new(),
                     },
                     produced: 0,
                     durable_voted: View(0),
@@ -1196,11 +1215,57 @@ impl Sim {
             node.durable_voted = node.durable_voted.max(s.highest_voted_view);
             node.store.safety = Some(s);
         }
+        let me = self.publics[node.key];
         for b in blocks {
             if b.block.height > node.store.committed.height {
-                node.store.blocks.insert(b.block.hash(), b);
+                let hash = b.block.hash();
+                if self.p.lazy_writes_ms.is_some() && b.block.proposer != me {
+                    node.store.lazy_blocks.insert(hash, self.now);
+                }
+                node.store.blocks.insert(hash, b);
             }
         }
+    }
+
+    /// With [`Params::lazy_writes_ms`]: a crash loses the background writes younger than a
+    /// cutoff drawn within the window.
+    fn lose_lazy_writes(&mut self, n: usize) {
+        let Some(window) = self.p.lazy_writes_ms else { return };
+        assert!(
+            self.apps.is_empty() && self.p.snapshots.is_none(),
+            "lazy_writes_ms models the default app without snapshots only"
+        );
+        let cutoff = self.now.saturating_sub(self.rng.gen_range(0..=window));
+        let me = self.publics[self.nodes[n].key];
+        let store = &mut self.nodes[n].store;
+        let young: Vec<BlockHash> =
+            store.lazy_blocks.iter().filter(|(_, t)| **t > cutoff).map(|(h, _)| *h).collect();
+        for h in young {
+            store.blocks.remove(&h);
+            store.lazy_blocks.remove(&h);
+        }
+        let mut lost = 0;
+        while store.committed.height.0 >= 2
+            && store.commit_times.get(&store.committed.height.0).is_some_and(|t| *t > cutoff)
+        {
+            let h = store.committed.height.0;
+            let Some((parent, _, None)) = store.committed_chain.get(&(h - 1)).cloned() else { break };
+            let Some((block, _, None)) = store.committed_chain.remove(&h) else { break };
+            if block.proposer == me {
+                store.blocks.insert(block.hash(), BlockRecord { block, outcome: None });
+            }
+            store.commit_times.remove(&h);
+            store.log.pop();
+            store.committed = CommittedTip { hash: parent.hash(), view: parent.view, height: parent.height };
+            lost += 1;
+        }
+        let tip = store.committed.height.0;
+        if self.nodes[n].honest() {
+            self.report.lost_commits += lost;
+        }
+        self.trace(|| {
+            format!("n{n} loses its background writes after {cutoff} ({lost} commits, back to height {tip})")
+        });
     }
 
     fn crash_node(&mut self, n: usize) {
@@ -1218,6 +1283,7 @@ impl Sim {
                 self.write(n, None, blocks.into_iter().take(keep).collect());
             }
         }
+        self.lose_lazy_writes(n);
         self.nodes[n].replica = None;
         if let Some(snap) = self.nodes[n].snap.as_mut() {
             // The client and the served snapshots live in memory; what is staged is durable.
@@ -1845,6 +1911,11 @@ impl Sim {
         }
         node.store.committed = CommittedTip { hash, view, height: hotstuff_core::Height(height) };
         node.store.blocks.retain(|_, b| b.block.height.0 > height);
+        if self.p.lazy_writes_ms.is_some() {
+            node.store.commit_times.insert(height, self.now);
+            let store = &mut node.store;
+            store.lazy_blocks.retain(|h, _| store.blocks.contains_key(h));
+        }
         if honest {
             match self.commits.get(&height) {
                 Some((h, other)) if *h != hash => {

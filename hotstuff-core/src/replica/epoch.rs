@@ -75,6 +75,7 @@ impl<P: Pacemaker> Replica<P> {
         self.timeouts.clear();
         self.proposals_seen.clear();
         self.verified.clear();
+        self.recovered.clear();
         self.producing = None;
         // The new epoch starts from the root QC; the old epoch's QCs, lock and TC are over.
         self.safety.epoch = state.epoch;

@@ -10,6 +10,18 @@
 //! and the stalled leader is the only one holding that QC. The whole chain would wait for the
 //! view timeout. Kept orphans cover reordering; fetching by hash covers loss: every signer of
 //! a QC voted for its block, so it holds it (until it commits, when block sync takes over).
+//!
+//! Fetching by hash also pieces the chain together after a crash of every replica at once. A
+//! driver may make other proposers' blocks and commits durable after `Persisted` (only a
+//! replica's safety state and its own proposals must be durable before, see
+//! [`Action::Persist`]); then every replica may come back without the blocks between its
+//! committed tip and its high QC, and no one can serve the whole chain by block sync. Each
+//! of those blocks is still durable at its proposer, whose store hands it back in
+//! `Recovered::blocks` even though its parent is gone: such blocks are kept (`recovered`),
+//! served by hash, and joined to the tree when their parent arrives. A fetch asks the
+//! leader of the block's view (its proposer) besides the QC's signers, and a fetched block
+//! whose parent is missing has that parent fetched in turn, however far below the high QC it
+//! is.
 
 use super::Replica;
 use crate::action::{Action, SyncTimer};
@@ -19,13 +31,17 @@ use crate::certificate::QuorumCertificate;
 use crate::error::InputError;
 use crate::message::{Message, Proposal};
 use crate::pacemaker::Pacemaker;
+use crate::state::BlockRecord;
 use crate::types::{BlockHash, PublicKey, View};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 /// Most proposals kept while their parent is missing (one per view, the lowest views kept).
 pub(super) const MAX_ORPHANS: usize = 32;
-/// Most blocks fetched by hash at once.
+/// Most blocks asked for by hash at once (blocks received and waiting for their parent do not
+/// count; they are bounded by `config.max_uncommitted_blocks`).
 pub(super) const MAX_FETCHING: usize = 16;
+
 /// A fetch is given up after this many ticks of `config.fetch_delay` (requests go out at
 /// ticks 1, 2, 4, 8, ...); block sync and the view timer take over.
 const MAX_FETCH_TICKS: u32 = 64;
@@ -70,13 +86,36 @@ impl<P: Pacemaker> Replica<P> {
     /// A verified QC certifies `qc.block`, which this replica lacks: unless it is far ahead
     /// (block sync's case), fetch it by hash if it has not arrived within `fetch_delay`.
     pub(super) fn want_block(&mut self, qc: &QuorumCertificate) {
-        let top =
-            self.tree.iter().map(|(_, e)| e.block.view).max().unwrap_or_default().max(self.tree.root().view);
+        self.want(qc, true);
+    }
+
+    /// As [`Replica::want_block`], however far above this replica's blocks `qc` is: for a
+    /// fetched block's parent, and for the recovered high QC at start.
+    pub(super) fn want_block_unbounded(&mut self, qc: &QuorumCertificate) {
+        self.want(qc, false);
+    }
+
+    fn want(&mut self, qc: &QuorumCertificate, bounded: bool) {
         if qc.view <= self.tree.root().view
-            || qc.view.0 > top.0.saturating_add(FETCH_SPAN)
             || self.tree.contains(&qc.block)
             || self.fetching.contains_key(&qc.block)
-            || self.fetching.len() >= MAX_FETCHING
+        {
+            return;
+        }
+        if let Some(record) = self.recovered.remove(&qc.block) {
+            // This replica's own store has it: taken as if fetched (checked the same way).
+            self.fetching.insert(qc.block, Fetch { qc: qc.clone(), block: None, ticks: 0 });
+            if self.handle_fetched_block(record.block).is_err() {
+                self.fetching.remove(&qc.block);
+            }
+            return;
+        }
+        let top =
+            self.tree.iter().map(|(_, e)| e.block.view).max().unwrap_or_default().max(self.tree.root().view);
+        let asked = self.fetching.values().filter(|f| f.block.is_none()).count();
+        if (bounded && qc.view.0 > top.0.saturating_add(FETCH_SPAN))
+            || asked >= MAX_FETCHING
+            || self.fetching.len() >= self.config.max_uncommitted_blocks
         {
             return;
         }
@@ -93,45 +132,67 @@ impl<P: Pacemaker> Replica<P> {
 
     /// The fetch timer fired: ask for every block still missing (with back-off), from signers
     /// of its QC worth more than a third of the power (so at least one is honest), rotating
-    /// over the signers from one request to the next.
+    /// over the signers from one request to the next, and from the leader of its view (its
+    /// proposer, which made it durable before sending it: after a crash of every replica the
+    /// signers may all have lost it).
     pub(super) fn fetch_tick(&mut self) {
         self.fetch_timer_armed = false;
         let root = self.tree.root().view;
-        self.fetching.retain(|_, f| f.qc.view > root && f.ticks < MAX_FETCH_TICKS);
+        self.fetching.retain(|_, f| f.qc.view > root && (f.block.is_some() || f.ticks < MAX_FETCH_TICKS));
         let me = self.key.public();
         let threshold = self.epoch.validators.validity_threshold();
+        let leaders: BTreeMap<View, PublicKey> = self
+            .fetching
+            .values()
+            .filter(|f| f.block.is_none())
+            .map(|f| (f.qc.view, self.leader(f.qc.view)))
+            .collect();
         let mut sends = Vec::new();
         for (hash, f) in &mut self.fetching {
             f.ticks += 1;
             if f.block.is_some() || !f.ticks.is_power_of_two() {
                 continue;
             }
+            let mut to: Vec<PublicKey> = Vec::new();
             let signers: Vec<PublicKey> =
                 f.qc.signatures.iter().map(|(k, _)| *k).filter(|k| *k != me).collect();
-            if signers.is_empty() {
-                continue;
-            }
-            let start = (self.fetch_rotation % signers.len() as u64) as usize;
-            self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
-            let mut power = 0u64;
-            for k in signers.iter().cycle().skip(start).take(signers.len()) {
-                sends.push((*k, *hash));
-                power = power.saturating_add(self.epoch.validators.power(k).unwrap_or(1));
-                if power >= threshold {
-                    break;
+            if !signers.is_empty() {
+                let start = (self.fetch_rotation % signers.len() as u64) as usize;
+                self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
+                let mut power = 0u64;
+                for k in signers.iter().cycle().skip(start).take(signers.len()) {
+                    to.push(*k);
+                    power = power.saturating_add(self.epoch.validators.power(k).unwrap_or(1));
+                    if power >= threshold {
+                        break;
+                    }
                 }
             }
+            if let Some(leader) = leaders.get(&f.qc.view).filter(|l| **l != me && !to.contains(l)) {
+                to.push(*leader);
+            }
+            sends.extend(to.into_iter().map(|k| (k, *hash)));
         }
         for (to, hash) in sends {
             self.emit(Action::Send { to, message: Message::BlockRequest(hash) });
         }
-        if !self.fetching.is_empty() {
+        if self.fetching.values().any(|f| f.block.is_none()) {
             self.arm_fetch_timer();
         }
     }
 
-    /// A peer asks for a block by hash: send it if it is in the tree (uncommitted), at most
-    /// once per peer and block. A block this replica lacks or has committed is not an error
+    /// A block this replica can serve by hash: in the tree (uncommitted), recovered from its
+    /// store without its parent, or fetched and waiting for its parent.
+    fn held_block(&self, hash: &BlockHash) -> Option<&Block> {
+        self.tree
+            .get(hash)
+            .map(|e| &e.block)
+            .or_else(|| self.recovered.get(hash).map(|r| &r.block))
+            .or_else(|| self.fetching.get(hash).and_then(|f| f.block.as_ref()))
+    }
+
+    /// A peer asks for a block by hash: send it if this replica holds it uncommitted (see
+    /// [`Replica::held_block`]), at most once per peer and block. A block this replica lacks or has committed is not an error
     /// (the request may simply be late); the requester falls back to block sync.
     pub(super) fn handle_block_request(
         &mut self,
@@ -141,15 +202,18 @@ impl<P: Pacemaker> Replica<P> {
         if from == self.key.public() {
             return Err(InputError::UnexpectedBlock(hash));
         }
-        let Some(entry) = self.tree.get(&hash) else { return Ok(()) };
+        if self.held_block(&hash).is_none() {
+            return Ok(());
+        }
         if self.fetch_served.len() >= MAX_SERVED {
-            let tree = &self.tree;
-            self.fetch_served.retain(|(_, h)| tree.get(h).is_some());
+            let held: BTreeSet<BlockHash> =
+                self.fetch_served.iter().map(|(_, h)| *h).filter(|h| self.held_block(h).is_some()).collect();
+            self.fetch_served.retain(|(_, h)| held.contains(h));
         }
         if self.fetch_served.len() >= MAX_SERVED || self.fetch_served.contains(&(from, hash)) {
             return Err(InputError::Duplicate);
         }
-        let block = entry.block.clone();
+        let Some(block) = self.held_block(&hash).cloned() else { return Ok(()) };
         self.fetch_served.insert((from, hash));
         self.emit(Action::Send { to: from, message: Message::Block(block) });
         Ok(())
@@ -185,7 +249,7 @@ impl<P: Pacemaker> Replica<P> {
             f.block = Some(block);
         }
         self.remember_verified(justify.view, digest);
-        self.want_block(&justify);
+        self.want_block_unbounded(&justify);
         Ok(())
     }
 
@@ -232,6 +296,15 @@ impl<P: Pacemaker> Replica<P> {
                 self.fetching.remove(&h);
             }
         }
+        let recovered: Vec<BlockHash> =
+            self.recovered.iter().filter(|(_, r)| r.block.parent() == hash).map(|(h, _)| *h).collect();
+        for h in recovered {
+            if let Some(record) = self.recovered.remove(&h) {
+                if self.check_fetched(&record.block).is_ok() {
+                    self.insert_recovered(h, record);
+                }
+            }
+        }
         let views: Vec<View> =
             self.orphans.iter().filter(|(_, (_, p))| p.block.parent() == hash).map(|(v, _)| *v).collect();
         for v in views {
@@ -242,12 +315,33 @@ impl<P: Pacemaker> Replica<P> {
         }
     }
 
-    /// Drops kept proposals, fetches and served-request records that a commit made useless.
+    /// Adds a recovered block (checked against its parent, which just joined the tree) as it
+    /// would have been added at start: its app outcome as stored, and the high QC taken in
+    /// again if it certifies it (the commit rule needs the block).
+    fn insert_recovered(&mut self, hash: BlockHash, record: BlockRecord) {
+        let BlockRecord { block, outcome } = record;
+        let view = block.view;
+        let validity = outcome.map_or(Validity::Waiting, Validity::Valid);
+        self.tree.insert(hash, block, validity, false);
+        self.proposals_seen.entry(view).or_insert(hash);
+        self.request_validation(hash);
+        if self.safety.high_qc.block == hash {
+            let qc = self.safety.high_qc.clone();
+            let digest = qc.digest();
+            self.observe_qc(&qc, digest);
+        }
+        self.block_added(hash);
+    }
+
+    /// Drops kept proposals, fetches, recovered blocks and served-request records that a
+    /// commit made useless.
     pub(super) fn prune_fetch_state(&mut self) {
         let root = self.tree.root().view;
         self.orphans = self.orphans.split_off(&root.next());
         self.fetching.retain(|_, f| f.qc.view > root);
-        let tree = &self.tree;
-        self.fetch_served.retain(|(_, h)| tree.get(h).is_some());
+        self.recovered.retain(|_, r| r.block.view > root);
+        let held: BTreeSet<BlockHash> =
+            self.fetch_served.iter().map(|(_, h)| *h).filter(|h| self.held_block(h).is_some()).collect();
+        self.fetch_served.retain(|(_, h)| held.contains(h));
     }
 }

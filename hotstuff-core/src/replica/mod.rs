@@ -129,6 +129,9 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     orphans: BTreeMap<View, (PublicKey, crate::message::Proposal)>,
     /// Certified blocks this replica lacks, being fetched by hash.
     fetching: BTreeMap<BlockHash, fetch::Fetch>,
+    /// Blocks recovered from the store whose parent this replica no longer has (see
+    /// `fetch`): served to peers by hash, joined to the tree once the parent arrives.
+    recovered: BTreeMap<BlockHash, BlockRecord>,
     /// `(peer, block)` pairs already served to a `BlockRequest`.
     fetch_served: BTreeSet<(PublicKey, BlockHash)>,
     /// Rotates fetch requests over a QC's signers.
@@ -204,12 +207,22 @@ impl<P: Pacemaker> Replica<P> {
         let mut blocks = blocks;
         blocks.sort_by_key(|r| r.block.height);
         let mut to_validate = Vec::new();
+        let mut recovered = BTreeMap::new();
         for BlockRecord { block, outcome } in blocks {
             let hash = block.hash();
             if block.epoch != epoch.epoch {
                 continue;
             }
-            let Some((pview, pheight)) = tree.position(&block.parent()) else { continue };
+            let Some((pview, pheight)) = tree.position(&block.parent()) else {
+                // Its parent was not durable here (a driver may write other proposers' blocks
+                // and commits after `Persisted`, see `Action::Persist`). Kept for peers that
+                // lack it after the same crash (a leader's own proposal is durable only here)
+                // and for the tree once the parent arrives (`fetch`).
+                if block.view > committed.view && recovered.len() < config.max_uncommitted_blocks {
+                    recovered.insert(hash, BlockRecord { block, outcome });
+                }
+                continue;
+            };
             if block.height.0 != pheight.0.saturating_add(1) || block.view <= pview || tree.contains(&hash) {
                 continue;
             }
@@ -247,6 +260,7 @@ impl<P: Pacemaker> Replica<P> {
             progress_mark: committed.height,
             orphans: BTreeMap::new(),
             fetching: BTreeMap::new(),
+            recovered,
             fetch_served: BTreeSet::new(),
             fetch_rotation: 0,
             fetch_timer_armed: false,
@@ -264,6 +278,12 @@ impl<P: Pacemaker> Replica<P> {
         }
         r.start_view(progress::Entry::Start);
         r.arm_no_progress_timer();
+        // The durable high QC's block may be among the blocks whose parent was lost: start
+        // piecing the chain together from it (`fetch`).
+        if !r.tree.contains(&r.safety.high_qc.block) {
+            let qc = r.safety.high_qc.clone();
+            r.want_block_unbounded(&qc);
+        }
         // What was durable before the crash may be re-sent as is. A vote is for the view the
         // replica voted in, and it stays in that view until a QC or TC for it arrives, so the
         // vote to re-send is the one for the current view.
