@@ -1320,6 +1320,13 @@ impl Sim {
     }
 
     fn perform(&mut self, n: usize, action: Action, inputs: &mut VecDeque<Input>) {
+        match &action {
+            Action::ValidateBlock { block, .. } => {
+                self.check_valid_ancestry(n, block.parent(), "validates a block")
+            }
+            Action::ProduceBlock { parent, .. } => self.check_valid_ancestry(n, *parent, "produces a block"),
+            _ => {}
+        }
         match action {
             Action::Persist { seq, safety, blocks } => {
                 self.nodes[n].store.pending.push_back((seq, safety, blocks));
@@ -1582,6 +1589,33 @@ impl Sim {
             }
         }
         self.nodes[n].last_commit = Some((b.block.view, epoch));
+    }
+
+    /// The app is asked about a block on `parent`: every uncommitted block from `parent` down
+    /// to the committed one must be valid, or the app's view of the parent's state (committed
+    /// state plus the ancestors' updates) misses updates.
+    fn check_valid_ancestry(&mut self, n: usize, parent: BlockHash, what: &str) {
+        let Some(replica) = self.nodes[n].replica.as_ref() else { return };
+        if !self.nodes[n].honest() {
+            return;
+        }
+        let tree = replica.block_tree();
+        let mut cur = parent;
+        while cur != tree.root().hash {
+            match tree.get(&cur) {
+                Some(e) if matches!(e.validity, hotstuff_core::block_tree::Validity::Valid(_)) => {
+                    cur = e.block.parent();
+                }
+                e => {
+                    let state = e.map_or_else(|| "missing".to_string(), |e| format!("{:?}", e.validity));
+                    self.report.safety_violations.push(format!(
+                        "seed {}: node {n} {what} on {parent:#}, whose ancestor {cur:#} is {state}",
+                        self.p.seed
+                    ));
+                    return;
+                }
+            }
+        }
     }
 
     /// Logs a committed block and, with a user app, applies its updates to the node's committed

@@ -31,7 +31,6 @@ use crate::certificate::QuorumCertificate;
 use crate::error::InputError;
 use crate::message::{Message, Proposal};
 use crate::pacemaker::Pacemaker;
-use crate::state::BlockRecord;
 use crate::types::{BlockHash, PublicKey, View};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -102,10 +101,10 @@ impl<P: Pacemaker> Replica<P> {
         {
             return;
         }
-        if let Some(record) = self.recovered.remove(&qc.block) {
+        if let Some(block) = self.recovered.remove(&qc.block) {
             // This replica's own store has it: taken as if fetched (checked the same way).
             self.fetching.insert(qc.block, Fetch { qc: qc.clone(), block: None, ticks: 0 });
-            if self.handle_fetched_block(record.block).is_err() {
+            if self.handle_fetched_block(block).is_err() {
                 self.fetching.remove(&qc.block);
             }
             return;
@@ -187,7 +186,7 @@ impl<P: Pacemaker> Replica<P> {
         self.tree
             .get(hash)
             .map(|e| &e.block)
-            .or_else(|| self.recovered.get(hash).map(|r| &r.block))
+            .or_else(|| self.recovered.get(hash))
             .or_else(|| self.fetching.get(hash).and_then(|f| f.block.as_ref()))
     }
 
@@ -297,11 +296,12 @@ impl<P: Pacemaker> Replica<P> {
             }
         }
         let recovered: Vec<BlockHash> =
-            self.recovered.iter().filter(|(_, r)| r.block.parent() == hash).map(|(h, _)| *h).collect();
+            self.recovered.iter().filter(|(_, b)| b.parent() == hash).map(|(h, _)| *h).collect();
         for h in recovered {
-            if let Some(record) = self.recovered.remove(&h) {
-                if self.check_fetched(&record.block).is_ok() {
-                    self.insert_recovered(h, record);
+            if let Some(block) = self.recovered.remove(&h) {
+                // A block that joined the tree by another way (block sync) is not added twice.
+                if !self.tree.contains(&h) && self.check_fetched(&block).is_ok() {
+                    self.insert_recovered(h, block);
                 }
             }
         }
@@ -315,14 +315,13 @@ impl<P: Pacemaker> Replica<P> {
         }
     }
 
-    /// Adds a recovered block (checked against its parent, which just joined the tree) as it
-    /// would have been added at start: its app outcome as stored, and the high QC taken in
-    /// again if it certifies it (the commit rule needs the block).
-    fn insert_recovered(&mut self, hash: BlockHash, record: BlockRecord) {
-        let BlockRecord { block, outcome } = record;
+    /// Adds a recovered block (checked against its parent, which just joined the tree) to be
+    /// validated again (its parent is not valid yet, and a block may be valid only on a valid
+    /// parent: its app state is read through its ancestors), and takes in the high QC again
+    /// if it certifies it (the commit rule needs the block).
+    fn insert_recovered(&mut self, hash: BlockHash, block: Block) {
         let view = block.view;
-        let validity = outcome.map_or(Validity::Waiting, Validity::Valid);
-        self.tree.insert(hash, block, validity, false);
+        self.tree.insert(hash, block, Validity::Waiting, false);
         self.proposals_seen.entry(view).or_insert(hash);
         self.request_validation(hash);
         if self.safety.high_qc.block == hash {
@@ -339,7 +338,7 @@ impl<P: Pacemaker> Replica<P> {
         let root = self.tree.root().view;
         self.orphans = self.orphans.split_off(&root.next());
         self.fetching.retain(|_, f| f.qc.view > root);
-        self.recovered.retain(|_, r| r.block.view > root);
+        self.recovered.retain(|_, b| b.view > root);
         let held: BTreeSet<BlockHash> =
             self.fetch_served.iter().map(|(_, h)| *h).filter(|h| self.held_block(h).is_some()).collect();
         self.fetch_served.retain(|(_, h)| held.contains(h));

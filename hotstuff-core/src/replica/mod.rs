@@ -131,7 +131,7 @@ pub struct Replica<P: Pacemaker = DefaultPacemaker> {
     fetching: BTreeMap<BlockHash, fetch::Fetch>,
     /// Blocks recovered from the store whose parent this replica no longer has (see
     /// `fetch`): served to peers by hash, joined to the tree once the parent arrives.
-    recovered: BTreeMap<BlockHash, BlockRecord>,
+    recovered: BTreeMap<BlockHash, Block>,
     /// `(peer, block)` pairs already served to a `BlockRequest`.
     fetch_served: BTreeSet<(PublicKey, BlockHash)>,
     /// Rotates fetch requests over a QC's signers.
@@ -219,16 +219,19 @@ impl<P: Pacemaker> Replica<P> {
                 // lack it after the same crash (a leader's own proposal is durable only here)
                 // and for the tree once the parent arrives (`fetch`).
                 if block.view > committed.view && recovered.len() < config.max_uncommitted_blocks {
-                    recovered.insert(hash, BlockRecord { block, outcome });
+                    recovered.insert(hash, block);
                 }
                 continue;
             };
             if block.height.0 != pheight.0.saturating_add(1) || block.view <= pview || tree.contains(&hash) {
                 continue;
             }
+            // Valid only on a valid parent (its app state is read through its ancestors): a
+            // driver writing in the background may have stored a block's outcome but not its
+            // parent's. It is then validated again once the parent is.
             let validity = match outcome {
-                Some(o) => Validity::Valid(o),
-                None => {
+                Some(o) if tree.is_valid_or_root(&block.parent()) => Validity::Valid(o),
+                _ => {
                     to_validate.push(hash);
                     Validity::Waiting
                 }
