@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --manifest-path bench/Cargo.toml -- [--rounds 3] [--seconds 5]
 //! [--only a,d] [--svg bench/results/latency_throughput.svg] [--table bench/results/latest.md]
-//! [--windows 100,500,1000,2000] [--block-txs 2000]` (the last two: setup (e) only)
+//! [--windows 100,500,1000,1500,2000] [--block-txs 2000]` (the last two: setup (e) only)
 //!
 //! Every round runs every setup once, in the same order, so the setups are interleaved; the
 //! table shows per-setup medians over the rounds, and each ratio is the median over rounds of
@@ -52,7 +52,7 @@ fn args() -> Args {
         only: "abcde".into(),
         svg: None,
         table: None,
-        windows: vec![100, 500, 1000, 2000],
+        windows: vec![100, 500, 1000, 1500, 2000],
         block_txs: 2000,
     };
     let mut it = std::env::args().skip(1);
@@ -71,7 +71,7 @@ fn args() -> Args {
             "--block-txs" => a.block_txs = value().parse().expect("--block-txs N"),
             "-h" | "--help" => {
                 println!(
-                    "usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde] [--svg PATH] [--windows 100,500,1000,2000] [--block-txs 2000]"
+                    "usage: compare [--rounds 3] [--seconds 5] [--warmup 1] [--only abcde] [--svg PATH] [--windows 100,500,1000,1500,2000] [--block-txs 2000]"
                 );
                 std::process::exit(0);
             }
