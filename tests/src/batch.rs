@@ -66,8 +66,7 @@ impl Summary {
         self.commits += r.max_committed;
         self.views += r.max_view;
         self.views_after_heal.extend(&r.views_after_heal);
-        self.failures
-            .extend(r.safety_violations.iter().chain(&r.double_signs).chain(&r.liveness_failures).cloned());
+        self.failures.extend(r.findings().cloned());
     }
 }
 

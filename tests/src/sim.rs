@@ -417,6 +417,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// What the oracles found: safety violations, double signs, then liveness failures.
+    pub fn findings(&self) -> impl Iterator<Item = &String> {
+        self.safety_violations.iter().chain(&self.double_signs).chain(&self.liveness_failures)
+    }
+
+    /// The first `n` of [`Report::findings`], joined by "; " (for a failing seed's line).
+    #[must_use]
+    pub fn first_findings(&self, n: usize) -> String {
+        self.findings().take(n).cloned().collect::<Vec<_>>().join("; ")
+    }
+
     /// Heights first committed within `from_ms..to_ms` of virtual time, per second.
     #[must_use]
     pub fn commit_rate(&self, from_ms: u64, to_ms: u64) -> f64 {

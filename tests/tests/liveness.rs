@@ -24,17 +24,7 @@ fn batch(name: &str, n: usize, seeds: std::ops::Range<u64>, make: impl Fn(u64) -
         timeouts += r.view_timeouts;
         fetched += r.fetched_blocks;
         if !r.ok() {
-            failures.push(format!(
-                "{name} seed {seed}: {}",
-                r.safety_violations
-                    .iter()
-                    .chain(&r.double_signs)
-                    .chain(&r.liveness_failures)
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ));
+            failures.push(format!("{name} seed {seed}: {}", r.first_findings(3)));
         }
     }
     println!(

@@ -35,17 +35,7 @@ fn batch(name: &str, n: usize, seeds: std::ops::Range<u64>, at: &[u64]) {
         commits += r.max_committed;
         lost += r.lost_commits;
         if !r.ok() {
-            failures.push(format!(
-                "{name} seed {seed}: {}",
-                r.safety_violations
-                    .iter()
-                    .chain(&r.double_signs)
-                    .chain(&r.liveness_failures)
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ));
+            failures.push(format!("{name} seed {seed}: {}", r.first_findings(3)));
         }
     }
     println!(
