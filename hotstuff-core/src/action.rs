@@ -90,8 +90,8 @@ pub enum Action {
     /// Votes, timeout votes and proposals signed under this state are held back until then.
     /// A driver MAY write the blocks other replicas proposed later, in the background (the std
     /// driver does): after a crash the replica fetches what it lost from their proposers, for
-    /// whom their own blocks are durable (see [`Recovered::blocks`](crate::Recovered::blocks)). A block this
-    /// replica proposed MUST be durable before `Persisted`.
+    /// whom their own blocks are durable (see [`Recovered::blocks`](crate::Recovered::blocks)).
+    /// A block this replica proposed MUST be durable before `Persisted`.
     Persist {
         /// Strictly increasing sequence number.
         seq: u64,

@@ -40,7 +40,6 @@ pub(super) const MAX_ORPHANS: usize = 32;
 /// Most blocks asked for by hash at once (blocks received and waiting for their parent do not
 /// count; they are bounded by `config.max_uncommitted_blocks`).
 pub(super) const MAX_FETCHING: usize = 16;
-
 /// A fetch is given up after this many ticks of `config.fetch_delay` (requests go out at
 /// ticks 1, 2, 4, 8, ...); block sync and the view timer take over.
 const MAX_FETCH_TICKS: u32 = 64;
@@ -191,8 +190,9 @@ impl<P: Pacemaker> Replica<P> {
     }
 
     /// A peer asks for a block by hash: send it if this replica holds it uncommitted (see
-    /// [`Replica::held_block`]), at most once per peer and block. A block this replica lacks or has committed is not an error
-    /// (the request may simply be late); the requester falls back to block sync.
+    /// [`Replica::held_block`]), at most once per peer and block. A block this replica lacks or
+    /// has committed is not an error (the request may simply be late); the requester falls
+    /// back to block sync.
     pub(super) fn handle_block_request(
         &mut self,
         from: PublicKey,
