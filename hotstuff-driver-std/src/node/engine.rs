@@ -94,9 +94,6 @@ pub struct Engine<A: App, N: Outbound> {
     batch: WriteBatch,
     batch_seq: Option<u64>,
     writer: Option<StoreWriter>,
-    /// App-state updates of commits handed to the writer and not yet known written, oldest
-    /// first: the app's reads see them over the store.
-    inflight: VecDeque<(Height, AppStateUpdates)>,
     /// Stopped (dropped) when the engine closes.
     pruner: Option<Pruner>,
     metrics: Option<Metrics>,
@@ -179,7 +176,6 @@ impl<A: App, N: Outbound> Engine<A, N> {
             batch: WriteBatch::default(),
             batch_seq: None,
             writer,
-            inflight: VecDeque::new(),
             pruner,
             metrics,
             published: None,
@@ -290,7 +286,6 @@ impl<A: App, N: Outbound> Engine<A, N> {
         if let Some(w) = &self.writer {
             w.barrier()?;
         }
-        self.prune_inflight();
         match self.snapshot_server.as_mut() {
             Some(s) => s.after_commit(self.store.as_ref(), h),
             None => Ok(()),
@@ -382,7 +377,6 @@ impl<A: App, N: Outbound> Engine<A, N> {
         if let Some(w) = &self.writer {
             w.barrier()?;
         }
-        self.inflight.clear();
         self.store.install_staged(install)?;
         let stored = self.store.load()?.ok_or(StoreError::NotInitialised)?;
         let (key, pacemaker) = &self.rebuild;
@@ -596,11 +590,11 @@ impl<A: App, N: Outbound> Engine<A, N> {
             }
             Action::ValidateBlock { hash, block, for_sync } => {
                 self.hand_over()?;
-                self.prune_inflight();
+                let queued = self.queued_updates();
                 let ctx = context(
                     &self.replica,
                     self.store.as_ref(),
-                    &self.inflight,
+                    &queued,
                     block.view,
                     block.height,
                     block.parent(),
@@ -678,11 +672,6 @@ impl<A: App, N: Outbound> Engine<A, N> {
         self.batch.blocks = own;
         if !commits.is_empty() {
             self.app.committed(&commits);
-            for c in &commits {
-                if !c.outcome.app_updates.is_empty() {
-                    self.inflight.push_back((c.block.height, c.outcome.app_updates.clone()));
-                }
-            }
         }
         writer.submit(WriteBatch { safety: None, blocks: others, commits })
     }
@@ -704,7 +693,6 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 // The new epoch must be durable no later than any safety state of it: the
                 // queue first, then the batch whole, durably.
                 writer.barrier()?;
-                self.inflight.clear();
                 let batch = std::mem::take(&mut self.batch);
                 self.write(&batch)?;
                 self.app.committed(&batch.commits);
@@ -734,13 +722,10 @@ impl<A: App, N: Outbound> Engine<A, N> {
         self.net.peers_changed(&peers);
     }
 
-    /// Drops the overlaid updates the writer has written.
-    fn prune_inflight(&mut self) {
-        let Some(writer) = &self.writer else { return };
-        let applied = writer.applied();
-        while self.inflight.front().is_some_and(|(h, _)| *h <= applied) {
-            self.inflight.pop_front();
-        }
+    /// The updates of the commits handed to the writer and not yet written, newest first
+    /// (see [`context`]).
+    fn queued_updates(&self) -> Vec<AppStateUpdates> {
+        self.writer.as_ref().map(|w| w.unwritten().app_updates()).unwrap_or_default()
     }
 
     fn count_out(&self, len: usize, copies: usize) {
@@ -766,11 +751,11 @@ impl<A: App, N: Outbound> Engine<A, N> {
     /// Asks the app for a block; an empty one waits until `wait_until` (if given and still
     /// ahead) when nothing uncommitted is waiting for descendants to commit.
     fn produce(&mut self, view: View, parent: BlockHash, height: Height, wait_until: Option<Instant>) {
-        self.prune_inflight();
         let idle = self.replica.pending_updates(&parent).iter().all(|u| u.is_empty());
         let now = Instant::now();
         let wait_until = wait_until.filter(|at| *at > now && idle);
-        let mut ctx = context(&self.replica, self.store.as_ref(), &self.inflight, view, height, parent);
+        let queued = self.queued_updates();
+        let mut ctx = context(&self.replica, self.store.as_ref(), &queued, view, height, parent);
         ctx.waits_if_empty = wait_until.is_some();
         let max_payload = ctx.max_payload;
         let mut produced = self.app.produce_block(&ctx);
@@ -822,19 +807,20 @@ impl<A: App, N: Outbound> Engine<A, N> {
 }
 
 /// What the app sees for a block at `height` in `view` on `parent`: the updates of its
-/// uncommitted ancestors, then those of the commits still queued for the store (newest first),
-/// over the store. Reading a queued commit's updates again over a store that has meanwhile
-/// applied them gives the same values: updates set or delete whole keys.
+/// uncommitted ancestors, then `queued`, those of the commits still queued for the store
+/// (newest first, [`Unwritten::app_updates`](crate::storage::Unwritten::app_updates)), over the
+/// store. Reading a queued commit's updates again over a store that has meanwhile applied them
+/// gives the same values: updates set or delete whole keys.
 fn context<'a>(
     replica: &'a Replica,
     store: &'a dyn Storage,
-    inflight: &'a VecDeque<(Height, AppStateUpdates)>,
+    queued: &'a [AppStateUpdates],
     view: View,
     height: Height,
     parent: BlockHash,
 ) -> BlockContext<'a> {
     let mut pending = replica.pending_updates(&parent);
-    pending.extend(inflight.iter().rev().map(|(_, u)| u));
+    pending.extend(queued);
     BlockContext {
         view,
         height,

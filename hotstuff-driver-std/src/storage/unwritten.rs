@@ -4,8 +4,9 @@
 //! The writer lets jobs accumulate for [`super::writer::COALESCE`] before one transaction, so the
 //! store lags the replica's commits by up to that window and the transaction's time. A node's
 //! [`Reader`]s (client `GET`, `WAIT` and `STATUS`) and its block-sync answers look here first, so
-//! they see a commit as soon as the consensus loop hands it over. (The app reads uncommitted and
-//! queued updates through the engine's own overlay.)
+//! they see a commit as soon as the consensus loop hands it over. So does the app: the engine
+//! puts the held commits' updates ([`Unwritten::app_updates`]) between the uncommitted
+//! ancestors' and the store in every `BlockContext`.
 //!
 //! Only commits the writer takes go through here; a commit that ends an epoch is written by the
 //! consensus loop itself, after the writer's queue is empty, so the blocks here never change the
@@ -16,7 +17,7 @@
 //! [`Reader`]: crate::Reader
 
 use super::CommittedEntry;
-use hotstuff_core::{CommittedBlock, CommittedTip, Height};
+use hotstuff_core::{AppStateUpdates, CommittedBlock, CommittedTip, Height};
 use std::collections::VecDeque;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
@@ -75,6 +76,15 @@ impl Unwritten {
         self.read().iter().rev().find_map(|c| c.outcome.app_updates.get(key).map(|v| v.map(<[u8]>::to_vec)))
     }
 
+    /// The app-state updates of the held commits that change anything, newest first (cheap:
+    /// each is a shared map). A snapshot: a commit written meanwhile is then in both, and
+    /// reading its updates over a store that has them gives the same values (updates set or
+    /// delete whole keys).
+    #[must_use]
+    pub fn app_updates(&self) -> Vec<AppStateUpdates> {
+        self.read().iter().rev().map(|c| c.outcome.app_updates.clone()).filter(|u| !u.is_empty()).collect()
+    }
+
     /// How many commits are held.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -91,9 +101,7 @@ impl Unwritten {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hotstuff_core::{
-        AppOutcome, AppStateUpdates, Block, BlockHash, Epoch, PublicKey, QuorumCertificate, View,
-    };
+    use hotstuff_core::{AppOutcome, Block, BlockHash, Epoch, PublicKey, QuorumCertificate, View};
 
     fn commit(height: u64, updates: &[(&[u8], Option<&[u8]>)]) -> CommittedBlock {
         let mut u = AppStateUpdates::default();
@@ -134,6 +142,9 @@ mod tests {
         assert_eq!(u.block(Height(6)).map(|(b, _, _)| b.height), Some(Height(6)));
         assert_eq!(u.block(Height(4)), None);
         assert_eq!(u.block(Height(8)), None);
+        let updates = u.app_updates();
+        assert_eq!(updates.len(), 3);
+        assert_eq!((updates[0].get(b"b"), updates[1].get(b"a")), (Some(None), Some(Some(&b"2"[..]))));
         u.written(Height(6));
         assert_eq!((u.len(), u.get(b"a")), (1, None), "written commits are the store's to answer");
         assert_eq!(u.get(b"b"), Some(None));

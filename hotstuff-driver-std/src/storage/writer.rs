@@ -35,8 +35,8 @@ pub const SYNC_IDLE: Duration = Duration::from_millis(10);
 /// After a write job wakes the writer, it lets jobs accumulate this long before it writes
 /// them in one transaction: a node committing a block every few hundred microseconds then pays
 /// one transaction and one wake-up per window instead of one per drain. Nothing waits on these
-/// writes: the app reads queued commits from the engine's overlay, readers and block-sync
-/// answers from [`Unwritten`], and a barrier is answered at once.
+/// writes: the app, readers and block-sync answers read queued commits from [`Unwritten`],
+/// and a barrier is answered at once.
 pub const COALESCE: Duration = Duration::from_millis(5);
 /// The window of a busy writer (one whose jobs since its last transaction came at
 /// [`BUSY_JOBS_PER_SECOND`] or more, and stay at half that rate): every B-tree page a transaction changes is copied and written once per
