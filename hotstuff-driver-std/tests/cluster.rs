@@ -79,7 +79,10 @@ fn cluster_commits_agrees_recovers_and_stops_quickly() {
         "idle 4-validator cluster: {share:.1}% of one core, {} blocks and {idle_timeouts} view timeouts in 3 s",
         c.min_height() - h0
     );
-    assert!(share < 5.0, "idle CPU {share:.1}%");
+    // 4 validators at about 10 empty blocks/s: 3.7-5.0% of one core when run alone, up to 5.7%
+    // right after the abuse suite (which leaves some 10,000 sockets in TIME_WAIT); a busy loop
+    // or a timer storm costs several times that.
+    assert!(share < 6.0, "idle CPU {share:.1}%");
     assert!(c.min_height() > h0, "the idle chain keeps committing");
     // The idle back-off's waits fit in a view: with a ceiling of half the base timeout, each
     // leader timed out its own view (its wait plus the next leader's) once per rotation.
