@@ -9,6 +9,16 @@ use crate::net::{CoreMsg, Network};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
+/// Local turns (acknowledgements, app replies, due timers) run before the next inbox message
+/// is taken, at most this many in a row. The chain that follows a message (validate, persist,
+/// vote; or form a QC, produce, persist, propose) then finishes before the next message is
+/// looked at, as in the tokio driver and the directly driven core: a leader sends its proposal
+/// before it checks the votes that came after its quorum. The bound keeps a node that always
+/// has local work (a lone validator with a full mempool) hearing its peers and its shutdown
+/// request. (Benchmark (b), 4 interleaved pairs against one message per local turn: 1,769 ->
+/// 1,985 blocks/s at n = 4, 988 -> 1,000 at n = 7.)
+const LOCAL_TURNS: u32 = 64;
+
 pub(super) struct Loop<A: App> {
     pub(super) engine: Engine<A, Box<dyn Network>>,
     pub(super) rx: Receiver<CoreMsg>,
@@ -30,6 +40,7 @@ impl<A: App> Loop<A> {
     }
 
     fn turns(&mut self) -> Result<(), StoreError> {
+        let mut local_turns = 0u32;
         loop {
             self.engine.drain()?;
             self.engine.publish_status();
@@ -47,9 +58,11 @@ impl<A: App> Loop<A> {
                 Ready::Wait(deadline) => Some(deadline),
             };
             let Some(deadline) = deadline else {
-                // One inbox message per local turn, so that a node that always has local work
-                // (a lone validator with a full mempool) still hears its peers and its
-                // shutdown request.
+                local_turns += 1;
+                if local_turns < LOCAL_TURNS {
+                    continue;
+                }
+                local_turns = 0;
                 match self.rx.try_recv() {
                     Ok(msg) => {
                         if self.handle(msg) {
@@ -61,6 +74,7 @@ impl<A: App> Loop<A> {
                 }
                 continue;
             };
+            local_turns = 0;
             let msg = match deadline {
                 Some(at) => match self.rx.recv_timeout(at.saturating_duration_since(now)) {
                     Ok(m) => m,
