@@ -79,14 +79,17 @@ fn non_leader_forms_the_qc_and_commits_without_the_next_proposal() {
     assert_eq!(replica.locked_qc().view, View(0), "the lock rises only when voting");
     assert!(!leads(&log), "forming a QC does not make a non-leader propose: {log:?}");
     assert!(committed_blocks(&log).is_empty());
-    // The fourth vote is counted without forming a second QC; a repeat is a duplicate.
-    let log = feed(&mut replica, c.input(others[2], Message::Vote(c.vote(others[2], 1, b1.hash()))));
-    assert!(qcs_formed(&log).is_empty());
-    assert_rejected(
-        &mut replica,
-        c.input(others[2], Message::Vote(c.vote(others[2], 1, b1.hash()))),
-        InputError::Duplicate,
-    );
+    // Once view 1's QC formed, further votes for it are dropped unchecked (Ok, nothing
+    // changes, no second QC): the fourth vote, a repeat of it, and one with a bad signature.
+    let mut forged = c.vote(others[2], 1, b1.hash());
+    forged.signature = c.vote(others[1], 1, b1.hash()).signature;
+    let late = c.vote(others[2], 1, b1.hash());
+    for vote in [late.clone(), late, forged] {
+        let before = snapshot(&replica);
+        assert_eq!(replica.handle(c.input(others[2], Message::Vote(vote))), Ok(()));
+        assert_eq!(snapshot(&replica), before, "a late vote changed the replica");
+        assert!(drain(&mut replica).is_empty(), "a late vote produced an action");
+    }
 
     // b2 (carrying QC(b1)) arrives; it votes; the votes for b2 commit b1 at once.
     let log = feed(&mut replica, propose(&c, b2));

@@ -13,7 +13,8 @@ use crate::pacemaker::Pacemaker;
 impl<P: Pacemaker> Replica<P> {
     /// Checks a vote (addressed to the next view's leader, or to any validator with
     /// `broadcast_votes` on; for a live view, from a validator, not a duplicate or a second
-    /// vote, signature) before counting it.
+    /// vote, signature) before counting it. A vote for a view whose QC this replica already
+    /// formed is dropped unchecked (`Ok`, nothing changes).
     pub(super) fn handle_vote(&mut self, vote: Vote) -> Result<(), InputError> {
         if vote.epoch != self.epoch.epoch {
             return Err(InputError::WrongEpoch { expected: self.epoch.epoch, got: vote.epoch });
@@ -40,6 +41,13 @@ impl<P: Pacemaker> Replica<P> {
         }
         let vk =
             self.epoch.validators.verifying_key(&vote.voter).ok_or(InputError::NotAValidator(vote.voter))?;
+        // A view forms at most one QC here (`collect_vote`): a vote arriving after it formed
+        // cannot change anything, so its signature is not checked and it is not recorded
+        // (Ok, state unchanged). Honest voters beyond the quorum send such votes every view;
+        // this spares the aggregator their signature checks (n - quorum of them per view).
+        if self.votes.get(&view).is_some_and(|c| c.formed) {
+            return Ok(());
+        }
         if let Some(prev) = self.votes.get(&view).and_then(|c| c.by_voter.get(&vote.voter)) {
             return Err(if *prev == vote.block {
                 InputError::Duplicate
