@@ -45,15 +45,17 @@ impl<P: Pacemaker> Replica<P> {
         // cannot change anything, so its signature is not checked and it is not recorded
         // (Ok, state unchanged). Honest voters beyond the quorum send such votes every view;
         // this spares the aggregator their signature checks (n - quorum of them per view).
-        if self.votes.get(&view).is_some_and(|c| c.formed) {
-            return Ok(());
-        }
-        if let Some(prev) = self.votes.get(&view).and_then(|c| c.by_voter.get(&vote.voter)) {
-            return Err(if *prev == vote.block {
-                InputError::Duplicate
-            } else {
-                InputError::Equivocation { signer: vote.voter, view }
-            });
+        if let Some(collector) = self.votes.get(&view) {
+            if collector.formed {
+                return Ok(());
+            }
+            if let Some(prev) = collector.by_voter.get(&vote.voter) {
+                return Err(if *prev == vote.block {
+                    InputError::Duplicate
+                } else {
+                    InputError::Equivocation { signer: vote.voter, view }
+                });
+            }
         }
         self.verify_vote(vk, &vote)?;
         self.collect_vote(vote);

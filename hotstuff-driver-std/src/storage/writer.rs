@@ -47,8 +47,8 @@ pub const COALESCE: Duration = Duration::from_millis(5);
 pub const COALESCE_BUSY: Duration = Duration::from_millis(40);
 /// The job rate at which a writer counts as busy. An idle chain (a block every 100 ms or so)
 /// hands its writer 20-30 jobs a second and stays below it: at 25, an idle 4-validator cluster
-/// kept flipping to the long window and used 4.3-5.3% of a core against 3.7-4.3% at 60 (the
-/// cluster test's bound is 5%). A loaded node hands it hundreds.
+/// kept flipping to the long window and used 4.3-5.3% of a core against 3.7-4.3% at 60. A
+/// loaded node hands it hundreds.
 pub const BUSY_JOBS_PER_SECOND: f64 = 60.0;
 
 enum Job {
