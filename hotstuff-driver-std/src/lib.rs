@@ -14,10 +14,6 @@
 //!   reads (handshake, then frames), and one writer per peer that owns that peer's bounded send
 //!   queue and (re)connects with exponential back-off. A slow or dead peer fills only its own
 //!   queue; further frames for it are dropped (consensus tolerates loss; block sync repairs it).
-//! - **Background threads**: the store writer ([`storage::StoreWriter`]) and the pruner. On
-//!   Linux they lower their own CPU priority (nice +5), so under contention a vote is not
-//!   queued behind a writer's transaction; a writer that falls behind fills its queue and the
-//!   consensus loop waits for it (back-pressure), which gives it the CPU.
 //! - Nothing spins: every thread blocks in `accept`, `read`, or a channel receive with a
 //!   deadline. An idle 4-validator cluster uses 4-5% of one core and wakes its threads some
 //!   560 times a second (`tests/cluster.rs`), mostly for the empty blocks it commits while idle
@@ -158,7 +154,6 @@ pub mod kv;
 pub mod metrics;
 pub mod net;
 pub mod node;
-mod priority;
 pub mod snapshot;
 pub mod storage;
 

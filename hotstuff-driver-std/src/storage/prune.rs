@@ -146,7 +146,6 @@ impl fmt::Debug for Pruner {
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 fn run(store: &dyn Storage, retain: RetainBlocks, period: Duration, stop: &AtomicBool) {
-    crate::priority::lower_this_thread();
     while !stop.load(Ordering::Relaxed) {
         match prune_step(store, retain, PRUNE_BATCH) {
             Ok(true) => std::thread::park_timeout(BATCH_PAUSE),

@@ -164,7 +164,6 @@ impl Drop for StoreWriter {
 }
 
 fn run(store: &dyn Storage, rx: &Receiver<Job>, shared: &Shared) {
-    crate::priority::lower_this_thread();
     if let Err(error) = write_loop(store, rx, shared) {
         tracing::error!(%error, "the background store writer failed");
         *shared.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
