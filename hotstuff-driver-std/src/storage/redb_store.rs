@@ -564,33 +564,89 @@ impl Engine {
     }
 }
 
-/// The backend of [`RedbStore::in_memory`]: redb's own in-memory backend grows its buffer one
-/// pushed byte at a time (5% of a node's CPU in the in-memory benchmark); this one resizes it
-/// at once.
+/// The backend of [`RedbStore::in_memory`]: fixed-size chunks, so that growing it (which an
+/// archive store does for as long as it runs) neither copies what it holds, as a growing `Vec`
+/// does when it reallocates, nor writes the zeros of the new part: a new chunk comes zeroed
+/// from the allocator (`calloc`, fresh pages from the kernel). (redb's own in-memory backend
+/// grows its buffer one pushed byte at a time.)
 #[derive(Debug, Default)]
-struct MemoryBackend(std::sync::RwLock<Vec<u8>>);
+struct MemoryBackend(std::sync::RwLock<Chunks>);
+
+/// The bytes of a [`MemoryBackend`]: `len` bytes in chunks of [`Chunks::SIZE`] (the last one
+/// may reach past `len`; what lies there is zero).
+#[derive(Debug, Default)]
+struct Chunks {
+    len: usize,
+    chunks: Vec<Box<[u8]>>,
+}
+
+impl Chunks {
+    /// 1 MiB: growth is rare, and a chunk is a whole number of redb pages.
+    const SIZE: usize = 1 << 20;
+
+    /// The chunk pieces covering `len` bytes from `offset` of a backend of `total` bytes:
+    /// (chunk, start in it, length).
+    fn pieces(
+        total: usize,
+        offset: u64,
+        len: usize,
+    ) -> Result<impl Iterator<Item = (usize, usize, usize)>, std::io::Error> {
+        let start = usize::try_from(offset).map_err(|_| MemoryBackend::out_of_range())?;
+        let end = start.checked_add(len).ok_or_else(MemoryBackend::out_of_range)?;
+        if end > total {
+            return Err(MemoryBackend::out_of_range());
+        }
+        let mut at = start;
+        Ok(std::iter::from_fn(move || {
+            (at < end).then(|| {
+                let (chunk, within) = (at / Self::SIZE, at % Self::SIZE);
+                let n = (Self::SIZE - within).min(end - at);
+                at += n;
+                (chunk, within, n)
+            })
+        }))
+    }
+}
 
 impl MemoryBackend {
     fn out_of_range() -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "out of the in-memory store's range")
     }
+
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Chunks> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl redb::StorageBackend for MemoryBackend {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.0.read().unwrap_or_else(PoisonError::into_inner).len() as u64)
+        Ok(self.0.read().unwrap_or_else(PoisonError::into_inner).len as u64)
     }
 
     fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
         let data = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        let start = usize::try_from(offset).map_err(|_| Self::out_of_range())?;
-        let end = start.checked_add(len).ok_or_else(Self::out_of_range)?;
-        data.get(start..end).map(<[u8]>::to_vec).ok_or_else(Self::out_of_range)
+        let mut out = Vec::with_capacity(len);
+        for (chunk, at, n) in Chunks::pieces(data.len, offset, len)? {
+            out.extend_from_slice(&data.chunks[chunk][at..at + n]);
+        }
+        Ok(out)
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         let len = usize::try_from(len).map_err(|_| Self::out_of_range())?;
-        self.0.write().unwrap_or_else(PoisonError::into_inner).resize(len, 0);
+        let mut data = self.lock();
+        if len < data.len {
+            // What is cut off must read as zeros if the store grows again.
+            let keep = len.div_ceil(Chunks::SIZE);
+            data.chunks.truncate(keep);
+            if let Some(last) = data.chunks.last_mut().filter(|_| len % Chunks::SIZE != 0) {
+                last[len % Chunks::SIZE..].fill(0);
+            }
+        }
+        while data.chunks.len() * Chunks::SIZE < len {
+            data.chunks.push(vec![0u8; Chunks::SIZE].into_boxed_slice());
+        }
+        data.len = len;
         Ok(())
     }
 
@@ -599,10 +655,12 @@ impl redb::StorageBackend for MemoryBackend {
     }
 
     fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), std::io::Error> {
-        let mut data = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        let start = usize::try_from(offset).map_err(|_| Self::out_of_range())?;
-        let end = start.checked_add(bytes.len()).ok_or_else(Self::out_of_range)?;
-        data.get_mut(start..end).ok_or_else(Self::out_of_range)?.copy_from_slice(bytes);
+        let mut data = self.lock();
+        let mut from = 0;
+        for (chunk, at, n) in Chunks::pieces(data.len, offset, bytes.len())? {
+            data.chunks[chunk][at..at + n].copy_from_slice(&bytes[from..from + n]);
+            from += n;
+        }
         Ok(())
     }
 }
@@ -866,16 +924,20 @@ impl Engine {
             true => std::mem::take(&mut *lock(&self.held)),
             false => WriteBatch::default(),
         };
+        // The committed tip after the whole transaction: an uncommitted block at or below it
+        // (an own proposal logged or held since the last transaction, most often) would be
+        // inserted only to be dropped again by `batch`'s commits, so it is not written at all.
+        let final_tip = batch.and_then(WriteBatch::tip).map(|t| t.height);
         let result = (|| -> Result<(), StoreError> {
             if let Some((logged, seq)) = &logged {
-                self.apply(&txn, logged)?;
+                self.apply(&txn, logged, final_tip)?;
                 txn.open_table(META)?.insert("log_seq", &encode(seq)[..])?;
             }
             if !held.is_empty() {
-                self.apply(&txn, &held)?;
+                self.apply(&txn, &held, final_tip)?;
             }
             if let Some(batch) = batch {
-                self.apply(&txn, batch)?;
+                self.apply(&txn, batch, final_tip)?;
             }
             txn.commit()?;
             Ok(())
@@ -896,10 +958,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Applies `batch` in `txn` (see [`WriteBatch`] for the order).
-    fn apply(&self, txn: &redb::WriteTransaction, batch: &WriteBatch) -> Result<(), StoreError> {
+    /// Applies `batch` in `txn` (see [`WriteBatch`] for the order). `final_tip`: the committed
+    /// height the transaction ends at, if a later batch of it commits (its uncommitted blocks
+    /// at or below are skipped: the later batch would drop them).
+    fn apply(
+        &self,
+        txn: &redb::WriteTransaction,
+        batch: &WriteBatch,
+        final_tip: Option<Height>,
+    ) -> Result<(), StoreError> {
         let mut pending = txn.open_table(PENDING)?;
-        let new_tip = batch.tip().map(|t| t.height);
+        let new_tip = batch.tip().map(|t| t.height).max(final_tip);
         // A block at or below the new tip would be dropped below: it is written once, as
         // a committed block, or not at all (a branch the commits abandoned).
         for r in batch.blocks.iter().filter(|r| new_tip.is_none_or(|t| r.block.height > t)) {
@@ -923,7 +992,12 @@ impl Engine {
                 }
             }
             let end = pending_key(Height(tip.height.0.saturating_add(1)), &[0; 32]);
-            pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
+            // Most transactions have nothing stored at or below the tip (see `final_tip`):
+            // one lookup instead of a deleting walk.
+            let stale = pending.first()?.is_some_and(|(k, _)| k.value() < &end[..]);
+            if stale {
+                pending.retain_in::<&[u8], _>(..&end[..], |_, _| false)?;
+            }
             meta.insert("tip", &encode(&tip)[..])?;
         }
         if let Some(s) = batch.safety.as_ref().filter(|_| !self.volatile) {
@@ -1005,4 +1079,35 @@ impl Engine {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Chunks, MemoryBackend};
+    use redb::StorageBackend;
+
+    #[test]
+    fn the_chunked_memory_backend_reads_what_was_written_across_chunks_and_zeros_past_a_shrink() {
+        let m = MemoryBackend::default();
+        let size = Chunks::SIZE as u64;
+        m.set_len(2 * size + 10).unwrap();
+        assert_eq!(m.len().unwrap(), 2 * size + 10);
+        let bytes: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8 + 1).collect();
+        // Across the first chunk boundary, and up to the very end.
+        m.write(size - 1000, &bytes).unwrap();
+        m.write(2 * size + 10 - 5, &bytes[..5]).unwrap();
+        assert_eq!(m.read(size - 1000, 3000).unwrap(), bytes);
+        assert_eq!(m.read(2 * size + 5, 5).unwrap(), &bytes[..5]);
+        assert_eq!(m.read(0, 4).unwrap(), vec![0; 4], "unwritten bytes are zero");
+        // Past the end: an error, nothing written.
+        assert!(m.read(2 * size + 6, 5).is_err());
+        assert!(m.write(2 * size + 6, &bytes[..5]).is_err());
+        assert!(m.read(u64::MAX, 1).is_err());
+        // A shrink into a chunk, then growth: the cut-off bytes read as zeros.
+        m.set_len(size - 500).unwrap();
+        assert!(m.read(size - 1000, 1000).is_err());
+        m.set_len(2 * size).unwrap();
+        assert_eq!(m.read(size - 1000, 500).unwrap(), &bytes[..500]);
+        assert_eq!(m.read(size - 500, 2500).unwrap(), vec![0; 2500]);
+    }
 }
