@@ -115,9 +115,78 @@ impl Network for ChannelNetwork {
         }
     }
 
+    /// Delivery runs on the sender's thread, one peer after the other: `first` gets the frame
+    /// (and its consensus thread the wake-up) before the others.
+    fn broadcast_first(&mut self, first: PublicKey, frame: Frame) {
+        let mut peers: Vec<PublicKey> =
+            self.hub.lock().keys().copied().filter(|k| Some(*k) != self.me).collect();
+        if let Some(i) = peers.iter().position(|p| *p == first) {
+            peers[..=i].rotate_right(1);
+        }
+        for p in peers {
+            self.deliver(&p, frame.clone());
+        }
+    }
+
     fn shutdown(&mut self) {
         if let Some(me) = self.me.take() {
             self.hub.lock().remove(&me);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::CoreMsg;
+    use hotstuff_core::{ChainId, Envelope, Keypair, Limits, Message, ValidatorSet};
+    use std::sync::mpsc::{sync_channel, Receiver};
+
+    fn start(
+        hub: &ChannelHub,
+        seed: u8,
+        sent: Option<Arc<Mutex<Vec<PublicKey>>>>,
+    ) -> (ChannelNetwork, Receiver<CoreMsg>) {
+        let key = Keypair::from_secret(&[seed; 32]);
+        let validators = ValidatorSet::new([(key.public(), 1)]).unwrap();
+        let (tx, rx) = sync_channel(16);
+        let inbox = Inbox { tx, chain: ChainId(1), limits: Limits::default(), metrics: None };
+        let mut net = hub.network();
+        if let Some(sent) = sent {
+            net = net.with_hook(move |to, f| {
+                sent.lock().unwrap().push(*to);
+                Some(f.clone())
+            });
+        }
+        net.start(NetContext { key, chain: ChainId(1), limits: Limits::default(), validators, inbox })
+            .unwrap();
+        (net, rx)
+    }
+
+    #[test]
+    fn broadcast_first_serves_the_named_peer_first_and_every_peer_once() {
+        let hub = ChannelHub::default();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (mut me, _) = start(&hub, 1, Some(sent.clone()));
+        let peers: Vec<_> = (2..7).map(|s| start(&hub, s, None)).collect();
+        let mut keys = hub.members();
+        keys.retain(|k| *k != Keypair::from_secret(&[1; 32]).public());
+        let frame: Frame = Arc::new(Envelope::new(ChainId(1), Message::App(vec![7])).encode());
+        for first in [keys[3], keys[0], keys[4]] {
+            sent.lock().unwrap().clear();
+            me.broadcast_first(first, frame.clone());
+            let order = sent.lock().unwrap().clone();
+            assert_eq!(order[0], first, "the named peer is served first");
+            let mut seen = order.clone();
+            seen.sort();
+            assert_eq!(seen, keys, "every other peer once: {order:?}");
+        }
+        // A key that is no peer: a plain broadcast.
+        sent.lock().unwrap().clear();
+        me.broadcast_first(PublicKey([9; 32]), frame);
+        assert_eq!(*sent.lock().unwrap(), keys);
+        for (_, rx) in &peers {
+            assert_eq!(rx.try_iter().count(), 4, "each peer got each broadcast");
         }
     }
 }

@@ -116,6 +116,13 @@ pub trait Outbound: Send + 'static {
     /// Queues `frame` for every peer (validators and listeners).
     fn broadcast(&mut self, frame: Frame);
 
+    /// [`Outbound::broadcast`], `first` first where the order matters (see
+    /// [`Network::broadcast_first`]).
+    fn broadcast_first(&mut self, first: PublicKey, frame: Frame) {
+        let _ = first;
+        self.broadcast(frame);
+    }
+
     /// The validator set changed (its members may connect).
     fn validators_changed(&mut self, validators: &ValidatorSet);
 
@@ -133,6 +140,10 @@ impl Outbound for Box<dyn Network> {
 
     fn broadcast(&mut self, frame: Frame) {
         (**self).broadcast(frame);
+    }
+
+    fn broadcast_first(&mut self, first: PublicKey, frame: Frame) {
+        (**self).broadcast_first(first, frame);
     }
 
     fn validators_changed(&mut self, validators: &ValidatorSet) {
@@ -238,6 +249,15 @@ pub trait Network: Send + 'static {
 
     /// Queues `frame` for every peer (validators and listeners).
     fn broadcast(&mut self, frame: Frame);
+
+    /// [`Network::broadcast`], with `first` served first where the order of the sends matters
+    /// (a transport that hands frames over one at a time on the caller's thread). The engine
+    /// names the next view's leader for a proposal: that peer's vote collection is on the
+    /// critical path of the view. By default, a plain broadcast.
+    fn broadcast_first(&mut self, first: PublicKey, frame: Frame) {
+        let _ = first;
+        self.broadcast(frame);
+    }
 
     /// The validator set changed (its members may connect).
     fn validators_changed(&mut self, _validators: &ValidatorSet) {}

@@ -106,6 +106,18 @@ pub struct TcpNetwork {
 }
 
 impl TcpNetwork {
+    /// Queues `frame` for every connected peer, `first` (if connected) before the others.
+    fn broadcast_from(&mut self, first: Option<PublicKey>, frame: Frame) {
+        let Some(sh) = &self.shared else { return };
+        let mut targets: Vec<(PublicKey, SyncSender<Frame>)> =
+            lock(&sh.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
+        if let Some(i) = first.and_then(|f| targets.iter().position(|(k, _)| *k == f)) {
+            targets[..=i].rotate_right(1);
+        }
+        for (peer, tx) in targets {
+            enqueue(&tx, peer, frame.clone());
+        }
+    }
     /// A network with these settings; nothing runs until the node starts it.
     #[must_use]
     pub fn new(settings: TcpSettings) -> Self {
@@ -434,12 +446,12 @@ impl Network for TcpNetwork {
     }
 
     fn broadcast(&mut self, frame: Frame) {
-        let Some(sh) = &self.shared else { return };
-        let targets: Vec<(PublicKey, SyncSender<Frame>)> =
-            lock(&sh.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
-        for (peer, tx) in targets {
-            enqueue(&tx, peer, frame.clone());
-        }
+        self.broadcast_from(None, frame);
+    }
+
+    /// `first`'s writer thread is woken before the others'.
+    fn broadcast_first(&mut self, first: PublicKey, frame: Frame) {
+        self.broadcast_from(Some(first), frame);
     }
 
     fn validators_changed(&mut self, validators: &ValidatorSet) {

@@ -90,6 +90,8 @@ pub struct Engine<A: App, N: Outbound> {
     deferred: Option<Deferred>,
     /// Inputs produced locally (acknowledgements, app replies), handled before the inbox.
     local: VecDeque<Input>,
+    /// The buffer [`Engine::drain`] polls actions into (kept: no allocation per drain).
+    actions: Vec<Action>,
     /// Writes of the current drain not yet in the store, and the highest Persist seq in them.
     batch: WriteBatch,
     batch_seq: Option<u64>,
@@ -173,6 +175,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             sync_timers: BTreeMap::new(),
             deferred: None,
             local: VecDeque::new(),
+            actions: Vec::new(),
             batch: WriteBatch::default(),
             batch_seq: None,
             writer,
@@ -247,17 +250,26 @@ impl<A: App, N: Outbound> Engine<A, N> {
 
     /// Performs `actions`, then writes what they asked to persist in one durable transaction
     /// and queues the `Persisted` acknowledgement.
-    pub fn perform(&mut self, actions: Vec<Action>) -> Result<(), StoreError> {
+    pub fn perform(&mut self, mut actions: Vec<Action>) -> Result<(), StoreError> {
+        self.perform_all(&mut actions)
+    }
+
+    /// [`Engine::perform`] on a buffer the caller keeps (left empty).
+    fn perform_all(&mut self, actions: &mut Vec<Action>) -> Result<(), StoreError> {
         if let Some(error) = self.fatal.take() {
+            actions.clear();
             return Err(error);
         }
         // Commits first: the replica's block tree already reflects every commit of this drain
         // (committed blocks leave `pending_updates`), so the store must hold them before the
         // app reads state. The core lists app requests after every other action of an input;
-        // this keeps the app's view right even for actions left from earlier inputs.
-        let (commits, rest): (Vec<Action>, Vec<Action>) =
-            actions.into_iter().partition(|a| matches!(a, Action::Commit { .. }));
-        for action in commits.into_iter().chain(rest) {
+        // this keeps the app's view right even for actions left from earlier inputs. (Moved
+        // only when a commit follows another action: an action is large.)
+        let is_commit = |a: &Action| matches!(a, Action::Commit { .. });
+        if actions.iter().skip_while(|a| is_commit(a)).any(is_commit) {
+            actions.sort_by_key(|a| !is_commit(a)); // stable
+        }
+        for action in actions.drain(..) {
             self.perform_one(action)?;
         }
         // With the background writer, the fsync waits while local replies are queued: the
@@ -435,8 +447,12 @@ impl<A: App, N: Outbound> Engine<A, N> {
 
     /// Performs every action the replica has ([`Engine::poll_actions`] and [`Engine::perform`]).
     pub fn drain(&mut self) -> Result<(), StoreError> {
-        let actions = self.poll_actions();
-        self.perform(actions)
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.extend(std::iter::from_fn(|| self.replica.poll_action()));
+        let result = self.perform_all(&mut actions);
+        actions.clear();
+        self.actions = actions;
+        result
     }
 
     /// Hands the replica the next local input or due timer, if any (see [`Ready`]).
@@ -574,9 +590,17 @@ impl<A: App, N: Outbound> Engine<A, N> {
                 self.net.send(to, frame);
             }
             Action::Broadcast { message } => {
+                // A proposal reaches the next view's leader first: it collects the votes.
+                let first = match &message {
+                    Message::Proposal(p) => Some(self.replica.leader(View(p.block.view.0.saturating_add(1)))),
+                    _ => None,
+                };
                 let frame = self.frame(message);
                 self.count_out(frame.len(), self.replica.validators().members().len().saturating_sub(1));
-                self.net.broadcast(frame);
+                match first {
+                    Some(first) => self.net.broadcast_first(first, frame),
+                    None => self.net.broadcast(frame),
+                }
             }
             Action::SetTimer { view, after } => self.timer = Some((view, Instant::now() + after)),
             Action::SetSyncTimer { timer, after } => {
