@@ -82,7 +82,7 @@ impl Unwritten {
     /// delete whole keys).
     #[must_use]
     pub fn app_updates(&self) -> Vec<AppStateUpdates> {
-        self.read().iter().rev().map(|c| c.outcome.app_updates.clone()).filter(|u| !u.is_empty()).collect()
+        self.read().iter().rev().map(|c| &c.outcome.app_updates).filter(|u| !u.is_empty()).cloned().collect()
     }
 
     /// How many commits are held.
