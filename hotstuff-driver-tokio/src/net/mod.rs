@@ -241,6 +241,20 @@ impl TcpNetwork {
     }
 }
 
+impl Outgoing {
+    /// Queues `frame` for every connected peer, `first` (if connected) before the others.
+    fn broadcast_from(&mut self, first: Option<PublicKey>, frame: Frame) {
+        let mut targets: Vec<(PublicKey, mpsc::Sender<Frame>)> =
+            lock(&self.shared.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
+        if let Some(i) = first.and_then(|f| targets.iter().position(|(k, _)| *k == f)) {
+            targets[..=i].rotate_right(1);
+        }
+        for (peer, tx) in targets {
+            enqueue(&tx, peer, frame.clone());
+        }
+    }
+}
+
 impl Outbound for Outgoing {
     fn send(&mut self, to: PublicKey, frame: Frame) {
         let tx = lock(&self.shared.slots).get(&to).map(|s| s.tx.clone());
@@ -251,11 +265,12 @@ impl Outbound for Outgoing {
     }
 
     fn broadcast(&mut self, frame: Frame) {
-        let targets: Vec<(PublicKey, mpsc::Sender<Frame>)> =
-            lock(&self.shared.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
-        for (peer, tx) in targets {
-            enqueue(&tx, peer, frame.clone());
-        }
+        self.broadcast_from(None, frame);
+    }
+
+    /// `first`'s writer task is woken before the others'.
+    fn broadcast_first(&mut self, first: PublicKey, frame: Frame) {
+        self.broadcast_from(Some(first), frame);
     }
 
     fn validators_changed(&mut self, validators: &ValidatorSet) {
