@@ -18,7 +18,7 @@
 //! let _silent = hub.network().with_hook(|_to, _frame| None);
 //! ```
 
-use super::{Frame, NetContext, Network};
+use super::{serve_first, Frame, NetContext, Network};
 use crate::error::NetError;
 use crate::net::Inbox;
 use hotstuff_core::PublicKey;
@@ -79,6 +79,16 @@ impl ChannelNetwork {
         self
     }
 
+    /// Delivers `frame` to every other started node, `first` (if started) before the others.
+    fn broadcast_from(&mut self, first: Option<PublicKey>, frame: Frame) {
+        let mut peers: Vec<PublicKey> =
+            self.hub.lock().keys().copied().filter(|k| Some(*k) != self.me).collect();
+        serve_first(&mut peers, first, |p| *p);
+        for p in peers {
+            self.deliver(&p, frame.clone());
+        }
+    }
+
     fn deliver(&mut self, to: &PublicKey, frame: Frame) {
         let Some(me) = self.me else { return };
         let frame = match &mut self.hook {
@@ -109,23 +119,13 @@ impl Network for ChannelNetwork {
     }
 
     fn broadcast(&mut self, frame: Frame) {
-        let peers: Vec<PublicKey> = self.hub.lock().keys().copied().filter(|k| Some(*k) != self.me).collect();
-        for p in peers {
-            self.deliver(&p, frame.clone());
-        }
+        self.broadcast_from(None, frame);
     }
 
     /// Delivery runs on the sender's thread, one peer after the other: `first` gets the frame
     /// (and its consensus thread the wake-up) before the others.
     fn broadcast_first(&mut self, first: PublicKey, frame: Frame) {
-        let mut peers: Vec<PublicKey> =
-            self.hub.lock().keys().copied().filter(|k| Some(*k) != self.me).collect();
-        if let Some(i) = peers.iter().position(|p| *p == first) {
-            peers[..=i].rotate_right(1);
-        }
-        for p in peers {
-            self.deliver(&p, frame.clone());
-        }
+        self.broadcast_from(Some(first), frame);
     }
 
     fn shutdown(&mut self) {

@@ -98,6 +98,14 @@ impl Inbox {
     }
 }
 
+/// Moves the target keyed `first` (if any is) to the front, keeping the others' order: the
+/// order a [`Network::broadcast_first`] serves its peers in.
+pub fn serve_first<T>(targets: &mut [T], first: Option<PublicKey>, key: impl Fn(&T) -> PublicKey) {
+    if let Some(i) = first.and_then(|f| targets.iter().position(|t| key(t) == f)) {
+        targets[..=i].rotate_right(1);
+    }
+}
+
 /// Decodes one frame body into a message of `chain`, bounded by `limits`.
 pub fn decode_frame(bytes: &[u8], chain: ChainId, limits: &Limits) -> Result<Message, NetError> {
     let env = Envelope::decode(bytes, limits)?;

@@ -111,9 +111,7 @@ impl TcpNetwork {
         let Some(sh) = &self.shared else { return };
         let mut targets: Vec<(PublicKey, SyncSender<Frame>)> =
             lock(&sh.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
-        if let Some(i) = first.and_then(|f| targets.iter().position(|(k, _)| *k == f)) {
-            targets[..=i].rotate_right(1);
-        }
+        super::serve_first(&mut targets, first, |(k, _)| *k);
         for (peer, tx) in targets {
             enqueue(&tx, peer, frame.clone());
         }

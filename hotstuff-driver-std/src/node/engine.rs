@@ -449,8 +449,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
     pub fn drain(&mut self) -> Result<(), StoreError> {
         let mut actions = std::mem::take(&mut self.actions);
         actions.extend(std::iter::from_fn(|| self.replica.poll_action()));
-        let result = self.perform_all(&mut actions);
-        actions.clear();
+        let result = self.perform_all(&mut actions); // leaves it empty
         self.actions = actions;
         result
     }
@@ -592,7 +591,7 @@ impl<A: App, N: Outbound> Engine<A, N> {
             Action::Broadcast { message } => {
                 // A proposal reaches the next view's leader first: it collects the votes.
                 let first = match &message {
-                    Message::Proposal(p) => Some(self.replica.leader(View(p.block.view.0.saturating_add(1)))),
+                    Message::Proposal(p) => Some(self.replica.leader(p.block.view.next())),
                     _ => None,
                 };
                 let frame = self.frame(message);

@@ -19,7 +19,7 @@ use hotstuff_core::{ChainId, Keypair, Limits, Message, PublicKey, ValidatorSet};
 use hotstuff_driver_std::net::admission::{Admission, Pending};
 use hotstuff_driver_std::net::book::{Guests, PeerBook};
 use hotstuff_driver_std::net::frame::{is_heartbeat, HEARTBEAT};
-use hotstuff_driver_std::net::{decode_frame, health, Backoff, Frame};
+use hotstuff_driver_std::net::{decode_frame, health, serve_first, Backoff, Frame};
 use hotstuff_driver_std::Metrics;
 use hotstuff_driver_std::{FrameError, HandshakeError, NetError, NetEvent, Outbound, TcpSettings};
 use std::collections::{BTreeMap, BTreeSet};
@@ -246,9 +246,7 @@ impl Outgoing {
     fn broadcast_from(&mut self, first: Option<PublicKey>, frame: Frame) {
         let mut targets: Vec<(PublicKey, mpsc::Sender<Frame>)> =
             lock(&self.shared.slots).iter().map(|(k, s)| (*k, s.tx.clone())).collect();
-        if let Some(i) = first.and_then(|f| targets.iter().position(|(k, _)| *k == f)) {
-            targets[..=i].rotate_right(1);
-        }
+        serve_first(&mut targets, first, |(k, _)| *k);
         for (peer, tx) in targets {
             enqueue(&tx, peer, frame.clone());
         }
