@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets in `fuzz/` (cargo-fuzz, nightly), kept here so that the stable
-//! smoke test `tests/tests/fuzz_smoke.rs` runs exactly the same code on seeded pseudo-random
+//! smoke test `tests/tests/integration/fuzz_smoke.rs` runs exactly the same code on seeded pseudo-random
 //! inputs. Every function panics on a finding and returns normally otherwise.
 //!
 //! - [`decode_envelope`]: bounded decoding of wire frames is canonical and agrees with borsh.

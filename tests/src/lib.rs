@@ -43,7 +43,7 @@
 //! ```
 //!
 //! `tests/examples/bank.rs` (a user app with a conservation invariant under 200 seeds) and
-//! `tests/tests/kv_sim.rs` (the shipped kv app through [`DriverApp`]) are complete examples.
+//! `tests/tests/integration/kv_sim.rs` (the shipped kv app through [`DriverApp`]) are complete examples.
 //! Also here: a fault-injecting TCP proxy for the drivers' end-to-end tests on loopback
 //! ([`proxy`]).
 

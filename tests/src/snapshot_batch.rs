@@ -1,4 +1,4 @@
-//! Snapshot catch-up scenarios for the simulator (the CI batch in `tests/snapshot_sim.rs` and
+//! Snapshot catch-up scenarios for the simulator (the CI batch in `tests/integration/snapshot_sim.rs` and
 //! `simulate --snapshots`): four validators run the kv app the node ships, wrapped in
 //! [`StateCommitted`] so every block with a payload certifies its parent's state root; every
 //! node prunes its committed blocks 60 below its tip and takes a snapshot every 5 heights;

@@ -1,7 +1,7 @@
 //! A tokio node is shut down while the others go on committing, is started again from its redb
 //! store, catches up, and the cluster keeps committing; no committed transaction is lost.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, Kind};
 use hotstuff_driver_tokio::kv::{state_key, Tx};

@@ -6,7 +6,7 @@
 //! nothing in between. Restarted, it resumes the staged snapshot (or starts over), is killed
 //! once more, and restarted again it ends with the validators' app-state digest.
 
-mod common;
+use crate::common;
 
 use common::{key, CHAIN};
 use hotstuff_core::{Height, ValidatorSet};
@@ -81,7 +81,7 @@ impl Joiner {
         let log = dir.join(format!("joiner{run}.log"));
         let out = dir.join(format!("joiner{run}.out"));
         let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_mode", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "snapshot_crash::child_mode", "--nocapture", "--test-threads=1"])
             .env("SNAPSHOT_CHILD_ADDRS", addrs)
             .env("SNAPSHOT_CHILD_STORE", store)
             .stdout(std::fs::File::create(&out).unwrap())

@@ -2,7 +2,7 @@
 //! the node it stalls keeps committing large blocks with the others (per-peer bounded queues;
 //! the consensus thread never waits on a peer).
 
-mod common;
+use crate::common;
 
 use common::{key, Cluster, CHAIN};
 use hotstuff_core::crypto::SignKind;

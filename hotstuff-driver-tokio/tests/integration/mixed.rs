@@ -2,7 +2,7 @@
 //! three holds both kinds, so every commit needs votes across the drivers; with one tokio node
 //! stopped, the remaining two std nodes and one tokio node must all take part.
 
-mod common;
+use crate::common;
 
 use common::{key, Cluster, Kind};
 use hotstuff_driver_tokio::{Event, NetEvent};

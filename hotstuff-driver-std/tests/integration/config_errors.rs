@@ -1,7 +1,7 @@
 //! Invalid settings are refused with an error naming the setting: the builder's, and the
 //! `hotstuff-node` binary's config files and flags.
 
-mod common;
+use crate::common;
 
 use common::{key, CHAIN};
 use hotstuff_core::{ChainId, ValidatorSet};

@@ -5,7 +5,7 @@
 //! machine commits the blocks quickly; the four-validator long run is the `store_growth`
 //! example (figures in the README).
 
-mod common;
+use crate::common;
 
 use common::{key, Cluster};
 use hotstuff_core::{Height, PublicKey};

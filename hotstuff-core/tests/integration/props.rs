@@ -1,7 +1,7 @@
 //! Property tests: wire encoding, quorum arithmetic, the leader schedule, and block-tree and
 //! commit invariants of replicas driven through random schedules.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hotstuff_core::message::{SyncPruned, SyncRequest, SyncResponse};

@@ -2,7 +2,7 @@
 //! ([`Replica::sync_answer`]) and the requester's reaction to a `SyncPruned` (avoid, say so,
 //! ask another peer), through the public API only.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hotstuff_core::message::{SyncPruned, SyncRequest};

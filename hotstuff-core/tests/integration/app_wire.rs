@@ -1,7 +1,7 @@
 //! The application message (`Message::App`): it round-trips byte for byte, is bounded by the
 //! block payload limit before anything is allocated, and the replica refuses it as the driver's.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hotstuff_core::{ChainId, DecodeError, Envelope, Input, InputError, Limits, Message, Replica};

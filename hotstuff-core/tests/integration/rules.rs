@@ -1,7 +1,7 @@
 //! Unit tests of the safety rules, persist-before-send, refusal of bad input, recovery and the
 //! commit rule, through the public API only.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hotstuff_core::certificate::{verify_qc, verify_tc};
@@ -651,6 +651,24 @@ fn proposal_with_bad_signature_is_refused() {
     let mut p = s.c.propose(s.b4(), None);
     p.signature = bogus_signature();
     s.reject(s.proposal(p), bad(SignatureError::Invalid));
+    s.accepts_b4();
+}
+
+/// A new justify QC and the proposer's signature are verified in one batch; with both bad, the
+/// error still names the proposer's signature, as when they were checked one after the other.
+#[test]
+fn proposal_with_bad_signature_and_bad_qc_names_the_proposer() {
+    let mut s = three_views();
+    let mut qc = s.c.certify(&s.b3);
+    qc.signatures[0].1 = s.c.qc(2, s.b3.hash(), &[0, 1, 2]).signatures[0].1;
+    let mut b4 = s.b4();
+    b4.justify = qc;
+    let other = (0..4).find(|i| *i != s.l4()).unwrap();
+    let p = s.c.propose_signed_by(other, b4, None);
+    s.reject(
+        s.proposal(p),
+        InputError::BadSignature { signer: s.c.pk(s.l4()), source: SignatureError::Invalid },
+    );
     s.accepts_b4();
 }
 

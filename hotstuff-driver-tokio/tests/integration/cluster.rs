@@ -1,7 +1,7 @@
 //! A 4-validator tokio cluster on loopback commits client transactions and every replica ends
 //! with the same app state at the same height.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, Kind};
 use hotstuff_driver_tokio::kv::state_key;

@@ -9,7 +9,7 @@
 //! The nodes talk over an in-process channel network (no sockets), so a validator's outgoing
 //! frames can be tampered with; consensus itself stays honest.
 
-mod common;
+use crate::common;
 
 use common::{key, CHAIN};
 use hotstuff_core::{Envelope, Height, Limits, Message, PublicKey, ValidatorSet};

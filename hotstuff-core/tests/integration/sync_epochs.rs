@@ -1,7 +1,7 @@
 //! Unit tests of the block-sync triggers, the avoidance of bad sync servers (and its expiry),
 //! and the core's own rules for validator-set changes, through the public API only.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hotstuff_core::message::SyncResponse;

@@ -4,7 +4,7 @@
 //! refused with a typed error (asserted on through the event handlers), and the node goes on
 //! committing.
 
-mod common;
+use crate::common;
 
 use common::{key, Cluster, CHAIN};
 use hotstuff_core::crypto::SignKind;

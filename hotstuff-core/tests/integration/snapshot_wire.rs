@@ -1,7 +1,7 @@
 //! The snapshot-sync messages: what encodes decodes to the same message and re-encodes to the
 //! same bytes; every list over its limit is refused; trailing bytes and bad tags are refused.
 
-mod common;
+use crate::common;
 
 use common::roundtrip;
 use hotstuff_core::message::{MAX_CHUNK_ENTRIES, MAX_CHUNK_PROOF, MAX_SNAPSHOT_KEY};

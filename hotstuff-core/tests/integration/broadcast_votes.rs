@@ -3,9 +3,10 @@
 //! commits one network delay sooner. Off, a vote to a replica that does not lead the next view
 //! is refused as before.
 
-mod common;
+use crate::common;
 
 use common::*;
+use hotstuff_core::crypto::SignatureError;
 use hotstuff_core::{
     Action, AppOutcome, Block, Config, Event, Input, InputError, Keypair, Message, Replica, View,
 };
@@ -296,4 +297,41 @@ fn own_vote_counts_only_once_durable() {
     assert_eq!(qcs_formed(&actions), vec![View(1)]);
     assert_eq!(sent_votes(&actions).len(), 3, "the vote leaves with the same acknowledgement");
     assert_eq!(replica.view(), View(2));
+}
+
+/// A proposal whose justify QC this replica formed itself from broadcast votes takes the
+/// one-by-one path (the QC is known; only the proposer's signature is verified, strictly): a
+/// forged signature is still refused, naming the proposer, and the genuine proposal is accepted.
+#[test]
+fn proposal_carrying_a_qc_formed_here_still_has_its_signature_checked() {
+    let c = Cluster::new(4);
+    let r = c.leader(4);
+    let others: Vec<usize> = (0..4).filter(|i| *i != r).collect();
+    let mut replica = broadcast_replica(&c, r);
+    run(&mut replica);
+    let b = chain(&c, 2);
+    let b1 = &b[0];
+    replica.handle(propose(&c, b1)).unwrap();
+    drain(&mut replica);
+    replica.handle(Input::BlockValidated { hash: b1.hash(), outcome: Some(AppOutcome::default()) }).unwrap();
+    let seq = persists_in(&drain(&mut replica));
+    replica.handle(Input::Persisted { seq }).unwrap();
+    drain(&mut replica);
+    for i in &others[..2] {
+        feed(&mut replica, c.input(*i, Message::Vote(c.vote(*i, 1, b1.hash()))));
+    }
+    assert_eq!(replica.high_qc().view, View(1), "QC(b1) formed here");
+    // b2 carries exactly the QC this replica formed (same signers, same digest).
+    let mut b2 = b[1].clone();
+    b2.justify = replica.high_qc().clone();
+    let leader2 = c.index(&b2.proposer);
+    let forger = others.iter().copied().find(|i| *i != leader2).unwrap();
+    let forged = c.input(leader2, Message::Proposal(c.propose_signed_by(forger, b2.clone(), None)));
+    assert_rejected(
+        &mut replica,
+        forged,
+        InputError::BadSignature { signer: b2.proposer, source: SignatureError::Invalid },
+    );
+    replica.handle(propose(&c, &b2)).unwrap();
+    assert!(replica.block(&b2.hash()).is_some());
 }

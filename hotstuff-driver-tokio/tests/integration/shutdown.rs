@@ -1,7 +1,7 @@
 //! Shutdown under load: with clients submitting continuously, every node stops in bounded
 //! time, and its redb store is closed (it can be opened again at once).
 
-mod common;
+use crate::common;
 
 use common::{Cluster, Kind};
 use hotstuff_driver_std::load;

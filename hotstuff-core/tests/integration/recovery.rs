@@ -3,7 +3,7 @@
 //! kept, served by hash and joins the tree once the parent arrives; a block recovered with an
 //! outcome is valid only on a valid parent.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hotstuff_core::{

@@ -3,7 +3,7 @@
 //! started once every validator has pruned catches up by snapshot (its snapshot work runs on
 //! the blocking pool), block-syncs on and ends with the validators' app-state digest.
 
-mod common;
+use crate::common;
 
 use common::{key, CHAIN};
 use hotstuff_core::ValidatorSet;

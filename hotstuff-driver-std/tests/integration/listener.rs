@@ -2,7 +2,7 @@
 //! validators, follows the chain, and holds the same app state. Its app proposes at most 10
 //! transactions per block, the validators' 1,000: validation must not depend on that.
 
-mod common;
+use crate::common;
 
 use common::{key, Cluster};
 use hotstuff_driver_std::kv::{KvApp, Mempool, Tx};

@@ -1,7 +1,7 @@
 //! The embedding API: error kinds, the drain rule's getter, broadcast peers, full-length hash
 //! display, the epoch in `Event::Committed`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hotstuff_core::{

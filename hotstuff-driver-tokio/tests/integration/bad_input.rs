@@ -3,7 +3,7 @@
 //! with a typed error (seen through the event handlers), the connection is closed, and the node
 //! keeps committing.
 
-mod common;
+use crate::common;
 
 use common::{key, Cluster, Kind, CHAIN};
 use hotstuff_core::{ChainId, Keypair};

@@ -5,7 +5,7 @@
 //! load exits cleanly and keeps every transaction it acknowledged; the client gets honest answers
 //! and specific errors.
 
-mod ports;
+use crate::ports;
 
 use hotstuff_core::Keypair;
 use hotstuff_driver_std::kv::auth::{Op, SignedTx};

@@ -3,7 +3,7 @@
 //! commits transactions only if all replicas compute the same roots. At the end every replica's
 //! committed state has the same root, and a proof from it shows a committed value.
 
-mod common;
+use crate::common;
 
 use common::{key, CHAIN};
 use hotstuff_core::{Height, ValidatorSet};
