@@ -185,6 +185,23 @@ pub fn verify_qc(
     Ok(())
 }
 
+/// [`verify_qc`] with one more signature (a proposal's, by its proposer) in the same batch: one
+/// multiscalar multiplication instead of a strict check plus a batch. An `Err` does not say
+/// which signature failed: the caller then checks them one by one for the error to report.
+pub(crate) fn verify_qc_with(
+    qc: &QuorumCertificate,
+    chain: ChainId,
+    validators: &ValidatorSet,
+    genesis: &BlockHash,
+    extra: BatchItem,
+) -> Result<(), CertificateError> {
+    let mut items = Vec::with_capacity(qc.signatures.len() + 1);
+    qc_items(qc, chain, validators, genesis, &mut items)?;
+    items.push(extra);
+    crypto::verify_batch(&items)?;
+    Ok(())
+}
+
 /// Verifies a TC: its signers as for a QC, each reported high-QC view below the TC's view, the
 /// embedded high QC matching the largest reported view, and all signatures (the TC's and its
 /// high QC's) in one batch. If `high_qc_known_valid`, the embedded QC's signatures are skipped.

@@ -117,8 +117,13 @@
 //! ## Certificates and signatures
 //! Every signed byte string is domain separated (chain id, kind, view, subject; see [`crypto`]).
 //! QCs and TCs are checked with ed25519 batch verification, and a certificate already verified is
-//! remembered (by digest) and not verified again. Single signatures use strict verification, so
-//! anything accepted singly also passes in a batch.
+//! remembered (by digest) and not verified again. A proposal's signature joins its justify QC's
+//! batch when that QC is new (one multiscalar multiplication per proposal); when the QC is known,
+//! or the batch fails, the checks run one by one so the error names the signature at fault.
+//! A signature that only a batch accepts (crafted, with a small-order component) can at most make
+//! replicas disagree about that leader's own proposal, which a Byzantine leader can do anyway by
+//! sending different proposals; it signs nothing a vote or certificate covers. Votes and timeouts
+//! use strict verification, so anything accepted singly also passes in a certificate's batch.
 //!
 //! ## Example
 //! ```

@@ -17,7 +17,7 @@ use crate::block::Block;
 use crate::block_tree::{BlockTree, Validity};
 use crate::certificate::{self, QuorumCertificate, TimeoutCertificate};
 use crate::config::Config;
-use crate::crypto::Keypair;
+use crate::crypto::{self, Keypair};
 use crate::error::{ConfigError, InputError};
 use crate::input::Input;
 use crate::message::{Envelope, Message};
@@ -635,6 +635,24 @@ impl<P: Pacemaker> Replica<P> {
             certificate::verify_qc(qc, self.config.chain, self.certifying_set(qc)?, &self.genesis)?;
         }
         Ok(digest)
+    }
+
+    /// Verifies a proposal's justify QC and its proposer's signature `proposer` in one batch, if
+    /// the QC was not verified before. `None` when it was, or when the batch fails: the caller
+    /// then checks both one by one ([`crypto::verify_one`], [`Self::check_qc`]), which names the
+    /// signature at fault.
+    fn check_qc_and_proposer(
+        &self,
+        qc: &QuorumCertificate,
+        proposer: crypto::BatchItem,
+    ) -> Option<BlockHash> {
+        let digest = qc.digest();
+        if self.is_verified(qc.view, &digest) {
+            return None;
+        }
+        let set = self.certifying_set(qc).ok()?;
+        certificate::verify_qc_with(qc, self.config.chain, set, &self.genesis, proposer).ok()?;
+        Some(digest)
     }
 
     /// Verifies a TC of this epoch (and its high QC) unless identical ones were verified before.

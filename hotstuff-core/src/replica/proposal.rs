@@ -58,16 +58,24 @@ impl<P: Pacemaker> Replica<P> {
             .validators
             .verifying_key(&block.proposer)
             .ok_or(InputError::NotAValidator(block.proposer))?;
-        crypto::verify_one(
-            vk,
-            self.config.chain,
-            SignKind::Proposal,
-            view,
-            &crypto::block_subject(&hash),
-            &p.signature,
-        )
-        .map_err(|source| InputError::BadSignature { signer: block.proposer, source })?;
-        let qc_digest = self.check_qc(&block.justify)?;
+        // Jolteon Fig. 2 "vote rule" preconditions: the block is signed by the view's leader and
+        // its justify QC is valid. A new QC and the proposer's signature are verified in one
+        // batch; a QC verified before, or a failed batch, falls back to the checks one by one
+        // (the proposer's signature strictly, then the QC), which name the culprit in the `Err`.
+        let subject = crypto::block_subject(&hash);
+        let proposer_sig = crypto::BatchItem {
+            key: *vk,
+            msg: crypto::signed_bytes(self.config.chain, SignKind::Proposal, view, &subject),
+            sig: p.signature,
+        };
+        let qc_digest = match self.check_qc_and_proposer(&block.justify, proposer_sig) {
+            Some(digest) => digest,
+            None => {
+                crypto::verify_one(vk, self.config.chain, SignKind::Proposal, view, &subject, &p.signature)
+                    .map_err(|source| InputError::BadSignature { signer: block.proposer, source })?;
+                self.check_qc(&block.justify)?
+            }
+        };
         let tc_digests = match &p.tc {
             Some(tc) => Some(self.check_tc(tc)?),
             None => None,
