@@ -311,12 +311,7 @@ fn proposal_carrying_a_qc_formed_here_still_has_its_signature_checked() {
     run(&mut replica);
     let b = chain(&c, 2);
     let b1 = &b[0];
-    replica.handle(propose(&c, b1)).unwrap();
-    drain(&mut replica);
-    replica.handle(Input::BlockValidated { hash: b1.hash(), outcome: Some(AppOutcome::default()) }).unwrap();
-    let seq = persists_in(&drain(&mut replica));
-    replica.handle(Input::Persisted { seq }).unwrap();
-    drain(&mut replica);
+    feed(&mut replica, propose(&c, b1)); // validated, persisted, voted
     for i in &others[..2] {
         feed(&mut replica, c.input(*i, Message::Vote(c.vote(*i, 1, b1.hash()))));
     }
