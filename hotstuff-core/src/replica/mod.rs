@@ -637,22 +637,14 @@ impl<P: Pacemaker> Replica<P> {
         Ok(digest)
     }
 
-    /// Verifies a proposal's justify QC and its proposer's signature `proposer` in one batch, if
-    /// the QC was not verified before. `None` when it was, or when the batch fails: the caller
+    /// Verifies a proposal's justify QC, not verified before, and its proposer's signature
+    /// `proposer` in one batch. `false` when the batch (or the QC's signer set) fails: the caller
     /// then checks both one by one ([`crypto::verify_one`], [`Self::check_qc`]), which names the
     /// signature at fault.
-    fn check_qc_and_proposer(
-        &self,
-        qc: &QuorumCertificate,
-        proposer: crypto::BatchItem,
-    ) -> Option<BlockHash> {
-        let digest = qc.digest();
-        if self.is_verified(qc.view, &digest) {
-            return None;
-        }
-        let set = self.certifying_set(qc).ok()?;
-        certificate::verify_qc_with(qc, self.config.chain, set, &self.genesis, proposer).ok()?;
-        Some(digest)
+    fn batch_check_qc_and_proposer(&self, qc: &QuorumCertificate, proposer: crypto::BatchItem) -> bool {
+        self.certifying_set(qc).is_ok_and(|set| {
+            certificate::verify_qc_with(qc, self.config.chain, set, &self.genesis, proposer).is_ok()
+        })
     }
 
     /// Verifies a TC of this epoch (and its high QC) unless identical ones were verified before.

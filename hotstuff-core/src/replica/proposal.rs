@@ -59,23 +59,24 @@ impl<P: Pacemaker> Replica<P> {
             .verifying_key(&block.proposer)
             .ok_or(InputError::NotAValidator(block.proposer))?;
         // Jolteon Fig. 2 "vote rule" preconditions: the block is signed by the view's leader and
-        // its justify QC is valid. A new QC and the proposer's signature are verified in one
-        // batch; a QC verified before, or a failed batch, falls back to the checks one by one
-        // (the proposer's signature strictly, then the QC), which name the culprit in the `Err`.
+        // its justify QC is valid. A QC verified before leaves the proposer's signature, checked
+        // strictly. A new QC and the signature are verified in one batch; if it fails, the checks
+        // run one by one (the signature strictly, then the QC) to name the culprit in the `Err`.
         let subject = crypto::block_subject(&hash);
         let proposer_sig = crypto::BatchItem {
             key: *vk,
             msg: crypto::signed_bytes(self.config.chain, SignKind::Proposal, view, &subject),
             sig: p.signature,
         };
-        let qc_digest = match self.check_qc_and_proposer(&block.justify, proposer_sig) {
-            Some(digest) => digest,
-            None => {
-                crypto::verify_one(vk, self.config.chain, SignKind::Proposal, view, &subject, &p.signature)
-                    .map_err(|source| InputError::BadSignature { signer: block.proposer, source })?;
-                self.check_qc(&block.justify)?
-            }
-        };
+        let qc_digest = block.justify.digest();
+        let bad_signature = |source| InputError::BadSignature { signer: block.proposer, source };
+        if self.is_verified(block.justify.view, &qc_digest) {
+            crypto::verify_batch(core::slice::from_ref(&proposer_sig)).map_err(bad_signature)?;
+        } else if !self.batch_check_qc_and_proposer(&block.justify, proposer_sig) {
+            crypto::verify_one(vk, self.config.chain, SignKind::Proposal, view, &subject, &p.signature)
+                .map_err(bad_signature)?;
+            self.check_qc(&block.justify)?;
+        }
         let tc_digests = match &p.tc {
             Some(tc) => Some(self.check_tc(tc)?),
             None => None,
