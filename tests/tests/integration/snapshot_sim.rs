@@ -99,7 +99,7 @@ fn negative_control_installing_unverified_chunks_is_caught() {
 }
 
 /// Replays one seed with its trace (`SEED=7 cargo test --release -p hotstuff-tests --test
-/// snapshot_sim replay -- --ignored --nocapture`).
+/// integration snapshot_sim::replay -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn replay() {
