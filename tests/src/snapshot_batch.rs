@@ -64,7 +64,8 @@ pub struct Plan {
     pub laggard: Option<(u64, u64)>,
 }
 
-/// The seed's parameters and plan.
+/// The seed's parameters and plan. With `plant_unverified` (the negative control's planted
+/// bug) a run stops at its first safety violation.
 #[must_use]
 pub fn params(seed: u64, plant_unverified: bool) -> (Params, Plan, String) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a9_5a9);
@@ -89,6 +90,8 @@ pub fn params(seed: u64, plant_unverified: bool) -> (Params, Plan, String) {
     let setup =
         format!("faults {:?}, heal at {} ms, {plan:?}, byzantine {:?}", p.faults, p.heal_at_ms, p.byzantine);
     p.snapshots = Some(SnapshotParams { retain: RETAIN, interval: 5, plant_unverified });
+    // The negative control needs its first violation only.
+    p.stop_on_safety_violation = plant_unverified;
     (p, plan, setup)
 }
 

@@ -44,7 +44,7 @@ struct Args {
     #[arg(long)]
     snapshots: bool,
     /// With --snapshots: the negative control's planted bug (install the first chunk received,
-    /// verified or not); the oracles should fail.
+    /// verified or not); the oracles should fail (each run stops at its first safety violation).
     #[arg(long)]
     plant_unverified: bool,
     /// Every node runs with vote broadcast on (`Config::broadcast_votes`: votes go to every
