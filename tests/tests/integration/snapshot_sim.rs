@@ -9,7 +9,7 @@
 //! `cargo run --release -p hotstuff-tests --bin simulate -- --snapshots --seed S`.
 
 use hotstuff_tests::sim::Behavior;
-use hotstuff_tests::snapshot_batch::{params, run_seed, LAGGARD};
+use hotstuff_tests::snapshot_batch::{params, run_params, run_seed, LAGGARD};
 
 /// Seeds in the CI batch (about 0.5 s of CPU each in release on the development machine); run more
 /// with `simulate --snapshots --seeds N`.
@@ -92,11 +92,11 @@ fn negative_control_installing_unverified_chunks_is_caught() {
     // Only a seed with a Byzantine snapshot server can send a wrong chunk: the others are
     // skipped.
     for seed in 0..4 * SEEDS {
-        let (p, _, _) = params(seed, true);
+        let (p, plan, _) = params(seed, true);
         if !p.byzantine.iter().any(|(_, b)| *b == Behavior::BadSnapshot) {
             continue;
         }
-        let o = run_seed(seed, true);
+        let o = run_params(p, plan);
         if let Some(v) = o.report.safety_violations.first() {
             println!("snapshot negative control: caught at seed {seed}: {v}");
             return;
@@ -111,9 +111,9 @@ fn negative_control_installing_unverified_chunks_is_caught() {
 #[ignore]
 fn replay() {
     let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (mut p, plan, setup) = hotstuff_tests::snapshot_batch::params(seed, false);
+    let (mut p, plan, setup) = params(seed, false);
     p.trace = true;
-    let o = hotstuff_tests::snapshot_batch::run_params(p, plan);
+    let o = run_params(p, plan);
     let r = &o.report;
     for l in r.trace.iter().filter(|l| !l.contains("Vote") && !l.contains("Proposal")) {
         println!("{l}");
